@@ -1,0 +1,62 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// Layering (see README "Layout"): codec <- broker core <- broker <- config <- executable, and codec <- client.
+// The broker never names SQLite; only the executable chooses a store.
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "Tern",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "TernCodec", targets: ["TernCodec"]),
+        .library(name: "TernBrokerCore", targets: ["TernBrokerCore"]),
+        .library(name: "TernStore", targets: ["TernStore"]),
+        .library(name: "TernStoreSQLite", targets: ["TernStoreSQLite"]),
+        .library(name: "TernBroker", targets: ["TernBroker"]),
+        .library(name: "TernConfig", targets: ["TernConfig"]),
+        .library(name: "TernClient", targets: ["TernClient"]),
+        .executable(name: "tern", targets: ["tern"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+    ],
+    targets: [
+        .target(
+            name: "TernCodec",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: swiftSettings
+        ),
+        .target(name: "TernBrokerCore", dependencies: ["TernCodec"], swiftSettings: swiftSettings),
+        .target(name: "TernStore", dependencies: ["TernBrokerCore"], swiftSettings: swiftSettings),
+        .target(name: "TernStoreSQLite", dependencies: ["TernStore"], swiftSettings: swiftSettings),
+        .target(name: "TernBroker", dependencies: ["TernBrokerCore", "TernStore"], swiftSettings: swiftSettings),
+        .target(name: "TernConfig", dependencies: ["TernBroker"], swiftSettings: swiftSettings),
+        .target(name: "TernClient", dependencies: ["TernCodec"], swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "tern",
+            dependencies: [
+                "TernConfig",
+                "TernStoreSQLite",
+                "TernClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "TernCodecTests",
+            dependencies: [
+                "TernCodec",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOTestUtils", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,3 @@
+// The runnable, embeddable broker on SwiftNIO. Filled in by the broker issue.
+import TernBrokerCore
+import TernStore

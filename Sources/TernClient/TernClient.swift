@@ -1,0 +1,2 @@
+// The async/await MQTT client. Filled in by the client issue.
+import TernCodec
