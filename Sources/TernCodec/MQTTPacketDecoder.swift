@@ -44,6 +44,15 @@ public struct MQTTPacketDecoder: NIOSingleStepByteToMessageDecoder, Sendable {
     public mutating func decodePacket(from buffer: inout ByteBuffer) throws(TernError) -> MQTTPacket? {
         let start = buffer.readerIndex
         guard let typeAndFlags = buffer.getInteger(at: start, as: UInt8.self) else { return nil }
+        // A server refuses a first packet that is not CONNECT from its first byte (§3.1 [MQTT-3.1.0-1]).
+        let version: ProtocolVersion
+        if let known = protocolVersion {
+            version = known
+        } else if typeAndFlags >> 4 == PacketType.connect.rawValue {
+            version = .v5  // CONNECT carries its own level; this value is not used to read it.
+        } else {
+            throw .protocolError("the first packet is not CONNECT")
+        }
         // The Remaining Length is read in place so that an incomplete packet consumes nothing.
         var remainingLength = 0
         var lengthBytes = 0
@@ -65,14 +74,6 @@ public struct MQTTPacketDecoder: NIOSingleStepByteToMessageDecoder, Sendable {
         }
         guard buffer.readableBytes >= packetSize else { return nil }
 
-        let version: ProtocolVersion
-        if let known = protocolVersion {
-            version = known
-        } else if typeAndFlags >> 4 == PacketType.connect.rawValue {
-            version = .v5  // CONNECT carries its own level; this value is not used to read it.
-        } else {
-            throw .protocolError("the first packet is not CONNECT")  // §3.1 [MQTT-3.1.0-1]
-        }
         buffer.moveReaderIndex(forwardBy: 1 + lengthBytes)
         var body = buffer.readSlice(length: remainingLength)!
         let packet = try MQTTPacket.read(typeAndFlags: typeAndFlags, body: &body, version: version)
