@@ -24,6 +24,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
     ],
     targets: [
         .target(
@@ -31,7 +32,15 @@ let package = Package(
             dependencies: [.product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
-        .target(name: "TernBrokerCore", dependencies: ["TernCodec"], swiftSettings: swiftSettings),
+        .target(
+            name: "TernBrokerCore",
+            dependencies: [
+                "TernCodec",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "DequeModule", package: "swift-collections"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .target(name: "TernStore", dependencies: ["TernBrokerCore"], swiftSettings: swiftSettings),
         .target(name: "TernStoreSQLite", dependencies: ["TernStore"], swiftSettings: swiftSettings),
         .target(name: "TernBroker", dependencies: ["TernBrokerCore", "TernStore"], swiftSettings: swiftSettings),

@@ -1,0 +1,28 @@
+public import TernCodec
+
+/// What the broker's logic asks the I/O layer to do.
+public enum BrokerAction: Sendable, Hashable {
+    /// Write a packet to a connection. Writes to one connection keep their order.
+    case send(ConnectionID, MQTTPacket)
+    /// Close a connection once the packets sent to it before this action are written.
+    case close(ConnectionID)
+}
+
+/// Counters behind `$SYS/broker/...` and the metrics, with Mosquitto's meanings.
+public struct BrokerStatistics: Sendable, Hashable {
+    public var messagesReceived: UInt64 = 0
+    public var messagesSent: UInt64 = 0
+    public var publishMessagesReceived: UInt64 = 0
+    public var publishMessagesSent: UInt64 = 0
+    public var bytesReceived: UInt64 = 0
+    public var bytesSent: UInt64 = 0
+    /// Messages dropped because a queue was full (`max_queued_messages`/`max_queued_bytes`).
+    public var publishMessagesDropped: UInt64 = 0
+    /// Messages not sent because they exceeded the client's Maximum Packet Size.
+    public var publishMessagesDroppedTooLarge: UInt64 = 0
+    /// Messages discarded because their Message Expiry Interval passed.
+    public var publishMessagesExpired: UInt64 = 0
+    public var connectionsTotal: UInt64 = 0
+
+    public init() {}
+}

@@ -1,0 +1,249 @@
+public import TernCodec
+
+// MARK: - Inbound PUBLISH
+
+extension BrokerState {
+    /// Handles a PUBLISH from a client whose Topic Alias has been resolved (MQTT 5.0 §3.3.4).
+    public mutating func publish(_ connection: ConnectionID, _ packet: Publish, now: BrokerInstant) -> [BrokerAction] {
+        var actions: [BrokerAction] = []
+        guard let (clientID, version) = connections[connection] else { return [] }
+        statistics.publishMessagesReceived += 1
+
+        func disconnect(_ code: ReasonCode) -> [BrokerAction] {
+            var result: [BrokerAction] = []
+            if version == .v5 { result.append(.send(connection, .disconnect(Disconnect(reasonCode: code)))) }
+            result.append(.close(connection))
+            return result
+        }
+        if packet.qos > configuration.maxQoS { return disconnect(.qosNotSupported) }  // §3.2.2.3.4
+        if packet.retain, !configuration.retainAvailable { return disconnect(.retainNotSupported) }  // §3.2.2.3.5
+
+        if packet.qos == .exactlyOnce {
+            let pending = sessions[clientID]?.inboundQoS2Pending ?? []
+            if pending.contains(packet.packetIdentifier) {
+                // A re-sent QoS 2 PUBLISH that is already ours: acknowledge, never deliver twice (§4.3.3).
+                actions.append(.send(connection, .pubrec(PublishAcknowledgement(packetIdentifier: packet.packetIdentifier))))
+                return actions
+            }
+            if pending.count >= configuration.maxInboundQoS2Pending {
+                return disconnect(.receiveMaximumExceeded)  // §3.3.4 [MQTT-3.3.4-9]
+            }
+        }
+
+        let tooLarge = configuration.messageSizeLimit > 0 && packet.payload.readableBytes > configuration.messageSizeLimit
+        var delivered = 0
+        if !tooLarge {
+            var properties = packet.properties
+            properties.topicAlias = nil
+            let message = ApplicationMessage(
+                topic: packet.topic,
+                payload: packet.payload,
+                qos: packet.qos,
+                retain: packet.retain,
+                properties: properties,
+                expiresAt: packet.properties.messageExpiryInterval.map { now.adding(seconds: $0) },
+                publisherClientID: clientID
+            )
+            delivered = route(message, now: now, into: &actions)
+        } else {
+            statistics.publishMessagesDropped += 1
+        }
+
+        let code: ReasonCode = tooLarge ? .packetTooLarge : (delivered == 0 && version == .v5 ? .noMatchingSubscribers : .success)
+        switch packet.qos {
+        case .atMostOnce:
+            break
+        case .atLeastOnce:
+            actions.append(.send(connection, .puback(PublishAcknowledgement(packetIdentifier: packet.packetIdentifier, reasonCode: code))))
+        case .exactlyOnce:
+            if !tooLarge { sessions[clientID]?.inboundQoS2Pending.insert(packet.packetIdentifier) }
+            actions.append(.send(connection, .pubrec(PublishAcknowledgement(packetIdentifier: packet.packetIdentifier, reasonCode: code))))
+        }
+        return actions
+    }
+
+    /// Handles PUBREL for an inbound QoS 2 message (§4.3.3).
+    public mutating func publishRelease(_ connection: ConnectionID, _ packet: PublishAcknowledgement) -> [BrokerAction] {
+        guard let (clientID, version) = connections[connection] else { return [] }
+        let known = sessions[clientID]?.inboundQoS2Pending.remove(packet.packetIdentifier) != nil
+        let code: ReasonCode = known || version != .v5 ? .success : .packetIdentifierNotFound
+        return [.send(connection, .pubcomp(PublishAcknowledgement(packetIdentifier: packet.packetIdentifier, reasonCode: code)))]
+    }
+
+    /// Stores or clears a retained message and delivers `message` to every matching subscription.
+    /// - Returns: how many subscriptions it was delivered or queued to.
+    @discardableResult
+    mutating func route(_ message: ApplicationMessage, now: BrokerInstant, into actions: inout [BrokerAction]) -> Int {
+        if message.retain {
+            let key = message.topic.string
+            if message.payload.readableBytes == 0 {
+                retained[key] = nil  // §3.3.1.3: a zero-length retained message deletes the stored one
+            } else {
+                retained[key] = message
+            }
+        }
+        let sessions = self.sessions
+        let matches = topics.match(message.topic.string) { sessions[$0]?.connection != nil }
+        guard !matches.isEmpty else { return 0 }
+
+        // One copy per client for ordinary subscriptions: the highest granted QoS and every
+        // matching Subscription Identifier (§3.3.4). Each shared group adds its own copy.
+        var perClient: [String: Delivery] = [:]
+        var order: [String] = []
+        var sharedDeliveries: [(String, Delivery)] = []
+        for match in matches {
+            let entry = match.entry
+            if entry.options.noLocal, entry.clientID == message.publisherClientID { continue }  // §3.8.3.1
+            let qos = min(message.qos, entry.options.qos)
+            let retain = entry.options.retainAsPublished ? message.retain : false
+            let identifiers = entry.identifier.map { [$0] } ?? []
+            if match.isShared {
+                sharedDeliveries.append((entry.clientID, Delivery(message: message, qos: qos, retain: retain, subscriptionIdentifiers: identifiers)))
+                continue
+            }
+            if var existing = perClient[entry.clientID] {
+                existing.qos = max(existing.qos, qos)
+                existing.retain = existing.retain || retain
+                existing.subscriptionIdentifiers += identifiers
+                perClient[entry.clientID] = existing
+            } else {
+                perClient[entry.clientID] = Delivery(message: message, qos: qos, retain: retain, subscriptionIdentifiers: identifiers)
+                order.append(entry.clientID)
+            }
+        }
+        for clientID in order { deliver(perClient[clientID]!, to: clientID, now: now, into: &actions) }
+        for (clientID, delivery) in sharedDeliveries { deliver(delivery, to: clientID, now: now, into: &actions) }
+        return order.count + sharedDeliveries.count
+    }
+}
+
+// MARK: - Outbound flows
+
+extension BrokerState {
+    /// Sends `delivery` to a session now, or queues it when the client is away or its window is full.
+    mutating func deliver(_ delivery: Delivery, to clientID: String, now: BrokerInstant, into actions: inout [BrokerAction]) {
+        guard var session = sessions[clientID] else { return }
+        defer { sessions[clientID] = session }
+        if delivery.qos == .atMostOnce {
+            if let connection = session.connection {
+                send(delivery, packetIdentifier: 0, session: &session, connection: connection, now: now, into: &actions)
+            } else if configuration.queueQoS0Messages {
+                enqueue(delivery, session: &session)
+            }
+            return
+        }
+        if let connection = session.connection, session.inflight.count < session.sendWindow, session.queue.isEmpty {
+            let id = session.allocatePacketIdentifier()
+            if send(delivery, packetIdentifier: id, session: &session, connection: connection, now: now, into: &actions) {
+                session.inflight.append(.publish(packetIdentifier: id, delivery))
+            }
+        } else {
+            enqueue(delivery, session: &session)
+        }
+    }
+
+    private mutating func enqueue(_ delivery: Delivery, session: inout Session) {
+        let size = delivery.message.payload.readableBytes
+        if configuration.maxQueuedMessages > 0, session.queue.count >= configuration.maxQueuedMessages {
+            statistics.publishMessagesDropped += 1
+            return
+        }
+        if configuration.maxQueuedBytes > 0, session.queuedBytes + size > configuration.maxQueuedBytes {
+            statistics.publishMessagesDropped += 1
+            return
+        }
+        session.queue.append(delivery)
+        session.queuedBytes += size
+    }
+
+    /// Writes one PUBLISH; returns `false` when it was dropped (expired, or too large for the client).
+    @discardableResult
+    private mutating func send(
+        _ delivery: Delivery,
+        packetIdentifier: UInt16,
+        session: inout Session,
+        connection: ConnectionID,
+        now: BrokerInstant,
+        into actions: inout [BrokerAction]
+    ) -> Bool {
+        if delivery.message.isExpired(at: now) {
+            statistics.publishMessagesExpired += 1
+            return false
+        }
+        let publish = delivery.message.publishPacket(
+            qos: delivery.qos,
+            packetIdentifier: packetIdentifier,
+            retain: delivery.retain,
+            duplicate: false,
+            subscriptionIdentifiers: delivery.subscriptionIdentifiers,
+            now: now,
+            version: session.protocolVersion
+        )
+        let packet = MQTTPacket.publish(publish)
+        guard session.fitsClient(packet) else {
+            // §3.1.2.11.4 [MQTT-3.1.2-25]: discarded for this subscriber only, as if delivered.
+            statistics.publishMessagesDroppedTooLarge += 1
+            return false
+        }
+        statistics.publishMessagesSent += 1
+        actions.append(.send(connection, packet))
+        return true
+    }
+
+    /// Moves queued messages into the in-flight window while it has room (§4.9).
+    mutating func drainQueue(_ clientID: String, now: BrokerInstant, into actions: inout [BrokerAction]) {
+        guard var session = sessions[clientID], let connection = session.connection else { return }
+        defer { sessions[clientID] = session }
+        while session.inflight.count < session.sendWindow, let delivery = session.queue.popFirst() {
+            session.queuedBytes -= delivery.message.payload.readableBytes
+            if delivery.qos == .atMostOnce {
+                send(delivery, packetIdentifier: 0, session: &session, connection: connection, now: now, into: &actions)
+                continue
+            }
+            let id = session.allocatePacketIdentifier()
+            if send(delivery, packetIdentifier: id, session: &session, connection: connection, now: now, into: &actions) {
+                session.inflight.append(.publish(packetIdentifier: id, delivery))
+            }
+        }
+    }
+
+    /// Handles PUBACK, PUBREC or PUBCOMP from a client for an outbound message (§4.3).
+    public mutating func acknowledge(
+        _ connection: ConnectionID,
+        _ type: PacketType,
+        _ packet: PublishAcknowledgement,
+        now: BrokerInstant
+    ) -> [BrokerAction] {
+        var actions: [BrokerAction] = []
+        guard let (clientID, version) = connections[connection], var session = sessions[clientID] else { return [] }
+        let id = packet.packetIdentifier
+        let index = session.inflight.firstIndex { $0.packetIdentifier == id }
+        switch type {
+        case .puback:
+            if let index, case .publish(_, let delivery) = session.inflight[index], delivery.qos == .atLeastOnce {
+                session.inflight.remove(at: index)
+            }
+        case .pubrec:
+            if let index, case .publish(_, let delivery) = session.inflight[index], delivery.qos == .exactlyOnce {
+                if packet.reasonCode.isFailure {
+                    session.inflight.remove(at: index)  // §4.3.3: the flow ends at a failed PUBREC
+                } else {
+                    session.inflight[index] = .release(packetIdentifier: id)
+                    actions.append(.send(connection, .pubrel(PublishAcknowledgement(packetIdentifier: id))))
+                }
+            } else if let index, case .release = session.inflight[index] {
+                actions.append(.send(connection, .pubrel(PublishAcknowledgement(packetIdentifier: id))))
+            } else {
+                let code: ReasonCode = version == .v5 ? .packetIdentifierNotFound : .success
+                actions.append(.send(connection, .pubrel(PublishAcknowledgement(packetIdentifier: id, reasonCode: code))))
+            }
+        case .pubcomp:
+            if let index, case .release = session.inflight[index] { session.inflight.remove(at: index) }
+        default:
+            break
+        }
+        sessions[clientID] = session
+        drainQueue(clientID, now: now, into: &actions)
+        return actions
+    }
+}

@@ -1,0 +1,61 @@
+public import TernCodec
+
+extension BrokerState {
+    /// Handles SUBSCRIBE: grants each filter, answers SUBACK, then sends retained messages as each
+    /// subscription's Retain Handling asks (MQTT 5.0 §3.8.4, §3.3.1.3).
+    public mutating func subscribe(_ connection: ConnectionID, _ packet: Subscribe, now: BrokerInstant) -> [BrokerAction] {
+        var actions: [BrokerAction] = []
+        guard let (clientID, _) = connections[connection] else { return [] }
+        let identifier = packet.properties.subscriptionIdentifiers.first
+        var codes: [ReasonCode] = []
+        var retainedToSend: [(TopicFilter, SubscriptionOptions)] = []
+        for subscription in packet.subscriptions {
+            var options = subscription.options
+            options.qos = min(options.qos, configuration.maxQoS)
+            let existed = topics.subscribe(
+                subscription.filter,
+                entry: TopicTree.Entry(clientID: clientID, options: options, identifier: identifier)
+            )
+            sessions[clientID]?.subscriptions[subscription.filter.string] = SessionSubscription(
+                filter: subscription.filter,
+                options: options,
+                identifier: identifier
+            )
+            codes.append(ReasonCode(rawValue: options.qos.rawValue))
+            // §4.8.2: retained messages are not sent for a shared subscription.
+            guard !subscription.filter.isShared else { continue }
+            switch options.retainHandling {
+            case .sendOnSubscribe: retainedToSend.append((subscription.filter, options))
+            case .sendOnNewSubscription: if !existed { retainedToSend.append((subscription.filter, options)) }
+            case .doNotSend: break
+            }
+        }
+        actions.append(.send(connection, .suback(SubscribeAcknowledgement(packetIdentifier: packet.packetIdentifier, reasonCodes: codes))))
+        for (filter, options) in retainedToSend {
+            for (topic, message) in retained.sorted(by: { $0.key < $1.key }) where filter.matches(topic) {
+                if message.isExpired(at: now) { continue }
+                // §3.3.1.3: messages sent because of a new subscription keep RETAIN = 1.
+                let delivery = Delivery(
+                    message: message,
+                    qos: min(message.qos, options.qos),
+                    retain: true,
+                    subscriptionIdentifiers: identifier.map { [$0] } ?? []
+                )
+                deliver(delivery, to: clientID, now: now, into: &actions)
+            }
+        }
+        return actions
+    }
+
+    /// Handles UNSUBSCRIBE (§3.10.4).
+    public mutating func unsubscribe(_ connection: ConnectionID, _ packet: Unsubscribe) -> [BrokerAction] {
+        guard let (clientID, _) = connections[connection] else { return [] }
+        var codes: [ReasonCode] = []
+        for filter in packet.filters {
+            let existed = topics.unsubscribe(filter, clientID: clientID)
+            sessions[clientID]?.subscriptions[filter.string] = nil
+            codes.append(existed ? .success : .noSubscriptionExisted)
+        }
+        return [.send(connection, .unsuback(SubscribeAcknowledgement(packetIdentifier: packet.packetIdentifier, reasonCodes: codes)))]
+    }
+}

@@ -1,0 +1,280 @@
+public import TernCodec
+
+/// The broker's shared logic, with no I/O: sessions, the topic tree, retained messages, wills and
+/// expiry. Every method takes the current time and returns the ``BrokerAction``s to carry out.
+///
+/// It is a value type so that it can be tested without sockets and held behind one lock by the
+/// I/O layer. Per-connection rules that need no shared state (topic aliases, packet order) live in
+/// ``ConnectionStateMachine`` instead, on the connection's own event loop.
+public struct BrokerState: Sendable {
+    public var configuration: BrokerConfiguration
+    public internal(set) var sessions: [String: Session] = [:]
+    /// The client identifier attached to each live connection, and its protocol level.
+    var connections: [ConnectionID: (clientID: String, version: ProtocolVersion)] = [:]
+    public internal(set) var topics = TopicTree()
+    public internal(set) var retained: [String: ApplicationMessage] = [:]
+    /// Wills waiting for their Will Delay Interval, by client identifier.
+    public internal(set) var pendingWills: [String: (message: ApplicationMessage, deadline: BrokerInstant)] = [:]
+    public var statistics = BrokerStatistics()
+    var assignedIdentifierCounter: UInt64 = 0
+    let startedAt: BrokerInstant
+
+    public init(configuration: BrokerConfiguration = BrokerConfiguration(), now: BrokerInstant) {
+        self.configuration = configuration
+        self.startedAt = now
+    }
+
+    /// How many clients are connected now.
+    public var connectedCount: Int { connections.count }
+
+    /// The client identifier attached to `connection`.
+    public func clientID(of connection: ConnectionID) -> String? { connections[connection]?.clientID }
+
+    /// The keep alive the broker grants for a requested one (MQTT 5.0 §3.2.2.3.14): `max_keepalive`
+    /// caps it, and a request of 0 (no keep alive) is raised to it when a cap is configured.
+    public func grantedKeepAlive(requested: UInt16) -> UInt16 {
+        let cap = configuration.maxKeepalive
+        guard cap < UInt16.max else { return requested }
+        return requested == 0 || requested > cap ? cap : requested
+    }
+}
+
+// MARK: - CONNECT
+
+extension BrokerState {
+    /// Handles a CONNECT on `connection`: authentication, client identifier, session takeover,
+    /// Clean Start and resumption (MQTT 5.0 §3.1.4, §3.2).
+    public mutating func connect(_ connection: ConnectionID, _ packet: Connect, now: BrokerInstant) -> [BrokerAction] {
+        var actions: [BrokerAction] = []
+        let version = packet.protocolVersion
+        statistics.connectionsTotal += 1
+
+        func refuse(_ code: ReasonCode, _ reason: String? = nil) -> [BrokerAction] {
+            var properties = Properties()
+            if let reason, version == .v5 { try? properties.append(.reasonString(reason)) }
+            return [.send(connection, .connack(ConnAck(reasonCode: code, properties: properties))), .close(connection)]
+        }
+
+        if !configuration.allowAnonymous {
+            // No password file exists yet, so no credentials can be checked: refuse everyone.
+            return refuse(packet.username == nil ? .notAuthorized : .badUserNameOrPassword)
+        }
+        if version == .v5, packet.properties.authenticationMethod != nil {
+            return refuse(.badAuthenticationMethod, "no extended authentication method is configured")
+        }
+        if let will = packet.will {
+            if will.qos > configuration.maxQoS { return refuse(.qosNotSupported) }
+            if will.retain, !configuration.retainAvailable { return refuse(.retainNotSupported) }
+        }
+
+        var clientID = packet.clientIdentifier
+        var assignedIdentifier: String?
+        if clientID.isEmpty {
+            // §3.1.3.1: 3.1 never allows an empty id; 3.1.1 only with Clean Session [MQTT-3.1.3-8].
+            guard configuration.allowZeroLengthClientID, version != .v3_1, version == .v5 || packet.cleanStart else {
+                return refuse(.clientIdentifierNotValid)
+            }
+            repeat {
+                assignedIdentifierCounter += 1
+                clientID = "\(configuration.autoIDPrefix)\(startedAt.millisecondsSinceEpoch)-\(assignedIdentifierCounter)"
+            } while sessions[clientID] != nil
+            assignedIdentifier = clientID
+        }
+
+        // §3.1.2.11.2: absent means 0. 3.1.1's Clean Session 0 is a session that never expires.
+        let expiryInterval: UInt32 =
+            version == .v5 ? (packet.properties.sessionExpiryInterval ?? 0) : (packet.cleanStart ? 0 : .max)
+
+        // Session takeover (§3.1.4-3): the old connection is told and closed; its will follows the usual rules.
+        if let existing = sessions[clientID], let old = existing.connection {
+            if existing.protocolVersion == .v5 {
+                actions.append(.send(old, .disconnect(Disconnect(reasonCode: .sessionTakenOver))))
+            }
+            actions.append(.close(old))
+            detach(old, publishWill: true, now: now, into: &actions)
+        }
+
+        var sessionPresent = false
+        if packet.cleanStart {
+            if sessions[clientID] != nil { endSession(clientID, now: now, into: &actions) }
+        } else if sessions[clientID] != nil {
+            sessionPresent = true
+            // §3.1.2.5: a reconnection before the Will Delay Interval passes cancels the will.
+            pendingWills[clientID] = nil
+        }
+
+        var session = sessions[clientID] ?? Session(clientID: clientID, protocolVersion: version, expiryInterval: expiryInterval)
+        session.protocolVersion = version
+        session.expiryInterval = expiryInterval
+        session.connection = connection
+        session.expiresAt = nil
+        session.will = packet.will
+        let clientReceiveMaximum = version == .v5 ? Int(packet.properties.receiveMaximum ?? .max) : Int.max
+        session.sendWindow = max(1, min(clientReceiveMaximum, configuration.maxInflightMessages))
+        session.clientMaximumPacketSize = packet.properties.maximumPacketSize.map { Int($0) }
+        sessions[clientID] = session
+        connections[connection] = (clientID, version)
+
+        var properties = Properties()
+        if version == .v5 {
+            if configuration.maxInflightMessages < Int(UInt16.max) {
+                properties.receiveMaximum = UInt16(max(1, configuration.maxInflightMessages))
+            }
+            if configuration.maxQoS < .exactlyOnce { properties.maximumQoS = configuration.maxQoS }
+            if !configuration.retainAvailable { try? properties.append(.retainAvailable(false)) }
+            if configuration.maxPacketSize > 0 { properties.maximumPacketSize = UInt32(clamping: configuration.maxPacketSize) }
+            properties.topicAliasMaximum = configuration.maxTopicAlias
+            if let assignedIdentifier { try? properties.append(.assignedClientIdentifier(assignedIdentifier)) }
+            let granted = grantedKeepAlive(requested: packet.keepAlive)
+            if granted != packet.keepAlive { properties.serverKeepAlive = granted }
+        }
+        actions.append(.send(connection, .connack(ConnAck(sessionPresent: sessionPresent, properties: properties))))
+        if sessionPresent { resume(clientID, now: now, into: &actions) }
+        return actions
+    }
+
+    /// Re-sends the in-flight messages of a resumed session, then drains its queue (§4.4).
+    mutating func resume(_ clientID: String, now: BrokerInstant, into actions: inout [BrokerAction]) {
+        guard var session = sessions[clientID], let connection = session.connection else { return }
+        var kept: [InflightMessage] = []
+        for entry in session.inflight {
+            switch entry {
+            case .publish(let id, let delivery):
+                if delivery.message.isExpired(at: now) {
+                    statistics.publishMessagesExpired += 1
+                    continue
+                }
+                // §4.4 [MQTT-4.4.0-1]: re-sent with DUP=1 and the original packet identifier.
+                let publish = delivery.message.publishPacket(
+                    qos: delivery.qos,
+                    packetIdentifier: id,
+                    retain: delivery.retain,
+                    duplicate: true,
+                    subscriptionIdentifiers: delivery.subscriptionIdentifiers,
+                    now: now,
+                    version: session.protocolVersion
+                )
+                actions.append(.send(connection, .publish(publish)))
+                statistics.publishMessagesSent += 1
+                kept.append(entry)
+            case .release(let id):
+                actions.append(.send(connection, .pubrel(PublishAcknowledgement(packetIdentifier: id))))
+                kept.append(entry)
+            }
+        }
+        session.inflight = kept
+        sessions[clientID] = session
+        drainQueue(clientID, now: now, into: &actions)
+    }
+}
+
+// MARK: - Leaving
+
+extension BrokerState {
+    /// Handles a DISCONNECT from the client (MQTT 5.0 §3.14.4).
+    public mutating func disconnect(_ connection: ConnectionID, _ packet: Disconnect, now: BrokerInstant) -> [BrokerAction] {
+        var actions: [BrokerAction] = []
+        guard let (clientID, version) = connections[connection] else { return [.close(connection)] }
+        var publishWill = packet.reasonCode == .disconnectWithWillMessage
+        if version == .v5, let newInterval = packet.properties.sessionExpiryInterval {
+            if sessions[clientID]?.expiryInterval == 0, newInterval != 0 {
+                // §3.14.2.2.2 [MQTT-3.14.2-2]: 0 at CONNECT cannot become non-zero at DISCONNECT.
+                actions.append(.send(connection, .disconnect(Disconnect(reasonCode: .protocolError))))
+                publishWill = true
+            } else {
+                sessions[clientID]?.expiryInterval = newInterval
+            }
+        }
+        if packet.reasonCode.isFailure { publishWill = true }
+        actions.append(.close(connection))
+        detach(connection, publishWill: publishWill, now: now, into: &actions)
+        return actions
+    }
+
+    /// Handles the end of a network connection that was not preceded by a DISCONNECT, or that the
+    /// broker closed: the will is published or scheduled (§3.1.2.5).
+    public mutating func connectionClosed(_ connection: ConnectionID, now: BrokerInstant) -> [BrokerAction] {
+        var actions: [BrokerAction] = []
+        detach(connection, publishWill: true, now: now, into: &actions)
+        return actions
+    }
+
+    mutating func detach(_ connection: ConnectionID, publishWill: Bool, now: BrokerInstant, into actions: inout [BrokerAction]) {
+        guard let (clientID, _) = connections.removeValue(forKey: connection),
+            var session = sessions[clientID], session.connection == connection
+        else { return }
+        session.connection = nil
+        let expiry = session.expiryInterval
+        if let will = session.will, publishWill {
+            let message = willMessage(will, clientID: clientID, now: now)
+            let delay = will.properties.willDelayInterval ?? 0
+            if delay == 0 || expiry == 0 {
+                route(message, now: now, into: &actions)
+            } else {
+                // The will goes out at whichever comes first: its delay or the end of the session.
+                pendingWills[clientID] = (message, now.adding(seconds: min(delay, expiry)))
+            }
+        }
+        session.will = nil
+        if expiry == 0 {
+            sessions[clientID] = session
+            endSession(clientID, now: now, into: &actions)
+            return
+        }
+        var lifetime: UInt32? = expiry == .max ? nil : expiry
+        if let cap = configuration.persistentClientExpiration { lifetime = min(lifetime ?? cap, cap) }
+        session.expiresAt = lifetime.map { now.adding(seconds: $0) }
+        sessions[clientID] = session
+    }
+
+    /// Ends a session: its pending will is published and its subscriptions removed (§4.1).
+    mutating func endSession(_ clientID: String, now: BrokerInstant, into actions: inout [BrokerAction]) {
+        if let pending = pendingWills.removeValue(forKey: clientID) {
+            route(pending.message, now: now, into: &actions)
+        }
+        guard let session = sessions.removeValue(forKey: clientID) else { return }
+        for subscription in session.subscriptions.values {
+            topics.unsubscribe(subscription.filter, clientID: clientID)
+        }
+    }
+
+    func willMessage(_ will: Connect.Will, clientID: String, now: BrokerInstant) -> ApplicationMessage {
+        var properties = will.properties
+        properties.willDelayInterval = nil
+        let expiresAt = properties.messageExpiryInterval.map { now.adding(seconds: $0) }
+        return ApplicationMessage(
+            topic: will.topic,
+            payload: will.payload,
+            qos: will.qos,
+            retain: will.retain,
+            properties: properties,
+            expiresAt: expiresAt,
+            publisherClientID: clientID
+        )
+    }
+
+    /// Publishes wills whose delay has passed and ends sessions whose expiry has passed.
+    public mutating func tick(now: BrokerInstant) -> [BrokerAction] {
+        var actions: [BrokerAction] = []
+        for (clientID, pending) in pendingWills where pending.deadline <= now {
+            pendingWills[clientID] = nil
+            route(pending.message, now: now, into: &actions)
+        }
+        for (clientID, session) in sessions where session.connection == nil {
+            if let expiresAt = session.expiresAt, expiresAt <= now {
+                endSession(clientID, now: now, into: &actions)
+            }
+        }
+        for (topic, message) in retained where message.isExpired(at: now) {
+            retained[topic] = nil
+        }
+        return actions
+    }
+
+    /// The earliest time at which ``tick(now:)`` has work to do.
+    public var nextDeadline: BrokerInstant? {
+        let wills = pendingWills.values.map(\.deadline)
+        let sessionEnds = sessions.values.compactMap { $0.connection == nil ? $0.expiresAt : nil }
+        return (wills + sessionEnds).min()
+    }
+}
