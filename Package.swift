@@ -25,6 +25,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
         .target(
@@ -43,7 +45,18 @@ let package = Package(
         ),
         .target(name: "TernStore", dependencies: ["TernBrokerCore"], swiftSettings: swiftSettings),
         .target(name: "TernStoreSQLite", dependencies: ["TernStore"], swiftSettings: swiftSettings),
-        .target(name: "TernBroker", dependencies: ["TernBrokerCore", "TernStore"], swiftSettings: swiftSettings),
+        .target(
+            name: "TernBroker",
+            dependencies: [
+                "TernBrokerCore",
+                "TernStore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .target(name: "TernConfig", dependencies: ["TernBroker"], swiftSettings: swiftSettings),
         .target(name: "TernClient", dependencies: ["TernCodec"], swiftSettings: swiftSettings),
         .executableTarget(
@@ -52,7 +65,10 @@ let package = Package(
                 "TernConfig",
                 "TernStoreSQLite",
                 "TernClient",
+                "TernBroker",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),

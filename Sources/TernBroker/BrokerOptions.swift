@@ -1,0 +1,25 @@
+public import TernBrokerCore
+
+/// Everything an embedded or command-line broker is started with.
+public struct BrokerOptions: Sendable {
+    /// One address and port to accept MQTT connections on.
+    public struct Listener: Sendable, Hashable {
+        public var host: String
+        public var port: Int
+        public init(host: String, port: Int) {
+            self.host = host
+            self.port = port
+        }
+    }
+
+    /// The listeners. Mosquitto 2's default with no configuration: port 1883 on loopback only.
+    public var listeners: [Listener] = [Listener(host: "127.0.0.1", port: 1883), Listener(host: "::1", port: 1883)]
+    /// The protocol limits and switches, with Mosquitto's names.
+    public var broker = BrokerConfiguration()
+    /// How long a new connection may take to complete its CONNECT, in seconds.
+    public var connectTimeout: Int64 = 10
+    /// `sys_interval`: seconds between `$SYS` updates; 0 turns them off.
+    public var sysInterval: Int64 = 10
+
+    public init() {}
+}

@@ -1,0 +1,221 @@
+public import Logging
+public import NIOCore
+public import NIOPosix
+public import ServiceLifecycle
+import Synchronization
+public import TernBrokerCore
+import TernCodec
+
+/// The broker: listeners on SwiftNIO around the pure ``BrokerState``.
+///
+/// It is a swift-service-lifecycle `Service`: run it in a `ServiceGroup` (as `tern serve` does) or
+/// call ``run()`` from a task in your own program. SIGTERM/SIGINT through the service group shut
+/// it down gracefully: MQTT 5 clients are sent DISCONNECT 0x8B (Server shutting down).
+///
+/// ```swift
+/// var options = BrokerOptions()
+/// options.listeners = [.init(host: "127.0.0.1", port: 0)]
+/// let broker = MQTTBroker(options: options)
+/// let task = Task { try await broker.run() }
+/// let port = try await broker.waitUntilListening()[0].port!
+/// // ... connect clients to 127.0.0.1:port ...
+/// task.cancel()
+/// ```
+///
+/// The state is shared across event loops behind one `Mutex`. Each packet takes the lock once;
+/// the packets it produces for other connections are grouped per event loop and handed over in
+/// one hop, and each connection flushes once per read burst, not once per packet.
+public final class MQTTBroker: Service, Sendable {
+    struct Handle: Sendable {
+        let eventLoop: any EventLoop
+        let handler: NIOLoopBound<MQTTConnectionHandler>
+    }
+
+    struct Shared: ~Copyable {
+        var state: BrokerState
+        var handles: [ConnectionID: Handle] = [:]
+    }
+
+    public let options: BrokerOptions
+    let group: any EventLoopGroup
+    let logger: Logger
+    let shared: Mutex<Shared>
+    let connectionCounter = Atomic<UInt64>(0)
+    let listening: EventLoopPromise<[SocketAddress]>
+
+    /// - Parameters:
+    ///   - options: Listeners and limits.
+    ///   - group: The event loops to serve on; the shared singleton by default.
+    ///   - logger: Where connection events and refusals are logged.
+    public init(
+        options: BrokerOptions = BrokerOptions(),
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger = Logger(label: "tern.broker")
+    ) {
+        self.options = options
+        self.group = group
+        self.logger = logger
+        self.shared = Mutex(Shared(state: BrokerState(configuration: options.broker, now: .now())))
+        self.listening = group.any().makePromise(of: [SocketAddress].self)
+    }
+
+    /// The addresses the broker listens on, once it does. Throws if binding failed.
+    public func waitUntilListening() async throws -> [SocketAddress] {
+        try await listening.futureResult.get()
+    }
+
+    /// A snapshot of the broker's counters.
+    public var statistics: BrokerStatistics { shared.withLock { $0.state.statistics } }
+
+    /// Runs the listeners until the task is cancelled or a graceful shutdown is requested.
+    public func run() async throws {
+        var channels: [any Channel] = []
+        do {
+            for listener in options.listeners {
+                let channel = try await makeBootstrap().bind(host: listener.host, port: listener.port).get()
+                channels.append(channel)
+                logger.info("listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
+            }
+        } catch {
+            for channel in channels { try? await channel.close() }
+            listening.fail(error)
+            throw error
+        }
+        listening.succeed(channels.compactMap(\.localAddress))
+
+        let loop = group.any()
+        let ticker = loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { [self] _ in
+            self.tick()
+        }
+        let sysTicker: RepeatedTask? =
+            options.sysInterval > 0
+            ? loop.scheduleRepeatedTask(initialDelay: .zero, delay: .seconds(options.sysInterval)) { [self] _ in
+                self.publishSystemTopics()
+            } : nil
+
+        let boundChannels = channels
+        await withGracefulShutdownHandler {
+            await withTaskCancellationHandler {
+                // Park until shutdown or cancellation; both close the listeners.
+                for channel in boundChannels { try? await channel.closeFuture.get() }
+            } onCancel: {
+                for channel in boundChannels { channel.close(promise: nil) }
+            }
+        } onGracefulShutdown: {
+            for channel in boundChannels { channel.close(promise: nil) }
+        }
+        ticker.cancel()
+        sysTicker?.cancel()
+        await disconnectEveryone()
+    }
+
+    private func makeBootstrap() -> ServerBootstrap {
+        ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let id = ConnectionID(self.connectionCounter.wrappingAdd(1, ordering: .relaxed).newValue)
+                    let handler = MQTTConnectionHandler(broker: self, id: id)
+                    try channel.pipeline.syncOperations.addHandler(handler)
+                }
+            }
+    }
+
+    /// Sends DISCONNECT 0x8B to every MQTT 5 client and closes every connection.
+    private func disconnectEveryone() async {
+        let handles = shared.withLock { Array($0.handles.values) }
+        var closed: [EventLoopFuture<Void>] = []
+        for handle in handles {
+            closed.append(
+                handle.eventLoop.flatSubmit {
+                    handle.handler.value.shutDown()
+                }
+            )
+        }
+        for future in closed { try? await future.get() }
+    }
+
+    // MARK: Driving the state
+
+    /// Runs `body` on the shared state under the lock and carries out the actions it returns for
+    /// other connections. The actions for `current`, the connection whose event loop calls this,
+    /// are returned so that its handler writes them inside its read burst and flushes once.
+    @discardableResult
+    func withState(
+        current: ConnectionID?,
+        _ body: (inout BrokerState) -> [BrokerAction]
+    ) -> [BrokerAction] {
+        let (actions, handles): ([BrokerAction], [ConnectionID: Handle]) = shared.withLock { shared in
+            let actions = body(&shared.state)
+            var handles: [ConnectionID: Handle] = [:]
+            for action in actions {
+                switch action {
+                case .send(let id, _), .close(let id):
+                    if id != current, handles[id] == nil, let handle = shared.handles[id] { handles[id] = handle }
+                }
+            }
+            return (actions, handles)
+        }
+        return perform(actions, handles: handles, current: current)
+    }
+
+    private func perform(_ actions: [BrokerAction], handles: [ConnectionID: Handle], current: ConnectionID?) -> [BrokerAction] {
+        guard !actions.isEmpty else { return [] }
+        // Group per event loop, then per connection, keeping each connection's order.
+        var perLoop: [ObjectIdentifier: (loop: any EventLoop, work: [(Handle, [BrokerAction])])] = [:]
+        var own: [BrokerAction] = []
+        var connectionOrder: [ConnectionID] = []
+        var perConnection: [ConnectionID: [BrokerAction]] = [:]
+        for action in actions {
+            let id: ConnectionID
+            switch action {
+            case .send(let target, _), .close(let target): id = target
+            }
+            if id == current {
+                own.append(action)
+                continue
+            }
+            if perConnection[id] == nil { connectionOrder.append(id) }
+            perConnection[id, default: []].append(action)
+        }
+        for id in connectionOrder {
+            guard let handle = handles[id] else { continue }
+            let key = ObjectIdentifier(handle.eventLoop)
+            perLoop[key, default: (handle.eventLoop, [])].work.append((handle, perConnection[id]!))
+        }
+        for (_, entry) in perLoop {
+            if entry.loop.inEventLoop {
+                for (handle, actions) in entry.work { handle.handler.value.apply(actions, flush: true) }
+            } else {
+                let work = entry.work
+                entry.loop.execute {
+                    for (handle, actions) in work { handle.handler.value.apply(actions, flush: true) }
+                }
+            }
+        }
+        return own
+    }
+
+    func register(_ id: ConnectionID, handle: Handle) {
+        shared.withLock { $0.handles[id] = handle }
+    }
+
+    func connectionEnded(_ id: ConnectionID) {
+        withState(current: nil) { state in state.connectionClosed(id, now: .now()) }
+        shared.withLock { _ = $0.handles.removeValue(forKey: id) }
+    }
+
+    private func tick() {
+        withState(current: nil) { state in state.tick(now: .now()) }
+    }
+
+    private func publishSystemTopics() {
+        withState(current: nil) { state in state.publishSystemTopics(now: .now(), version: ternVersion) }
+    }
+}
+
+/// The version reported in `$SYS/broker/version`.
+let ternVersion = "tern 0.1.0"

@@ -1,0 +1,211 @@
+import Logging
+import NIOCore
+import TernBrokerCore
+import TernCodec
+
+/// One client connection: decodes packets, applies the per-connection rules, hands the rest to the
+/// broker's shared state and writes what comes back. It does I/O only; the rules live in
+/// ``ConnectionStateMachine`` and ``BrokerState``.
+final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    let broker: MQTTBroker
+    let id: ConnectionID
+    private var processor: NIOSingleStepByteToMessageProcessor<MQTTPacketDecoder>
+    private var machine: ConnectionStateMachine
+    private var context: ChannelHandlerContext?
+    private var version: ProtocolVersion = .v5
+    /// Whether the shared state knows this connection (its CONNECT was forwarded).
+    private var attached = false
+    private var closing = false
+    private var needsFlush = false
+    private var lastRead = NIODeadline.now()
+    private var keepAliveTimeout: TimeAmount?
+    private var timer: Scheduled<Void>?
+
+    init(broker: MQTTBroker, id: ConnectionID) {
+        self.broker = broker
+        self.id = id
+        let limit = broker.options.broker.maxPacketSize
+        self.processor = NIOSingleStepByteToMessageProcessor(
+            MQTTPacketDecoder(maximumPacketSize: limit > 0 ? limit : MQTTPacketDecoder.protocolMaximumPacketSize),
+            maximumBufferSize: nil
+        )
+        self.machine = ConnectionStateMachine(topicAliasMaximum: broker.options.broker.maxTopicAlias)
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        broker.register(id, handle: MQTTBroker.Handle(eventLoop: context.eventLoop, handler: NIOLoopBound(self, eventLoop: context.eventLoop)))
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        // A client that never completes its CONNECT is dropped after the connect timeout.
+        timer = context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(broker.options.connectTimeout)) { [self] in
+            if !attached { close(reason: "no CONNECT within \(broker.options.connectTimeout) s") }
+        }
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        timer?.cancel()
+        closing = true
+        broker.connectionEnded(id)
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !closing else { return }
+        lastRead = .now()
+        let buffer = unwrapInboundIn(data)
+        do {
+            try processor.process(buffer: buffer) { packet in
+                guard !closing else { return }
+                handle(packet)
+            }
+        } catch let error as TernError {
+            refuse(error)
+        } catch {
+            close(reason: "\(error)")
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        flushIfNeeded()
+        context.fireChannelReadComplete()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        close(reason: "\(error)")
+    }
+
+    // MARK: Packets
+
+    private func handle(_ packet: MQTTPacket) {
+        switch machine.received(packet) {
+        case .reply(let reply):
+            write(reply)
+        case .close(let code, let reason):
+            refuse(TernError(code, reason))
+        case .forward(let packet):
+            forward(packet)
+        }
+    }
+
+    private func forward(_ packet: MQTTPacket) {
+        let now = BrokerInstant.now()
+        let id = self.id
+        let own: [BrokerAction]
+        switch packet {
+        case .connect(let connect):
+            version = connect.protocolVersion
+            attached = true
+            own = broker.withState(current: id) { state in
+                let actions = state.connect(id, connect, now: now)
+                let granted = state.grantedKeepAlive(requested: connect.keepAlive)
+                self.startKeepAlive(seconds: granted)
+                return actions
+            }
+        case .publish(let publish): own = broker.withState(current: id) { $0.publish(id, publish, now: now) }
+        case .puback(let ack): own = broker.withState(current: id) { $0.acknowledge(id, .puback, ack, now: now) }
+        case .pubrec(let ack): own = broker.withState(current: id) { $0.acknowledge(id, .pubrec, ack, now: now) }
+        case .pubcomp(let ack): own = broker.withState(current: id) { $0.acknowledge(id, .pubcomp, ack, now: now) }
+        case .pubrel(let ack): own = broker.withState(current: id) { $0.publishRelease(id, ack) }
+        case .subscribe(let subscribe): own = broker.withState(current: id) { $0.subscribe(id, subscribe, now: now) }
+        case .unsubscribe(let unsubscribe): own = broker.withState(current: id) { $0.unsubscribe(id, unsubscribe) }
+        case .disconnect(let disconnect): own = broker.withState(current: id) { $0.disconnect(id, disconnect, now: now) }
+        default: own = []
+        }
+        apply(own, flush: false)
+    }
+
+    /// Carries out the broker's actions for this connection. Called on this connection's loop.
+    func apply(_ actions: [BrokerAction], flush: Bool) {
+        for action in actions {
+            switch action {
+            case .send(_, let packet): write(packet)
+            case .close: close(reason: nil)
+            }
+        }
+        if flush { flushIfNeeded() }
+    }
+
+    private func write(_ packet: MQTTPacket) {
+        guard let context, !closing else { return }
+        var buffer = context.channel.allocator.buffer(capacity: packet.encodedSize(version: version))
+        do {
+            try packet.write(to: &buffer, version: version)
+        } catch {
+            broker.logger.error("could not encode \(packet.type): \(error)")
+            return
+        }
+        context.write(wrapOutboundOut(buffer), promise: nil)
+        needsFlush = true
+    }
+
+    private func flushIfNeeded() {
+        guard needsFlush, let context else { return }
+        needsFlush = false
+        context.flush()
+    }
+
+    /// Answers a broken rule as the specification asks, then closes: a DISCONNECT with the reason
+    /// code on MQTT 5, or for an unknown protocol level a 3.1.1-style CONNACK "unacceptable
+    /// protocol version", which every client version can read (§3.1.2.2).
+    private func refuse(_ error: TernError) {
+        broker.logger.notice(
+            "closing connection",
+            metadata: ["connection": "\(id)", "reason": "\(error.reasonCode)", "detail": "\(error.reason)"]
+        )
+        if attached, version == .v5 {
+            write(.disconnect(Disconnect(reasonCode: error.reasonCode)))
+        } else if !attached, error.reasonCode == .unsupportedProtocolVersion, let context {
+            context.write(wrapOutboundOut(ByteBuffer(bytes: [0x20, 0x02, 0x00, 0x01])), promise: nil)
+            needsFlush = true
+        }
+        close(reason: nil)
+    }
+
+    func close(reason: String?) {
+        guard !closing, let context else { return }
+        if let reason { broker.logger.debug("closing connection", metadata: ["connection": "\(id)", "reason": "\(reason)"]) }
+        flushIfNeeded()
+        closing = true
+        timer?.cancel()
+        context.close(promise: nil)
+    }
+
+    /// Sends DISCONNECT 0x8B (Server shutting down) to an MQTT 5 client and closes.
+    func shutDown() -> EventLoopFuture<Void> {
+        guard let context else { return broker.group.any().makeSucceededVoidFuture() }
+        if attached, version == .v5 { write(.disconnect(Disconnect(reasonCode: .serverShuttingDown))) }
+        flushIfNeeded()
+        closing = true
+        return context.close().recover { _ in }
+    }
+
+    // MARK: Keep alive
+
+    /// §3.1.2.10: no packet for 1.5 times the keep alive ends the connection.
+    private func startKeepAlive(seconds: UInt16) {
+        timer?.cancel()
+        guard seconds > 0, let context else { return }
+        let timeout = TimeAmount.milliseconds(Int64(seconds) * 1500)
+        keepAliveTimeout = timeout
+        timer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in checkKeepAlive() }
+    }
+
+    private func checkKeepAlive() {
+        guard let timeout = keepAliveTimeout, let context, !closing else { return }
+        let idle = NIODeadline.now() - lastRead
+        if idle >= timeout {
+            refuse(TernError(.keepAliveTimeout, "no packet for \(idle.nanoseconds / 1_000_000) ms"))
+        } else {
+            timer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout - idle) { [self] in checkKeepAlive() }
+        }
+    }
+}
+
+@available(*, unavailable)
+extension MQTTConnectionHandler: Sendable {}

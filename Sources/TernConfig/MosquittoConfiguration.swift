@@ -1,0 +1,191 @@
+public import TernBroker
+import TernBrokerCore
+import TernCodec
+
+/// Reads `mosquitto.conf`-style configuration: one `option value...` per line, `#` comments.
+///
+/// Options keep Mosquitto's meaning. An option Tern does not know is a warning naming the file and
+/// line; a value that does not fit its option stops start-up with the file, the line and what was
+/// expected.
+public struct MosquittoConfiguration: Sendable {
+    /// Where logs go, from `log_dest`.
+    public enum LogDestination: Sendable, Hashable {
+        case stdout, stderr
+        case file(String)
+    }
+
+    public var options = BrokerOptions()
+    public var warnings: [String] = []
+    public var logDestinations: [LogDestination] = []
+    /// `log_type` values, as written.
+    public var logTypes: [String] = []
+
+    public init() {}
+
+    /// Parses configuration text. `file` names it in errors and warnings.
+    public static func parse(_ text: String, file: String) throws(ConfigurationError) -> MosquittoConfiguration {
+        var parser = Parser(file: file)
+        var lineNumber = 0
+        for rawLine in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            lineNumber += 1
+            let line = rawLine.trimmingSpaces
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
+            try parser.apply(option: words[0], arguments: Array(words.dropFirst()), line: lineNumber)
+        }
+        return parser.finish()
+    }
+
+    struct Parser {
+        let file: String
+        var result = MosquittoConfiguration()
+        var listeners: [BrokerOptions.Listener] = []
+        var defaultPort: Int?
+        var bindAddress: String?
+        var allowAnonymousSet = false
+
+        init(file: String) { self.file = file }
+
+        func error(_ line: Int, _ reason: String) -> ConfigurationError {
+            ConfigurationError(file: file, line: line, reason: reason)
+        }
+
+        func one(_ option: String, _ arguments: [String], _ line: Int) throws(ConfigurationError) -> String {
+            guard arguments.count == 1 else { throw error(line, "\(option) takes exactly one value") }
+            return arguments[0]
+        }
+
+        func integer(_ option: String, _ arguments: [String], _ line: Int, in range: ClosedRange<Int>) throws(ConfigurationError) -> Int {
+            let text = try one(option, arguments, line)
+            guard let value = Int(text), range.contains(value) else {
+                throw error(line, "\(option) expects a whole number from \(range.lowerBound) to \(range.upperBound), not '\(text)'")
+            }
+            return value
+        }
+
+        func boolean(_ option: String, _ arguments: [String], _ line: Int) throws(ConfigurationError) -> Bool {
+            switch try one(option, arguments, line) {
+            case "true": return true
+            case "false": return false
+            case let other: throw error(line, "\(option) expects true or false, not '\(other)'")
+            }
+        }
+
+        func port(_ text: String, _ line: Int) throws(ConfigurationError) -> Int {
+            guard let value = Int(text), (0...65535).contains(value) else {
+                throw error(line, "a port must be a number from 0 to 65535, not '\(text)'")
+            }
+            return value
+        }
+
+        /// Mosquitto's durations: a number and one of h, d, w, m (months) or y; seconds when bare.
+        func duration(_ option: String, _ arguments: [String], _ line: Int) throws(ConfigurationError) -> UInt32 {
+            let text = try one(option, arguments, line)
+            let units: [Character: UInt64] = ["h": 3600, "d": 86_400, "w": 604_800, "m": 2_592_000, "y": 31_536_000]
+            var digits = Substring(text)
+            var multiplier: UInt64 = 1
+            if let last = text.last, let unit = units[last] {
+                multiplier = unit
+                digits = text.dropLast()
+            }
+            guard let count = UInt64(digits), count > 0 else {
+                throw error(line, "\(option) expects a duration such as 3600, 12h, 7d, 2w, 6m or 1y, not '\(text)'")
+            }
+            return UInt32(clamping: count * multiplier)
+        }
+
+        mutating func apply(option: String, arguments: [String], line: Int) throws(ConfigurationError) {
+            var broker = result.options.broker
+            defer { result.options.broker = broker }
+            switch option {
+            case "listener":
+                guard (1...2).contains(arguments.count) else { throw error(line, "listener expects a port and an optional address") }
+                let port = try port(arguments[0], line)
+                listeners.append(BrokerOptions.Listener(host: arguments.count == 2 ? arguments[1] : "0.0.0.0", port: port))
+            case "port":
+                defaultPort = try port(try one(option, arguments, line), line)
+            case "bind_address":
+                bindAddress = try one(option, arguments, line)
+            case "allow_anonymous":
+                broker.allowAnonymous = try boolean(option, arguments, line)
+                allowAnonymousSet = true
+            case "max_inflight_messages":
+                let value = try integer(option, arguments, line, in: 0...65535)
+                broker.maxInflightMessages = value == 0 ? 65535 : value
+            case "max_queued_messages":
+                broker.maxQueuedMessages = try integer(option, arguments, line, in: 0...Int(Int32.max))
+            case "max_queued_bytes":
+                broker.maxQueuedBytes = try integer(option, arguments, line, in: 0...Int(Int32.max))
+            case "max_packet_size":
+                broker.maxPacketSize = try integer(option, arguments, line, in: 0...MQTTPacketDecoder.protocolMaximumPacketSize)
+                if broker.maxPacketSize > 0, broker.maxPacketSize < 20 {
+                    throw error(line, "max_packet_size must be 0 or at least 20 bytes")
+                }
+            case "message_size_limit":
+                broker.messageSizeLimit = try integer(option, arguments, line, in: 0...268_435_455)
+            case "max_keepalive":
+                broker.maxKeepalive = UInt16(try integer(option, arguments, line, in: 0...65535))
+            case "retain_available":
+                broker.retainAvailable = try boolean(option, arguments, line)
+            case "max_qos":
+                broker.maxQoS = QoS(rawValue: UInt8(try integer(option, arguments, line, in: 0...2)))!
+            case "max_topic_alias":
+                broker.maxTopicAlias = UInt16(try integer(option, arguments, line, in: 0...65535))
+            case "allow_zero_length_clientid":
+                broker.allowZeroLengthClientID = try boolean(option, arguments, line)
+            case "auto_id_prefix":
+                broker.autoIDPrefix = try one(option, arguments, line)
+            case "queue_qos0_messages":
+                broker.queueQoS0Messages = try boolean(option, arguments, line)
+            case "persistent_client_expiration":
+                broker.persistentClientExpiration = try duration(option, arguments, line)
+            case "sys_interval":
+                result.options.sysInterval = Int64(try integer(option, arguments, line, in: 0...Int(Int32.max)))
+            case "log_type":
+                result.logTypes.append(try one(option, arguments, line))
+            case "log_dest":
+                guard let kind = arguments.first else { throw error(line, "log_dest expects stdout, stderr or file PATH") }
+                switch kind {
+                case "stdout": result.logDestinations.append(.stdout)
+                case "stderr": result.logDestinations.append(.stderr)
+                case "file":
+                    guard arguments.count == 2 else { throw error(line, "log_dest file expects a path") }
+                    result.logDestinations.append(.file(arguments[1]))
+                case "syslog", "topic", "none", "dlt":
+                    result.warnings.append("\(file):\(line): log_dest \(kind) is not supported; ignored")
+                default:
+                    throw error(line, "log_dest expects stdout, stderr or file PATH, not '\(kind)'")
+                }
+            case "persistence", "persistence_location", "persistence_file", "autosave_interval", "autosave_on_changes",
+                "password_file", "acl_file", "certfile", "keyfile", "cafile", "capath", "require_certificate",
+                "use_identity_as_username", "tls_version", "ciphers", "protocol", "per_listener_settings":
+                result.warnings.append("\(file):\(line): \(option) is not supported yet; ignored")
+            default:
+                result.warnings.append("\(file):\(line): unknown option '\(option)'; ignored")
+            }
+        }
+
+        func finish() -> MosquittoConfiguration {
+            var result = self.result
+            var all = listeners
+            if let defaultPort {
+                all.insert(BrokerOptions.Listener(host: bindAddress ?? "0.0.0.0", port: defaultPort), at: 0)
+            }
+            if !all.isEmpty {
+                result.options.listeners = all
+                // Mosquitto 2: once a listener is configured, anonymous access must be asked for.
+                if !allowAnonymousSet { result.options.broker.allowAnonymous = false }
+            }
+            return result
+        }
+    }
+}
+
+extension Substring {
+    var trimmingSpaces: Substring {
+        var text = self
+        while let first = text.first, first == " " || first == "\t" || first == "\r" { text = text.dropFirst() }
+        while let last = text.last, last == " " || last == "\t" || last == "\r" { text = text.dropLast() }
+        return text
+    }
+}

@@ -1,2 +1,0 @@
-// The mosquitto.conf-style configuration parser. Filled in by the broker issue.
-import TernBroker
