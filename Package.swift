@@ -73,6 +73,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "TernBrokerCoreTests",
+            dependencies: ["TernBrokerCore", "TernCodec", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "TernCodecTests",
             dependencies: [
                 "TernCodec",
