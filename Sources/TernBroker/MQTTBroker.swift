@@ -67,6 +67,9 @@ public final class MQTTBroker: Service, Sendable {
     /// A snapshot of the broker's counters.
     public var statistics: BrokerStatistics { shared.withLock { $0.state.statistics } }
 
+    /// How many sessions the broker holds, connected or not.
+    public var sessionCount: Int { shared.withLock { $0.state.sessions.count } }
+
     /// Runs the listeners until the task is cancelled or a graceful shutdown is requested.
     public func run() async throws {
         var channels: [any Channel] = []

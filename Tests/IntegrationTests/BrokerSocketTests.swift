@@ -1,0 +1,131 @@
+import NIOCore
+import TernBroker
+import TernCodec
+import Testing
+
+/// The broker over real sockets on 127.0.0.1, embedded in the test process.
+@Suite("Broker over sockets")
+struct BrokerSocketTests {
+    func subscription(_ filter: String, qos: QoS = .atMostOnce) -> Subscribe {
+        Subscribe(packetIdentifier: 1, subscriptions: [.init(filter: try! TopicFilter(filter), options: .init(qos: qos))])
+    }
+
+    func publish(_ topic: String, _ payload: String, qos: QoS = .atMostOnce, id: UInt16 = 0) -> MQTTPacket {
+        .publish(Publish(topic: try! TopicName(topic), payload: ByteBuffer(string: payload), qos: qos, packetIdentifier: id))
+    }
+
+    @Test("QoS 0, 1 and 2 end to end, on MQTT 5 and 3.1.1", arguments: [ProtocolVersion.v5, .v3_1_1])
+    func publishSubscribe(version: ProtocolVersion) async throws {
+        try await withBroker { _, port in
+            var subscriber = try await TestClient.connect(port: port, version: version)
+            #expect(try await subscriber.handshake(Connect(protocolVersion: version, clientIdentifier: "sub")).reasonCode == .success)
+            try await subscriber.send(.subscribe(subscription("sensors/+", qos: .exactlyOnce)))
+            guard case .suback(let suback)? = try await subscriber.next() else { Issue.record("no SUBACK"); return }
+            #expect(suback.reasonCodes == [.grantedQoS2])
+
+            var publisher = try await TestClient.connect(port: port, version: version)
+            _ = try await publisher.handshake(Connect(protocolVersion: version, clientIdentifier: "pub"))
+            try await publisher.send(publish("sensors/a", "zero"))
+            try await publisher.send(publish("sensors/a", "one", qos: .atLeastOnce, id: 1))
+            guard case .puback(let puback)? = try await publisher.next() else { Issue.record("no PUBACK"); return }
+            #expect(puback.packetIdentifier == 1)
+            try await publisher.send(publish("sensors/a", "two", qos: .exactlyOnce, id: 2))
+            #expect(try await publisher.next() == .pubrec(PublishAcknowledgement(packetIdentifier: 2)))
+            try await publisher.send(.pubrel(PublishAcknowledgement(packetIdentifier: 2)))
+            #expect(try await publisher.next() == .pubcomp(PublishAcknowledgement(packetIdentifier: 2)))
+
+            var received: [String] = []
+            while received.count < 3 {
+                guard case .publish(let message)? = try await subscriber.next() else { Issue.record("closed"); return }
+                received.append(String(buffer: message.payload))
+                switch message.qos {
+                case .atMostOnce: break
+                case .atLeastOnce: try await subscriber.send(.puback(PublishAcknowledgement(packetIdentifier: message.packetIdentifier)))
+                case .exactlyOnce:
+                    try await subscriber.send(.pubrec(PublishAcknowledgement(packetIdentifier: message.packetIdentifier)))
+                    #expect(try await subscriber.next() == .pubrel(PublishAcknowledgement(packetIdentifier: message.packetIdentifier)))
+                    try await subscriber.send(.pubcomp(PublishAcknowledgement(packetIdentifier: message.packetIdentifier)))
+                }
+            }
+            #expect(received == ["zero", "one", "two"])
+            await subscriber.close()
+            await publisher.close()
+        }
+    }
+
+    @Test("§4.4 reconnecting with Clean Start 0 resumes the session: CONNACK session present, DUP=1, same packet id")
+    func resumeRedelivers() async throws {
+        try await withBroker { _, port in
+            var properties = Properties()
+            properties.sessionExpiryInterval = 300
+            let connect = Connect(clientIdentifier: "durable", cleanStart: false, properties: properties)
+            var first = try await TestClient.connect(port: port)
+            #expect(try await first.handshake(connect).sessionPresent == false)
+            try await first.send(.subscribe(subscription("jobs", qos: .atLeastOnce)))
+            _ = try await first.next()
+
+            var publisher = try await TestClient.connect(port: port)
+            _ = try await publisher.handshake(Connect(clientIdentifier: "pub"))
+            try await publisher.send(publish("jobs", "work", qos: .atLeastOnce, id: 9))
+            guard case .publish(let original)? = try await first.next() else { Issue.record("not delivered"); return }
+            #expect(!original.duplicate)
+            await first.close()  // never acknowledged
+
+            var second = try await TestClient.connect(port: port)
+            #expect(try await second.handshake(connect).sessionPresent == true)
+            guard case .publish(let again)? = try await second.next() else { Issue.record("not redelivered"); return }
+            #expect(again.duplicate)
+            #expect(again.packetIdentifier == original.packetIdentifier)
+            #expect(String(buffer: again.payload) == "work")
+            await second.close()
+            await publisher.close()
+        }
+    }
+
+    @Test("§3.1.4 a takeover sends the old connection DISCONNECT 0x8E and closes it")
+    func takeover() async throws {
+        try await withBroker { _, port in
+            var old = try await TestClient.connect(port: port)
+            _ = try await old.handshake(Connect(clientIdentifier: "twin"))
+            var new = try await TestClient.connect(port: port)
+            _ = try await new.handshake(Connect(clientIdentifier: "twin"))
+            #expect(try await old.next() == .disconnect(Disconnect(reasonCode: .sessionTakenOver)))
+            #expect(try await old.next() == nil)
+            await new.close()
+        }
+    }
+
+    @Test("a will is published when the connection drops without DISCONNECT")
+    func willOnDrop() async throws {
+        try await withBroker { _, port in
+            var watcher = try await TestClient.connect(port: port)
+            _ = try await watcher.handshake(Connect(clientIdentifier: "watcher"))
+            try await watcher.send(.subscribe(subscription("status/#")))
+            _ = try await watcher.next()
+            var dying = try await TestClient.connect(port: port)
+            let will = Connect.Will(topic: try TopicName("status/dying"), payload: ByteBuffer(string: "offline"))
+            _ = try await dying.handshake(Connect(clientIdentifier: "dying", will: will))
+            await dying.close()
+            guard case .publish(let message)? = try await watcher.next() else { Issue.record("no will"); return }
+            #expect(message.topic.string == "status/dying")
+            #expect(String(buffer: message.payload) == "offline")
+            await watcher.close()
+        }
+    }
+
+    @Test("graceful shutdown sends MQTT 5 clients DISCONNECT 0x8B")
+    func gracefulShutdown() async throws {
+        var options = BrokerOptions()
+        options.listeners = [.init(host: "127.0.0.1", port: 0)]
+        options.sysInterval = 0
+        let broker = MQTTBroker(options: options)
+        let task = Task { try await broker.run() }
+        let port = try await broker.waitUntilListening()[0].port!
+        var client = try await TestClient.connect(port: port)
+        _ = try await client.handshake(Connect(clientIdentifier: "c"))
+        task.cancel()
+        #expect(try await client.next() == .disconnect(Disconnect(reasonCode: .serverShuttingDown)))
+        #expect(try await client.next() == nil)
+        _ = await task.result
+    }
+}

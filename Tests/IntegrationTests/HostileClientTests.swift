@@ -1,0 +1,140 @@
+import NIOCore
+import TernBroker
+import TernCodec
+import Testing
+
+/// Broken and hostile clients: each gets the right reason code and a closed connection, and the
+/// broker keeps serving everyone else.
+@Suite("Hostile clients")
+struct HostileClientTests {
+    /// Checks that a fresh client can still connect and ping after the hostile one.
+    func brokerStillServes(port: Int) async throws {
+        var client = try await TestClient.connect(port: port)
+        #expect(try await client.handshake(Connect(clientIdentifier: "bystander")).reasonCode == .success)
+        try await client.send(.pingreq)
+        #expect(try await client.next() == .pingresp)
+        await client.close()
+    }
+
+    @Test("garbage after CONNECT gets DISCONNECT 0x81 (§4.13)")
+    func garbageAfterConnect() async throws {
+        try await withBroker { _, port in
+            var client = try await TestClient.connect(port: port)
+            _ = try await client.handshake(Connect(clientIdentifier: "c"))
+            try await client.sendRaw([0x00, 0x00])
+            #expect(try await client.next() == .disconnect(Disconnect(reasonCode: .malformedPacket)))
+            #expect(try await client.next() == nil)
+            try await brokerStillServes(port: port)
+        }
+    }
+
+    @Test("a second CONNECT gets DISCONNECT 0x82 ([MQTT-3.1.0-2])")
+    func secondConnect() async throws {
+        try await withBroker { _, port in
+            var client = try await TestClient.connect(port: port)
+            _ = try await client.handshake(Connect(clientIdentifier: "c"))
+            try await client.send(.connect(Connect(clientIdentifier: "c")))
+            #expect(try await client.next() == .disconnect(Disconnect(reasonCode: .protocolError)))
+            #expect(try await client.next() == nil)
+            try await brokerStillServes(port: port)
+        }
+    }
+
+    @Test("a PUBLISH before CONNECT closes the connection ([MQTT-3.1.0-1])")
+    func publishBeforeConnect() async throws {
+        try await withBroker { _, port in
+            var client = try await TestClient.connect(port: port)
+            try await client.sendRaw([0x30, 0x04, 0x00, 0x01, 0x74, 0x78])
+            #expect(try await client.next() == nil)
+            try await brokerStillServes(port: port)
+        }
+    }
+
+    @Test("a Remaining Length over max_packet_size gets DISCONNECT 0x95 before the body arrives")
+    func oversizedPacket() async throws {
+        try await withBroker({ $0.broker.maxPacketSize = 1024 }) { _, port in
+            var client = try await TestClient.connect(port: port)
+            let ack = try await client.handshake(Connect(clientIdentifier: "c"))
+            #expect(ack.properties.maximumPacketSize == 1024)
+            try await client.sendRaw([0x30, 0xC0, 0x84, 0x3D])  // announces 1,000,000 bytes, sends none
+            #expect(try await client.next() == .disconnect(Disconnect(reasonCode: .packetTooLarge)))
+            #expect(try await client.next() == nil)
+            try await brokerStillServes(port: port)
+        }
+    }
+
+    @Test("a client that never finishes its CONNECT is dropped after the connect timeout")
+    func slowConnect() async throws {
+        try await withBroker({ $0.connectTimeout = 1 }) { _, port in
+            var client = try await TestClient.connect(port: port)
+            try await client.sendRaw([0x10, 0x20, 0x00, 0x04])  // the start of a CONNECT, then silence
+            #expect(try await client.next(seconds: 5) == nil)
+            try await brokerStillServes(port: port)
+        }
+    }
+
+    @Test("an unknown protocol level gets a CONNACK 'unacceptable protocol version' and a close (§3.1.2.2)")
+    func unknownProtocolLevel() async throws {
+        try await withBroker { _, port in
+            var client = try await TestClient.connect(port: port, version: .v3_1_1)
+            try await client.sendRaw([0x10, 0x0D] + [0x00, 0x04] + Array("MQTT".utf8) + [0x07, 0x02, 0x00, 0x3C, 0x00, 0x00, 0x00])
+            #expect(try await client.next() == .connack(ConnAck(reasonCode: .unsupportedProtocolVersion)))
+            #expect(try await client.next() == nil)
+        }
+    }
+
+    @Test("§3.1.2.10 a client silent for 1.5 × keep alive gets DISCONNECT 0x8D")
+    func keepAliveTimeout() async throws {
+        try await withBroker { _, port in
+            var client = try await TestClient.connect(port: port)
+            _ = try await client.handshake(Connect(clientIdentifier: "quiet", keepAlive: 1))
+            #expect(try await client.next(seconds: 5) == .disconnect(Disconnect(reasonCode: .keepAliveTimeout)))
+            #expect(try await client.next() == nil)
+        }
+    }
+
+    @Test("10,000 connect/disconnect cycles leave no session and no file descriptor behind")
+    func connectDisconnectCycles() async throws {
+        try await withBroker { broker, port in
+            let before = openFileDescriptors()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for worker in 0..<8 {
+                    group.addTask {
+                        for cycle in 0..<1250 {
+                            var client = try await TestClient.connect(port: port)
+                            _ = try await client.handshake(Connect(clientIdentifier: "cycle-\(worker)-\(cycle)"))
+                            try await client.send(.disconnect(Disconnect()))
+                            _ = try await client.next()
+                            await client.close()
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            // The broker closes its side as it processes each DISCONNECT; give the last ones a moment.
+            var after = openFileDescriptors()
+            for _ in 0..<50 where after > before {
+                try await Task.sleep(for: .milliseconds(20))
+                after = openFileDescriptors()
+            }
+            #expect(after <= before)
+            #expect(broker.statistics.connectionsTotal == 10_000)
+            #expect(broker.sessionCount == 0)
+            try await brokerStillServes(port: port)
+        }
+    }
+}
+
+/// The number of open file descriptors of this process.
+func openFileDescriptors() -> Int {
+    var count = 0
+    if let directory = opendir("/proc/self/fd") {
+        while readdir(directory) != nil { count += 1 }
+        closedir(directory)
+    }
+    return count
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

@@ -1,0 +1,143 @@
+import NIOCore
+import NIOPosix
+import Synchronization
+import TernBroker
+import TernCodec
+
+/// A deliberately small MQTT client for driving the broker over a real socket in tests. It sends
+/// exactly the packets a test gives it, including broken ones, and every wait has a deadline.
+struct TestClient: ~Copyable {
+    enum Event: Sendable {
+        case packet(MQTTPacket)
+        case closed
+        case timeout(UInt64)
+    }
+
+    let channel: any Channel
+    let version: ProtocolVersion
+    private var iterator: AsyncStream<Event>.Iterator
+    private let continuation: AsyncStream<Event>.Continuation
+    private var timeoutToken: UInt64 = 0
+
+    static func connect(port: Int, version: ProtocolVersion = .v5) async throws -> TestClient {
+        let (stream, continuation) = AsyncStream<Event>.makeStream()
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(MQTTPacketDecoder(protocolVersion: version)))
+                    try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(MQTTPacketEncoder(protocolVersion: version)))
+                    try channel.pipeline.syncOperations.addHandler(Collector(continuation: continuation))
+                }
+            }
+            .connect(host: "127.0.0.1", port: port)
+            .get()
+        return TestClient(channel: channel, version: version, iterator: stream.makeAsyncIterator(), continuation: continuation)
+    }
+
+    private init(channel: any Channel, version: ProtocolVersion, iterator: AsyncStream<Event>.Iterator, continuation: AsyncStream<Event>.Continuation) {
+        self.channel = channel
+        self.version = version
+        self.iterator = iterator
+        self.continuation = continuation
+    }
+
+    func send(_ packet: MQTTPacket) async throws {
+        try await channel.writeAndFlush(packet)
+    }
+
+    /// Sends raw bytes, for malformed input.
+    func sendRaw(_ bytes: [UInt8]) async throws {
+        // Bypass the encoder: write straight to the socket through the head of the pipeline.
+        let channel = self.channel
+        try await channel.eventLoop.flatSubmit {
+            channel.pipeline.context(handlerType: ByteToMessageHandler<MQTTPacketDecoder>.self).flatMap { context in
+                context.writeAndFlush(NIOAny(ByteBuffer(bytes: bytes)))
+            }
+        }.get()
+    }
+
+    /// The next packet, `nil` when the connection closed. Throws after `seconds` without either.
+    mutating func next(seconds: Int64 = 5) async throws -> MQTTPacket? {
+        timeoutToken += 1
+        let token = timeoutToken
+        let continuation = self.continuation
+        let scheduled = channel.eventLoop.scheduleTask(in: .seconds(seconds)) { continuation.yield(.timeout(token)) }
+        defer { scheduled.cancel() }
+        while let event = await iterator.next() {
+            switch event {
+            case .packet(let packet): return packet
+            case .closed: return nil
+            case .timeout(let fired): if fired == token { throw TestTimeout(seconds: seconds) }
+            }
+        }
+        return nil
+    }
+
+    /// Connects with a CONNECT and returns the CONNACK.
+    mutating func handshake(_ connect: Connect) async throws -> ConnAck {
+        try await send(.connect(connect))
+        guard case .connack(let ack)? = try await next() else { throw UnexpectedPacket(description: "no CONNACK") }
+        return ack
+    }
+
+    /// The next packet that is not a PUBLISH of `$SYS`.
+    mutating func nextIgnoringSys(seconds: Int64 = 5) async throws -> MQTTPacket? {
+        while true {
+            let packet = try await next(seconds: seconds)
+            if case .publish(let publish)? = packet, publish.topic.isDollarTopic { continue }
+            return packet
+        }
+    }
+
+    func close() async {
+        try? await channel.close()
+    }
+
+    final class Collector: ChannelInboundHandler, Sendable {
+        typealias InboundIn = MQTTPacket
+        let continuation: AsyncStream<Event>.Continuation
+        init(continuation: AsyncStream<Event>.Continuation) { self.continuation = continuation }
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            continuation.yield(.packet(unwrapInboundIn(data)))
+        }
+        func channelInactive(context: ChannelHandlerContext) {
+            continuation.yield(.closed)
+        }
+        func errorCaught(context: ChannelHandlerContext, error: any Error) {
+            context.close(promise: nil)
+        }
+    }
+}
+
+struct TestTimeout: Error, CustomStringConvertible {
+    var seconds: Int64
+    var description: String { "nothing arrived within \(seconds) s" }
+}
+
+struct UnexpectedPacket: Error, CustomStringConvertible {
+    var description: String
+}
+
+/// Runs a broker on 127.0.0.1 and an ephemeral port for the duration of `body`.
+func withBroker<T>(
+    _ configure: (inout BrokerOptions) -> Void = { _ in },
+    _ body: (MQTTBroker, Int) async throws -> T
+) async throws -> T {
+    var options = BrokerOptions()
+    options.listeners = [.init(host: "127.0.0.1", port: 0)]
+    options.sysInterval = 0
+    configure(&options)
+    let broker = MQTTBroker(options: options)
+    let task = Task { try await broker.run() }
+    do {
+        let port = try await broker.waitUntilListening()[0].port!
+        let result = try await body(broker, port)
+        task.cancel()
+        _ = await task.result
+        return result
+    } catch {
+        task.cancel()
+        _ = await task.result
+        throw error
+    }
+}
