@@ -89,6 +89,12 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "InteropTests",
+            dependencies: ["TernBroker", .product(name: "NIOCore", package: "swift-nio")],
+            resources: [.copy("Scripts")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "TernCodecTests",
             dependencies: [
                 "TernCodec",

@@ -70,6 +70,9 @@ public final class MQTTBroker: Service, Sendable {
     /// How many sessions the broker holds, connected or not.
     public var sessionCount: Int { shared.withLock { $0.state.sessions.count } }
 
+    /// How many subscriptions the broker holds.
+    public var subscriptionCount: Int { shared.withLock { $0.state.topics.count } }
+
     /// Runs the listeners until the task is cancelled or a graceful shutdown is requested.
     public func run() async throws {
         var channels: [any Channel] = []

@@ -1,0 +1,104 @@
+import Foundation
+import TernBroker
+
+/// Runs clients nobody here wrote (Mosquitto's command-line tools, paho-mqtt for Python) against
+/// an embedded broker. Each process is started by the test and stopped only by its own PID.
+enum Peers {
+    static func which(_ name: String) -> String? {
+        for directory in ["/usr/bin", "/usr/local/bin", "/bin"] {
+            let path = "\(directory)/\(name)"
+            if FileManager.default.isExecutableFile(atPath: path) { return path }
+        }
+        return nil
+    }
+
+    static let mosquittoAvailable = which("mosquitto_pub") != nil && which("mosquitto_sub") != nil
+
+    /// Debian's python3-paho-mqtt installs for the system interpreter, not for other pythons on PATH.
+    static let pahoAvailable: Bool = {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/python3") else { return false }
+        return (try? run("/usr/bin/python3", ["-c", "import paho.mqtt.client"], timeout: 20).status) == 0
+    }()
+
+    struct Output {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+    }
+
+    /// A started process whose output is collected.
+    final class Running: @unchecked Sendable {
+        // @unchecked: `process` and the pipes are touched only by the test that owns this value,
+        // and Foundation's Process and Pipe are themselves thread-safe for these calls.
+        let process = Process()
+        let out = Pipe()
+        let err = Pipe()
+
+        init(_ path: String, _ arguments: [String]) throws {
+            process.executableURL = URL(fileURLWithPath: path)
+            process.arguments = arguments
+            process.standardOutput = out
+            process.standardError = err
+            try process.run()
+        }
+
+        /// Waits for exit, killing the process (by its own PID) after `timeout` seconds.
+        func finish(timeout: Double) -> Output {
+            let deadline = Date().addingTimeInterval(timeout)
+            while process.isRunning, Date() < deadline { usleep(10_000) }
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            process.waitUntilExit()
+            let stdout = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            return Output(status: process.terminationStatus, stdout: stdout, stderr: stderr)
+        }
+
+        func killNow() {
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        }
+    }
+
+    @discardableResult
+    static func run(_ path: String, _ arguments: [String], timeout: Double = 10) throws -> Output {
+        try Running(path, arguments).finish(timeout: timeout)
+    }
+
+    /// Waits (bounded) until the broker holds `count` subscriptions.
+    static func waitForSubscriptions(_ broker: MQTTBroker, count: Int, timeout: Double = 10) async throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while broker.subscriptionCount < count {
+            guard Date() < deadline else { throw PeerTimeout(what: "\(count) subscriptions") }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
+    static func script(_ name: String) -> String {
+        Bundle.module.path(forResource: "Scripts/\(name)", ofType: nil)!
+    }
+}
+
+struct PeerTimeout: Error { var what: String }
+
+/// Runs a broker on 127.0.0.1 and an ephemeral port for the duration of `body`.
+func withBroker<T>(
+    _ configure: (inout BrokerOptions) -> Void = { _ in },
+    _ body: (MQTTBroker, Int) async throws -> T
+) async throws -> T {
+    var options = BrokerOptions()
+    options.listeners = [.init(host: "127.0.0.1", port: 0)]
+    options.sysInterval = 0
+    configure(&options)
+    let broker = MQTTBroker(options: options)
+    let task = Task { try await broker.run() }
+    do {
+        let port = try await broker.waitUntilListening()[0].port!
+        let result = try await body(broker, port)
+        task.cancel()
+        _ = await task.result
+        return result
+    } catch {
+        task.cancel()
+        _ = await task.result
+        throw error
+    }
+}
