@@ -82,8 +82,12 @@ extension BrokerState {
                 retained[key] = message
             }
         }
-        let sessions = self.sessions
-        let matches = topics.match(message.topic.string) { sessions[$0]?.connection != nil }
+        let matches: [TopicTree.Match]
+        do {
+            // A scoped copy, released before `sessions` is mutated below, so that it never forces a copy.
+            let sessions = self.sessions
+            matches = topics.match(message.topic.string) { sessions[$0]?.connection != nil }
+        }
         guard !matches.isEmpty else { return 0 }
 
         // One copy per client for ordinary subscriptions: the highest granted QoS and every
@@ -122,7 +126,8 @@ extension BrokerState {
 extension BrokerState {
     /// Sends `delivery` to a session now, or queues it when the client is away or its window is full.
     mutating func deliver(_ delivery: Delivery, to clientID: String, now: BrokerInstant, into actions: inout [BrokerAction]) {
-        guard var session = sessions[clientID] else { return }
+        // Moved out rather than copied, so that mutating its queue does not copy it (copy-on-write).
+        guard var session = sessions.removeValue(forKey: clientID) else { return }
         defer { sessions[clientID] = session }
         if delivery.qos == .atMostOnce {
             if let connection = session.connection {
@@ -192,8 +197,11 @@ extension BrokerState {
 
     /// Moves queued messages into the in-flight window while it has room (§4.9).
     mutating func drainQueue(_ clientID: String, now: BrokerInstant, into actions: inout [BrokerAction]) {
-        guard var session = sessions[clientID], let connection = session.connection else { return }
+        // Moved out first: a temporary read of `sessions[clientID]` would keep a second reference
+        // to the queue alive and make the mutations below copy it.
+        guard var session = sessions.removeValue(forKey: clientID) else { return }
         defer { sessions[clientID] = session }
+        guard let connection = session.connection else { return }
         while session.inflight.count < session.sendWindow, let delivery = session.queue.popFirst() {
             session.queuedBytes -= delivery.message.payload.readableBytes
             if delivery.qos == .atMostOnce {
@@ -215,34 +223,11 @@ extension BrokerState {
         now: BrokerInstant
     ) -> [BrokerAction] {
         var actions: [BrokerAction] = []
-        guard let (clientID, version) = connections[connection], var session = sessions[clientID] else { return [] }
-        let id = packet.packetIdentifier
-        let index = session.inflight.firstIndex { $0.packetIdentifier == id }
-        switch type {
-        case .puback:
-            if let index, case .publish(_, let delivery) = session.inflight[index], delivery.qos == .atLeastOnce {
-                session.inflight.remove(at: index)
-            }
-        case .pubrec:
-            if let index, case .publish(_, let delivery) = session.inflight[index], delivery.qos == .exactlyOnce {
-                if packet.reasonCode.isFailure {
-                    session.inflight.remove(at: index)  // §4.3.3: the flow ends at a failed PUBREC
-                } else {
-                    session.inflight[index] = .release(packetIdentifier: id)
-                    actions.append(.send(connection, .pubrel(PublishAcknowledgement(packetIdentifier: id))))
-                }
-            } else if let index, case .release = session.inflight[index] {
-                actions.append(.send(connection, .pubrel(PublishAcknowledgement(packetIdentifier: id))))
-            } else {
-                let code: ReasonCode = version == .v5 ? .packetIdentifierNotFound : .success
-                actions.append(.send(connection, .pubrel(PublishAcknowledgement(packetIdentifier: id, reasonCode: code))))
-            }
-        case .pubcomp:
-            if let index, case .release = session.inflight[index] { session.inflight.remove(at: index) }
-        default:
-            break
+        guard let (clientID, _) = connections[connection] else { return [] }
+        // Mutated in place through the dictionary, so the in-flight list is never copied.
+        if let reply = sessions[clientID]?.acknowledge(type, packet) {
+            actions.append(.send(connection, reply))
         }
-        sessions[clientID] = session
         drainQueue(clientID, now: now, into: &actions)
         return actions
     }

@@ -135,35 +135,14 @@ extension BrokerState {
 
     /// Re-sends the in-flight messages of a resumed session, then drains its queue (§4.4).
     mutating func resume(_ clientID: String, now: BrokerInstant, into actions: inout [BrokerAction]) {
-        guard var session = sessions[clientID], let connection = session.connection else { return }
-        var kept: [InflightMessage] = []
-        for entry in session.inflight {
-            switch entry {
-            case .publish(let id, let delivery):
-                if delivery.message.isExpired(at: now) {
-                    statistics.publishMessagesExpired += 1
-                    continue
-                }
-                // §4.4 [MQTT-4.4.0-1]: re-sent with DUP=1 and the original packet identifier.
-                let publish = delivery.message.publishPacket(
-                    qos: delivery.qos,
-                    packetIdentifier: id,
-                    retain: delivery.retain,
-                    duplicate: true,
-                    subscriptionIdentifiers: delivery.subscriptionIdentifiers,
-                    now: now,
-                    version: session.protocolVersion
-                )
-                actions.append(.send(connection, .publish(publish)))
-                statistics.publishMessagesSent += 1
-                kept.append(entry)
-            case .release(let id):
-                actions.append(.send(connection, .pubrel(PublishAcknowledgement(packetIdentifier: id))))
-                kept.append(entry)
-            }
+        guard let connection = sessions[clientID]?.connection,
+            let (packets, expired) = sessions[clientID]?.redeliver(now: now)
+        else { return }
+        statistics.publishMessagesExpired += UInt64(expired)
+        for packet in packets {
+            if case .publish = packet { statistics.publishMessagesSent += 1 }
+            actions.append(.send(connection, packet))
         }
-        session.inflight = kept
-        sessions[clientID] = session
         drainQueue(clientID, now: now, into: &actions)
     }
 }

@@ -80,4 +80,69 @@ public struct Session: Sendable {
         guard let limit = clientMaximumPacketSize else { return true }
         return packet.encodedSize(version: protocolVersion) <= limit
     }
+
+    /// Applies PUBACK, PUBREC or PUBCOMP to the outbound in-flight list (MQTT 5.0 §4.3).
+    /// - Returns: the PUBREL to send, if the step calls for one.
+    mutating func acknowledge(_ type: PacketType, _ packet: PublishAcknowledgement) -> MQTTPacket? {
+        let id = packet.packetIdentifier
+        let index = inflight.firstIndex { $0.packetIdentifier == id }
+        switch type {
+        case .puback:
+            if let index, case .publish(_, let delivery) = inflight[index], delivery.qos == .atLeastOnce {
+                inflight.remove(at: index)
+            }
+        case .pubrec:
+            if let index, case .publish(_, let delivery) = inflight[index], delivery.qos == .exactlyOnce {
+                if packet.reasonCode.isFailure {
+                    inflight.remove(at: index)  // §4.3.3: the flow ends at a failed PUBREC
+                    return nil
+                }
+                inflight[index] = .release(packetIdentifier: id)
+                return .pubrel(PublishAcknowledgement(packetIdentifier: id))
+            }
+            if let index, case .release = inflight[index] {
+                return .pubrel(PublishAcknowledgement(packetIdentifier: id))
+            }
+            let code: ReasonCode = protocolVersion == .v5 ? .packetIdentifierNotFound : .success
+            return .pubrel(PublishAcknowledgement(packetIdentifier: id, reasonCode: code))
+        case .pubcomp:
+            if let index, case .release = inflight[index] { inflight.remove(at: index) }
+        default:
+            break
+        }
+        return nil
+    }
+
+    /// The packets that resume this session's in-flight flows (§4.4): each unacknowledged PUBLISH
+    /// again with DUP=1 and its packet identifier, each uncompleted PUBREL again. Expired messages
+    /// are dropped from the list.
+    /// - Returns: the packets, and how many expired messages were dropped.
+    mutating func redeliver(now: BrokerInstant) -> (packets: [MQTTPacket], expired: Int) {
+        var packets: [MQTTPacket] = []
+        var expired = 0
+        inflight.removeAll { entry in
+            switch entry {
+            case .publish(let id, let delivery):
+                if delivery.message.isExpired(at: now) {
+                    expired += 1
+                    return true
+                }
+                let publish = delivery.message.publishPacket(
+                    qos: delivery.qos,
+                    packetIdentifier: id,
+                    retain: delivery.retain,
+                    duplicate: true,
+                    subscriptionIdentifiers: delivery.subscriptionIdentifiers,
+                    now: now,
+                    version: protocolVersion
+                )
+                packets.append(.publish(publish))
+                return false
+            case .release(let id):
+                packets.append(.pubrel(PublishAcknowledgement(packetIdentifier: id)))
+                return false
+            }
+        }
+        return (packets, expired)
+    }
 }
