@@ -41,6 +41,7 @@ public final class MQTTBroker: Service, Sendable {
     let logger: Logger
     let shared: Mutex<Shared>
     let connectionCounter = Atomic<UInt64>(0)
+    let counters = TrafficCounters()
     let listening: EventLoopPromise<[SocketAddress]>
 
     /// - Parameters:
@@ -146,63 +147,38 @@ public final class MQTTBroker: Service, Sendable {
 
     // MARK: Driving the state
 
-    /// Runs `body` on the shared state under the lock and carries out the actions it returns for
-    /// other connections. The actions for `current`, the connection whose event loop calls this,
-    /// are returned so that its handler writes them inside its read burst and flushes once.
-    @discardableResult
+    /// Runs `body` on the shared state under the lock. The actions for `current`, the connection
+    /// whose event loop calls this, are returned so that its handler writes them inside its read
+    /// burst; actions for other connections are added to `outbox`, which the caller dispatches
+    /// once per read burst, with one hop per event loop.
     func withState(
         current: ConnectionID?,
+        outbox: inout Outbox,
         _ body: (inout BrokerState) -> [BrokerAction]
     ) -> [BrokerAction] {
-        let (actions, handles): ([BrokerAction], [ConnectionID: Handle]) = shared.withLock { shared in
+        shared.withLock { shared in
             let actions = body(&shared.state)
-            var handles: [ConnectionID: Handle] = [:]
+            var own: [BrokerAction] = []
             for action in actions {
                 switch action {
                 case .send(let id, _), .close(let id):
-                    if id != current, handles[id] == nil, let handle = shared.handles[id] { handles[id] = handle }
+                    if id == current {
+                        own.append(action)
+                    } else if let handle = shared.handles[id] {
+                        outbox.add(action, for: id, handle: handle)
+                    }
                 }
             }
-            return (actions, handles)
+            return own
         }
-        return perform(actions, handles: handles, current: current)
     }
 
-    private func perform(_ actions: [BrokerAction], handles: [ConnectionID: Handle], current: ConnectionID?) -> [BrokerAction] {
-        guard !actions.isEmpty else { return [] }
-        // Group per event loop, then per connection, keeping each connection's order.
-        var perLoop: [ObjectIdentifier: (loop: any EventLoop, work: [(Handle, [BrokerAction])])] = [:]
-        var own: [BrokerAction] = []
-        var connectionOrder: [ConnectionID] = []
-        var perConnection: [ConnectionID: [BrokerAction]] = [:]
-        for action in actions {
-            let id: ConnectionID
-            switch action {
-            case .send(let target, _), .close(let target): id = target
-            }
-            if id == current {
-                own.append(action)
-                continue
-            }
-            if perConnection[id] == nil { connectionOrder.append(id) }
-            perConnection[id, default: []].append(action)
-        }
-        for id in connectionOrder {
-            guard let handle = handles[id] else { continue }
-            let key = ObjectIdentifier(handle.eventLoop)
-            perLoop[key, default: (handle.eventLoop, [])].work.append((handle, perConnection[id]!))
-        }
-        for (_, entry) in perLoop {
-            if entry.loop.inEventLoop {
-                for (handle, actions) in entry.work { handle.handler.value.apply(actions, flush: true) }
-            } else {
-                let work = entry.work
-                entry.loop.execute {
-                    for (handle, actions) in work { handle.handler.value.apply(actions, flush: true) }
-                }
-            }
-        }
-        return own
+    /// Runs `body` on the shared state for an event that belongs to no connection, and carries
+    /// out its actions at once.
+    func withState(_ body: (inout BrokerState) -> [BrokerAction]) {
+        var outbox = Outbox()
+        _ = withState(current: nil, outbox: &outbox, body)
+        outbox.dispatch()
     }
 
     func register(_ id: ConnectionID, handle: Handle) {
@@ -210,16 +186,22 @@ public final class MQTTBroker: Service, Sendable {
     }
 
     func connectionEnded(_ id: ConnectionID) {
-        withState(current: nil) { state in state.connectionClosed(id, now: .now()) }
+        withState { state in state.connectionClosed(id, now: .now()) }
         shared.withLock { _ = $0.handles.removeValue(forKey: id) }
     }
 
     private func tick() {
-        withState(current: nil) { state in state.tick(now: .now()) }
+        withState { state in state.tick(now: .now()) }
     }
 
     private func publishSystemTopics() {
-        withState(current: nil) { state in state.publishSystemTopics(now: .now(), version: ternVersion) }
+        withState { state in
+            state.statistics.messagesReceived = counters.packetsReceived.load(ordering: .relaxed)
+            state.statistics.messagesSent = counters.packetsSent.load(ordering: .relaxed)
+            state.statistics.bytesReceived = counters.bytesReceived.load(ordering: .relaxed)
+            state.statistics.bytesSent = counters.bytesSent.load(ordering: .relaxed)
+            return state.publishSystemTopics(now: .now(), version: ternVersion)
+        }
     }
 }
 

@@ -23,6 +23,11 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private var lastRead = NIODeadline.now()
     private var keepAliveTimeout: TimeAmount?
     private var timer: Scheduled<Void>?
+    private var outbox = Outbox()
+    private var packetsRead: UInt64 = 0
+    private var bytesRead: UInt64 = 0
+    private var packetsWritten: UInt64 = 0
+    private var bytesWritten: UInt64 = 0
 
     init(broker: MQTTBroker, id: ConnectionID) {
         self.broker = broker
@@ -49,6 +54,7 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        outbox.dispatch()
         timer?.cancel()
         closing = true
         broker.connectionEnded(id)
@@ -59,9 +65,11 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         guard !closing else { return }
         lastRead = .now()
         let buffer = unwrapInboundIn(data)
+        bytesRead += UInt64(buffer.readableBytes)
         do {
             try processor.process(buffer: buffer) { packet in
                 guard !closing else { return }
+                packetsRead += 1
                 handle(packet)
             }
         } catch let error as TernError {
@@ -73,6 +81,11 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     func channelReadComplete(context: ChannelHandlerContext) {
         flushIfNeeded()
+        outbox.dispatch()
+        broker.counters.packetsReceived.add(packetsRead, ordering: .relaxed)
+        broker.counters.bytesReceived.add(bytesRead, ordering: .relaxed)
+        packetsRead = 0
+        bytesRead = 0
         context.fireChannelReadComplete()
     }
 
@@ -101,20 +114,20 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         case .connect(let connect):
             version = connect.protocolVersion
             attached = true
-            own = broker.withState(current: id) { state in
+            own = broker.withState(current: id, outbox: &outbox) { state in
                 let actions = state.connect(id, connect, now: now)
                 let granted = state.grantedKeepAlive(requested: connect.keepAlive)
                 self.startKeepAlive(seconds: granted)
                 return actions
             }
-        case .publish(let publish): own = broker.withState(current: id) { $0.publish(id, publish, now: now) }
-        case .puback(let ack): own = broker.withState(current: id) { $0.acknowledge(id, .puback, ack, now: now) }
-        case .pubrec(let ack): own = broker.withState(current: id) { $0.acknowledge(id, .pubrec, ack, now: now) }
-        case .pubcomp(let ack): own = broker.withState(current: id) { $0.acknowledge(id, .pubcomp, ack, now: now) }
-        case .pubrel(let ack): own = broker.withState(current: id) { $0.publishRelease(id, ack) }
-        case .subscribe(let subscribe): own = broker.withState(current: id) { $0.subscribe(id, subscribe, now: now) }
-        case .unsubscribe(let unsubscribe): own = broker.withState(current: id) { $0.unsubscribe(id, unsubscribe) }
-        case .disconnect(let disconnect): own = broker.withState(current: id) { $0.disconnect(id, disconnect, now: now) }
+        case .publish(let publish): own = broker.withState(current: id, outbox: &outbox) { $0.publish(id, publish, now: now) }
+        case .puback(let ack): own = broker.withState(current: id, outbox: &outbox) { $0.acknowledge(id, .puback, ack, now: now) }
+        case .pubrec(let ack): own = broker.withState(current: id, outbox: &outbox) { $0.acknowledge(id, .pubrec, ack, now: now) }
+        case .pubcomp(let ack): own = broker.withState(current: id, outbox: &outbox) { $0.acknowledge(id, .pubcomp, ack, now: now) }
+        case .pubrel(let ack): own = broker.withState(current: id, outbox: &outbox) { $0.publishRelease(id, ack) }
+        case .subscribe(let subscribe): own = broker.withState(current: id, outbox: &outbox) { $0.subscribe(id, subscribe, now: now) }
+        case .unsubscribe(let unsubscribe): own = broker.withState(current: id, outbox: &outbox) { $0.unsubscribe(id, unsubscribe) }
+        case .disconnect(let disconnect): own = broker.withState(current: id, outbox: &outbox) { $0.disconnect(id, disconnect, now: now) }
         default: own = []
         }
         apply(own, flush: false)
@@ -140,6 +153,8 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             broker.logger.error("could not encode \(packet.type): \(error)")
             return
         }
+        packetsWritten += 1
+        bytesWritten += UInt64(buffer.readableBytes)
         context.write(wrapOutboundOut(buffer), promise: nil)
         needsFlush = true
     }
@@ -148,6 +163,10 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         guard needsFlush, let context else { return }
         needsFlush = false
         context.flush()
+        broker.counters.packetsSent.add(packetsWritten, ordering: .relaxed)
+        broker.counters.bytesSent.add(bytesWritten, ordering: .relaxed)
+        packetsWritten = 0
+        bytesWritten = 0
     }
 
     /// Answers a broken rule as the specification asks, then closes: a DISCONNECT with the reason
@@ -169,6 +188,7 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     func close(reason: String?) {
         guard !closing, let context else { return }
+        outbox.dispatch()
         if let reason { broker.logger.debug("closing connection", metadata: ["connection": "\(id)", "reason": "\(reason)"]) }
         flushIfNeeded()
         closing = true

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Tern against Mosquitto on this machine, side by side: one publisher, one subscriber, 16-byte
+# payloads, QoS 0 and QoS 1, through each broker in turn with the same load generator
+# (`tern bench`). Prints each rate and the ratio Tern / Mosquitto. Asserts nothing.
+#
+# Usage: benchmarks/compare-mosquitto.sh [messages]     (default 200000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+count=${1:-200000}
+command -v mosquitto >/dev/null || { echo "mosquitto is not installed (apt-get install mosquitto)"; exit 1; }
+
+swift build -c release --product tern >/dev/null
+tern=.build/release/tern
+work=$(mktemp -d)
+mosquitto_port=28840
+tern_port=28841
+printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$mosquitto_port" > "$work/mosquitto.conf"
+
+mosquitto -c "$work/mosquitto.conf" > "$work/mosquitto.log" 2>&1 &
+mosquitto_pid=$!
+"$tern" serve -p "$tern_port" > "$work/tern.log" 2>&1 &
+tern_pid=$!
+trap 'kill "$mosquitto_pid" "$tern_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+sleep 1
+
+rate() { sed -E 's/.*rate=([0-9]+).*/\1/'; }
+echo "mosquitto: $(mosquitto -h 2>&1 | head -1)"
+for qos in 0 1; do
+    # At QoS 0 a large window measures throughput rather than round-trip latency; at QoS 1 both
+    # brokers' in-flight window (20, Mosquitto's default) is the limit anyway.
+    window=$([ "$qos" = 0 ] && echo 10000 || echo 1000)
+    m=$("$tern" bench -p "$mosquitto_port" -q "$qos" -c "$count" --window "$window" --timeout 120 --label mosquitto)
+    t=$("$tern" bench -p "$tern_port" -q "$qos" -c "$count" --window "$window" --timeout 120 --label tern)
+    echo "$m"
+    echo "$t"
+    awk -v t="$(echo "$t" | rate)" -v m="$(echo "$m" | rate)" -v q="$qos" \
+        'BEGIN { printf "QoS %s ratio tern/mosquitto = %.2f\n", q, t / m }'
+done
