@@ -98,6 +98,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "TernConfigTests",
+            dependencies: ["TernConfig", "TernBroker", "TernBrokerCore", "TernCodec"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "TernCodecTests",
             dependencies: [
                 "TernCodec",

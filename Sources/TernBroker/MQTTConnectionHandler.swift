@@ -24,6 +24,7 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private var keepAliveTimeout: TimeAmount?
     private var timer: Scheduled<Void>?
     private var outbox = Outbox()
+    private var outboundAliases = OutboundTopicAliases(maximum: 0)
     private var packetsRead: UInt64 = 0
     private var bytesRead: UInt64 = 0
     private var packetsWritten: UInt64 = 0
@@ -113,6 +114,9 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         switch packet {
         case .connect(let connect):
             version = connect.protocolVersion
+            if version == .v5 {
+                outboundAliases = OutboundTopicAliases(maximum: connect.properties.topicAliasMaximum ?? 0)
+            }
             attached = true
             own = broker.withState(current: id, outbox: &outbox) { state in
                 let actions = state.connect(id, connect, now: now)
@@ -146,6 +150,11 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     private func write(_ packet: MQTTPacket) {
         guard let context, !closing else { return }
+        var packet = packet
+        if case .publish(var publish) = packet, outboundAliases.maximum > 0 {
+            outboundAliases.apply(to: &publish)
+            packet = .publish(publish)
+        }
         var buffer = context.channel.allocator.buffer(capacity: packet.encodedSize(version: version))
         do {
             try packet.write(to: &buffer, version: version)

@@ -44,11 +44,34 @@ struct Serve: AsyncParsableCommand {
             let hosts = config == nil ? ["127.0.0.1", "::1"] : Array(Set(configuration.options.listeners.map(\.host)))
             configuration.options.listeners = hosts.map { .init(host: $0, port: port) }
         }
-        let level: Logger.Level = verbose || configuration.logTypes.contains("all") ? .debug : .info
+        let level: Logger.Level = verbose || configuration.logTypes.contains("all") || configuration.logTypes.contains("debug") ? .debug : .info
+        // log_dest: Mosquitto logs to stderr when none is given; several destinations all receive every line.
+        var sinks: [FileLogHandler.Sink] = []
+        for case .file(let path) in configuration.logDestinations {
+            do {
+                sinks.append(try FileLogHandler.Sink(path: path))
+            } catch {
+                FileHandle.standardError.write(Data("tern: cannot open log file \(path): \(error.localizedDescription)\n".utf8))
+                throw ExitCode(3)
+            }
+        }
+        let destinations = configuration.logDestinations.isEmpty ? [.stderr] : configuration.logDestinations
+        let fileSinks = sinks
         LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
+            var sinkIndex = 0
+            let handlers: [any LogHandler] = destinations.map { destination in
+                var handler: any LogHandler
+                switch destination {
+                case .stdout: handler = StreamLogHandler.standardOutput(label: label)
+                case .stderr: handler = StreamLogHandler.standardError(label: label)
+                case .file:
+                    handler = FileLogHandler(label: label, sink: fileSinks[sinkIndex])
+                    sinkIndex += 1
+                }
+                handler.logLevel = level
+                return handler
+            }
+            return MultiplexLogHandler(handlers)
         }
         var logger = Logger(label: "tern")
         logger.logLevel = level

@@ -129,3 +129,33 @@ struct BrokerSocketTests {
         _ = await task.result
     }
 }
+
+@Suite("Topic Aliases over sockets")
+struct TopicAliasSocketTests {
+    @Test("§3.3.2.3.4 the broker sends a client that allows aliases the topic once, then the alias")
+    func outboundAliases() async throws {
+        try await withBroker { _, port in
+            var properties = Properties()
+            properties.topicAliasMaximum = 4
+            var subscriber = try await TestClient.connect(port: port)
+            _ = try await subscriber.handshake(Connect(clientIdentifier: "aliased", properties: properties))
+            try await subscriber.send(.subscribe(Subscribe(packetIdentifier: 1, subscriptions: [.init(filter: try TopicFilter("long/#"))])))
+            _ = try await subscriber.next()
+            var publisher = try await TestClient.connect(port: port)
+            _ = try await publisher.handshake(Connect(clientIdentifier: "p"))
+            for n in 0..<2 {
+                try await publisher.send(.publish(Publish(topic: try TopicName("long/topic/name"), payload: ByteBuffer(string: "\(n)"))))
+            }
+            guard case .publish(let first)? = try await subscriber.next(), case .publish(let second)? = try await subscriber.next() else {
+                Issue.record("not delivered")
+                return
+            }
+            #expect(first.topic.string == "long/topic/name")
+            #expect(first.properties.topicAlias == 1)
+            #expect(second.topic.isEmpty)
+            #expect(second.properties.topicAlias == 1)
+            await subscriber.close()
+            await publisher.close()
+        }
+    }
+}

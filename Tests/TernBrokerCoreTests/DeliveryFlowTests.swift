@@ -210,3 +210,33 @@ struct ConnectionStateMachineTests {
         #expect(tooHigh == .topicAliasInvalid)
     }
 }
+
+/// MQTT 5.0 §3.3.2.3.4: Topic Aliases on messages the broker sends.
+@Suite("Outbound Topic Aliases")
+struct OutboundTopicAliasTests {
+    @Test("the first message on a topic carries name and alias, later ones only the alias; past the maximum, names")
+    func assignsAndReuses() throws {
+        var aliases = OutboundTopicAliases(maximum: 1)
+        var first = publishPacket("a/long/topic", "1")
+        aliases.apply(to: &first)
+        #expect(first.topic.string == "a/long/topic")
+        #expect(first.properties.topicAlias == 1)
+        var second = publishPacket("a/long/topic", "2")
+        aliases.apply(to: &second)
+        #expect(second.topic.isEmpty)
+        #expect(second.properties.topicAlias == 1)
+        var other = publishPacket("b", "3")
+        aliases.apply(to: &other)
+        #expect(other.topic.string == "b")
+        #expect(other.properties.topicAlias == nil)
+    }
+
+    @Test("a client that announces no maximum gets no alias")
+    func disabled() {
+        var aliases = OutboundTopicAliases(maximum: 0)
+        var publish = publishPacket("t", "x")
+        aliases.apply(to: &publish)
+        #expect(publish.properties.topicAlias == nil)
+        #expect(publish.topic.string == "t")
+    }
+}
