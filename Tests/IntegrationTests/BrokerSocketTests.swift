@@ -159,3 +159,36 @@ struct TopicAliasSocketTests {
         }
     }
 }
+
+@Suite("$SYS topics")
+struct SystemTopicTests {
+    @Test("$SYS/broker/... carries Mosquitto's names and counts, retained, at sys_interval")
+    func systemTopics() async throws {
+        try await withBroker({ $0.sysInterval = 1 }) { _, port in
+            var client = try await TestClient.connect(port: port)
+            _ = try await client.handshake(Connect(clientIdentifier: "sys-reader"))
+            try await client.send(.subscribe(Subscribe(packetIdentifier: 1, subscriptions: [.init(filter: try TopicFilter("$SYS/broker/#"))])))
+            var values: [String: String] = [:]
+            let wanted = [
+                "version", "uptime", "clients/connected", "clients/total", "messages/received", "messages/sent",
+                "bytes/received", "bytes/sent", "subscriptions/count", "retained messages/count", "publish/messages/dropped",
+            ]
+            // The retained values of an earlier round come first; read until a round counts this client.
+            func current() -> Bool {
+                wanted.allSatisfy { values[$0] != nil } && values["clients/connected"] == "1"
+                    && values["subscriptions/count"] == "1" && (Int(values["bytes/received"] ?? "") ?? 0) > 0
+            }
+            while !current() {
+                guard let packet = try await client.next(seconds: 5) else { break }
+                if case .publish(let publish) = packet {
+                    values[String(publish.topic.string.dropFirst("$SYS/broker/".count))] = String(buffer: publish.payload)
+                }
+            }
+            #expect(values["version"]?.hasPrefix("tern ") == true)
+            #expect(values["clients/connected"] == "1")
+            #expect(values["subscriptions/count"] == "1")
+            #expect(Int(values["bytes/received"] ?? "") ?? 0 > 0)
+            await client.close()
+        }
+    }
+}
