@@ -20,6 +20,9 @@ public struct BrokerOptions: Sendable {
     public var connectTimeout: Int64 = 10
     /// `sys_interval`: seconds between `$SYS` updates; 0 turns them off.
     public var sysInterval: Int64 = 10
+    /// MQTT 5 enhanced authentication methods offered to clients (MQTT 5.0 §4.12). A client that
+    /// names another method is refused with 0x8C (Bad authentication method).
+    public var authenticators: [any EnhancedAuthentication] = []
 
     public init() {}
 }

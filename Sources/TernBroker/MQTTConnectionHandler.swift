@@ -25,6 +25,8 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private var timer: Scheduled<Void>?
     private var outbox = Outbox()
     private var outboundAliases = OutboundTopicAliases(maximum: 0)
+    /// Authentication Method and Data to add to the CONNACK of an enhanced authentication.
+    private var connackAuthentication: Properties?
     private var packetsRead: UInt64 = 0
     private var bytesRead: UInt64 = 0
     private var packetsWritten: UInt64 = 0
@@ -38,7 +40,10 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             MQTTPacketDecoder(maximumPacketSize: limit > 0 ? limit : MQTTPacketDecoder.protocolMaximumPacketSize),
             maximumBufferSize: nil
         )
-        self.machine = ConnectionStateMachine(topicAliasMaximum: broker.options.broker.maxTopicAlias)
+        self.machine = ConnectionStateMachine(
+            topicAliasMaximum: broker.options.broker.maxTopicAlias,
+            authenticators: broker.options.authenticators
+        )
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -104,6 +109,16 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             refuse(TernError(code, reason))
         case .forward(let packet):
             forward(packet)
+        case .forwardAuthenticated(let connect, let method, let data):
+            var properties = Properties()
+            try? properties.append(.authenticationMethod(method))
+            if let data { try? properties.append(.authenticationData(data)) }
+            connackAuthentication = properties
+            forward(.connect(connect))
+        case .refuseConnect(let connack):
+            broker.logger.notice("refusing connection", metadata: ["connection": "\(id)", "reason": "\(connack.reasonCode)"])
+            write(.connack(connack))
+            close(reason: nil)
         }
     }
 
@@ -154,6 +169,10 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         if case .publish(var publish) = packet, outboundAliases.maximum > 0 {
             outboundAliases.apply(to: &publish)
             packet = .publish(publish)
+        } else if case .connack(var connack) = packet, let authentication = connackAuthentication {
+            connackAuthentication = nil
+            for property in authentication { try? connack.properties.append(property) }
+            packet = .connack(connack)
         }
         var buffer = context.channel.allocator.buffer(capacity: packet.encodedSize(version: version))
         do {

@@ -1,3 +1,4 @@
+public import NIOCore
 public import TernCodec
 
 /// The rules of one connection that need no shared state (MQTT 5.0 §3.1, §3.3.2.3.4, §4.8):
@@ -6,7 +7,10 @@ public import TernCodec
 public struct ConnectionStateMachine: Sendable {
     enum State: Sendable {
         case awaitingConnect
-        case connected(ProtocolVersion)
+        /// CONNECT named an enhanced authentication method; AUTH rounds are under way.
+        case authenticating(Connect, any AuthenticationExchange)
+        /// `exchange` is set while a re-authentication (AUTH 0x19) is under way.
+        case connected(ProtocolVersion, method: String?, exchange: (any AuthenticationExchange)?)
         case closed
     }
 
@@ -18,21 +22,97 @@ public struct ConnectionStateMachine: Sendable {
         case reply(MQTTPacket)
         /// The client broke a rule: send DISCONNECT with this code (MQTT 5 only) and close.
         case close(ReasonCode, String)
+        /// Refuse the connection with this CONNACK and close.
+        case refuseConnect(ConnAck)
+        /// Hand CONNECT to the broker, authenticated by `method`; its CONNACK carries the method and `data`.
+        case forwardAuthenticated(Connect, method: String, data: ByteBuffer?)
     }
 
     var state: State = .awaitingConnect
     var inboundAliases: [UInt16: TopicName] = [:]
+    var clientIdentifier = ""
     /// The Topic Alias Maximum the broker announced.
     let topicAliasMaximum: UInt16
+    let authenticators: [String: any EnhancedAuthentication]
 
-    public init(topicAliasMaximum: UInt16) {
+    public init(topicAliasMaximum: UInt16, authenticators: [any EnhancedAuthentication] = []) {
         self.topicAliasMaximum = topicAliasMaximum
+        self.authenticators = Dictionary(authenticators.map { ($0.method, $0) }, uniquingKeysWith: { first, _ in first })
     }
 
     /// The protocol level, once CONNECT has been received.
     public var protocolVersion: ProtocolVersion? {
-        if case .connected(let version) = state { return version }
+        if case .connected(let version, _, _) = state { return version }
         return nil
+    }
+
+    private static func authPacket(_ code: ReasonCode, method: String, data: ByteBuffer?) -> MQTTPacket {
+        var properties = Properties()
+        try? properties.append(.authenticationMethod(method))
+        if let data { try? properties.append(.authenticationData(data)) }
+        return .auth(Auth(reasonCode: code, properties: properties))
+    }
+
+    /// Starts or continues an enhanced authentication of CONNECT (§4.12).
+    private mutating func authenticate(_ connect: Connect, exchange: inout any AuthenticationExchange, data: ByteBuffer?, method: String) -> Action {
+        switch exchange.step(data) {
+        case .success(let reply):
+            state = .connected(connect.protocolVersion, method: method, exchange: nil)
+            var stripped = connect
+            stripped.properties.removeAll(.authenticationMethod)
+            stripped.properties.removeAll(.authenticationData)
+            return .forwardAuthenticated(stripped, method: method, data: reply)
+        case .challenge(let challenge):
+            state = .authenticating(connect, exchange)
+            return .reply(Self.authPacket(.continueAuthentication, method: method, data: challenge))
+        case .failure:
+            state = .closed
+            return .refuseConnect(ConnAck(reasonCode: .notAuthorized))
+        }
+    }
+
+    private static func authenticationData(_ auth: Auth) -> ByteBuffer? {
+        if case .authenticationData(let data)? = auth.properties.first(.authenticationData) { return data }
+        return nil
+    }
+
+    private mutating func receivedAuth(_ auth: Auth) -> Action {
+        let method = auth.properties.authenticationMethod
+        switch state {
+        case .authenticating(let connect, var exchange):
+            guard auth.reasonCode == .continueAuthentication, method == connect.properties.authenticationMethod, let method else {
+                state = .closed
+                return .close(.protocolError, "an AUTH that does not continue the authentication")
+            }
+            return authenticate(connect, exchange: &exchange, data: Self.authenticationData(auth), method: method)
+        case .connected(let version, let current?, let ongoing):
+            guard method == current else {
+                state = .closed
+                return .close(.protocolError, "AUTH names a different authentication method")  // §4.12.1
+            }
+            var exchange: any AuthenticationExchange
+            switch (auth.reasonCode, ongoing) {
+            case (.reAuthenticate, nil): exchange = authenticators[current]!.makeExchange(clientID: clientIdentifier)
+            case (.continueAuthentication, let running?): exchange = running
+            default:
+                state = .closed
+                return .close(.protocolError, "an AUTH with reason \(auth.reasonCode) out of turn")
+            }
+            switch exchange.step(Self.authenticationData(auth)) {
+            case .success(let reply):
+                state = .connected(version, method: current, exchange: nil)
+                return .reply(Self.authPacket(.success, method: current, data: reply))
+            case .challenge(let challenge):
+                state = .connected(version, method: current, exchange: exchange)
+                return .reply(Self.authPacket(.continueAuthentication, method: current, data: challenge))
+            case .failure:
+                state = .closed
+                return .close(.notAuthorized, "re-authentication failed")
+            }
+        default:
+            state = .closed
+            return .close(.protocolError, "AUTH without an authentication method")  // §4.12
+        }
     }
 
     public mutating func received(_ packet: MQTTPacket) -> Action {
@@ -44,9 +124,24 @@ public struct ConnectionStateMachine: Sendable {
                 state = .closed
                 return .close(.protocolError, "the first packet is not CONNECT")  // [MQTT-3.1.0-1]
             }
-            state = .connected(connect.protocolVersion)
+            clientIdentifier = connect.clientIdentifier
+            if connect.protocolVersion == .v5, let method = connect.properties.authenticationMethod {
+                guard let authenticator = authenticators[method] else {
+                    state = .closed
+                    return .refuseConnect(ConnAck(reasonCode: .badAuthenticationMethod))  // §4.12
+                }
+                var exchange = authenticator.makeExchange(clientID: connect.clientIdentifier)
+                let data: ByteBuffer? =
+                    if case .authenticationData(let data)? = connect.properties.first(.authenticationData) { data } else { nil }
+                return authenticate(connect, exchange: &exchange, data: data, method: method)
+            }
+            state = .connected(connect.protocolVersion, method: nil, exchange: nil)
             return .forward(packet)
-        case .connected(let version):
+        case .authenticating:
+            if case .auth(let auth) = packet { return receivedAuth(auth) }
+            state = .closed
+            return .close(.protocolError, "a \(packet.type) before authentication finished")
+        case .connected(let version, _, _):
             switch packet {
             case .connect:
                 state = .closed
@@ -56,9 +151,8 @@ public struct ConnectionStateMachine: Sendable {
                 return .close(.protocolError, "a client sent \(packet.type), which only a server sends")
             case .pingreq:
                 return .reply(.pingresp)
-            case .auth:
-                state = .closed
-                return .close(.protocolError, "AUTH without an authentication method")  // §4.12
+            case .auth(let auth):
+                return receivedAuth(auth)
             case .disconnect:
                 state = .closed
                 return .forward(packet)

@@ -1,5 +1,6 @@
 import NIOCore
 import TernBroker
+import TernBrokerCore
 import TernCodec
 import Testing
 
@@ -189,6 +190,52 @@ struct SystemTopicTests {
             #expect(values["subscriptions/count"] == "1")
             #expect(Int(values["bytes/received"] ?? "") ?? 0 > 0)
             await client.close()
+        }
+    }
+}
+
+@Suite("Enhanced authentication over sockets")
+struct EnhancedAuthenticationSocketTests {
+    struct Secret: EnhancedAuthentication {
+        let method = "TEST-SECRET"
+        func makeExchange(clientID: String) -> any AuthenticationExchange { Exchange() }
+        struct Exchange: AuthenticationExchange {
+            var asked = false
+            mutating func step(_ data: ByteBuffer?) -> AuthenticationStep {
+                if !asked {
+                    asked = true
+                    return .challenge(ByteBuffer(string: "password?"))
+                }
+                return data == ByteBuffer(string: "swordfish") ? .success(nil) : .failure
+            }
+        }
+    }
+
+    func properties(_ data: String?) -> Properties {
+        var properties = Properties()
+        try! properties.append(.authenticationMethod("TEST-SECRET"))
+        if let data { try! properties.append(.authenticationData(ByteBuffer(string: data))) }
+        return properties
+    }
+
+    @Test("§4.12 CONNECT, AUTH challenge, AUTH answer, CONNACK with the method; a wrong answer gets 0x87")
+    func exchange() async throws {
+        try await withBroker({ $0.authenticators = [Secret()] }) { _, port in
+            var client = try await TestClient.connect(port: port)
+            try await client.send(.connect(Connect(clientIdentifier: "a", properties: properties(nil))))
+            #expect(try await client.next() == .auth(Auth(reasonCode: .continueAuthentication, properties: properties("password?"))))
+            try await client.send(.auth(Auth(reasonCode: .continueAuthentication, properties: properties("swordfish"))))
+            guard case .connack(let ack)? = try await client.next() else { Issue.record("no CONNACK"); return }
+            #expect(ack.reasonCode == .success)
+            #expect(ack.properties.authenticationMethod == "TEST-SECRET")
+            await client.close()
+
+            var intruder = try await TestClient.connect(port: port)
+            try await intruder.send(.connect(Connect(clientIdentifier: "b", properties: properties(nil))))
+            _ = try await intruder.next()
+            try await intruder.send(.auth(Auth(reasonCode: .continueAuthentication, properties: properties("guess"))))
+            #expect(try await intruder.next() == .connack(ConnAck(reasonCode: .notAuthorized)))
+            #expect(try await intruder.next() == nil)
         }
     }
 }
