@@ -18,6 +18,7 @@ let package = Package(
         .library(name: "TernStoreSQLite", targets: ["TernStoreSQLite"]),
         .library(name: "TernBroker", targets: ["TernBroker"]),
         .library(name: "TernConfig", targets: ["TernConfig"]),
+        .library(name: "TernBrokerTesting", targets: ["TernBrokerTesting"]),
         .library(name: "TernClient", targets: ["TernClient"]),
         .executable(name: "tern", targets: ["tern"]),
     ],
@@ -57,6 +58,7 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        .target(name: "TernBrokerTesting", dependencies: ["TernBroker"], swiftSettings: swiftSettings),
         .target(name: "TernConfig", dependencies: ["TernBroker"], swiftSettings: swiftSettings),
         .target(name: "TernClient", dependencies: ["TernCodec"], swiftSettings: swiftSettings),
         .executableTarget(
@@ -84,6 +86,7 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: [
                 "TernBroker",
+                "TernBrokerTesting",
                 "TernBrokerCore",
                 "TernCodec",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -93,7 +96,7 @@ let package = Package(
         ),
         .testTarget(
             name: "InteropTests",
-            dependencies: ["TernBroker", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["TernBroker", "TernBrokerTesting", .product(name: "NIOCore", package: "swift-nio")],
             resources: [.copy("Scripts")],
             swiftSettings: swiftSettings
         ),

@@ -175,16 +175,9 @@ extension BrokerState {
             statistics.publishMessagesExpired += 1
             return false
         }
-        let publish = delivery.message.publishPacket(
-            qos: delivery.qos,
-            packetIdentifier: packetIdentifier,
-            retain: delivery.retain,
-            duplicate: false,
-            subscriptionIdentifiers: delivery.subscriptionIdentifiers,
-            now: now,
-            version: session.protocolVersion
+        let packet = MQTTPacket.publish(
+            delivery.publish(packetIdentifier: packetIdentifier, duplicate: false, now: now, version: session.protocolVersion)
         )
-        let packet = MQTTPacket.publish(publish)
         guard session.fitsClient(packet) else {
             // §3.1.2.11.4 [MQTT-3.1.2-25]: discarded for this subscriber only, as if delivered.
             statistics.publishMessagesDroppedTooLarge += 1

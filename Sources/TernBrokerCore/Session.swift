@@ -14,6 +14,19 @@ public struct Delivery: Sendable, Hashable {
     public var qos: QoS
     public var retain: Bool
     public var subscriptionIdentifiers: [UInt32]
+
+    /// The PUBLISH that carries this delivery.
+    func publish(packetIdentifier: UInt16, duplicate: Bool, now: BrokerInstant, version: ProtocolVersion) -> Publish {
+        message.publishPacket(
+            qos: qos,
+            packetIdentifier: packetIdentifier,
+            retain: retain,
+            duplicate: duplicate,
+            subscriptionIdentifiers: subscriptionIdentifiers,
+            now: now,
+            version: version
+        )
+    }
 }
 
 /// A step of an outbound QoS 1/2 flow that waits for the client.
@@ -127,16 +140,7 @@ public struct Session: Sendable {
                     expired += 1
                     return true
                 }
-                let publish = delivery.message.publishPacket(
-                    qos: delivery.qos,
-                    packetIdentifier: id,
-                    retain: delivery.retain,
-                    duplicate: true,
-                    subscriptionIdentifiers: delivery.subscriptionIdentifiers,
-                    now: now,
-                    version: protocolVersion
-                )
-                packets.append(.publish(publish))
+                packets.append(.publish(delivery.publish(packetIdentifier: id, duplicate: true, now: now, version: protocolVersion)))
                 return false
             case .release(let id):
                 packets.append(.pubrel(PublishAcknowledgement(packetIdentifier: id)))

@@ -1,5 +1,6 @@
 import NIOCore
 import TernBroker
+import TernBrokerTesting
 import TernBrokerCore
 import TernCodec
 import Testing
@@ -17,7 +18,7 @@ struct BrokerSocketTests {
 
     @Test("QoS 0, 1 and 2 end to end, on MQTT 5 and 3.1.1", arguments: [ProtocolVersion.v5, .v3_1_1])
     func publishSubscribe(version: ProtocolVersion) async throws {
-        try await withBroker { _, port in
+        try await withTestBroker { _, port in
             var subscriber = try await TestClient.connect(port: port, version: version)
             #expect(try await subscriber.handshake(Connect(protocolVersion: version, clientIdentifier: "sub")).reasonCode == .success)
             try await subscriber.send(.subscribe(subscription("sensors/+", qos: .exactlyOnce)))
@@ -56,7 +57,7 @@ struct BrokerSocketTests {
 
     @Test("§4.4 reconnecting with Clean Start 0 resumes the session: CONNACK session present, DUP=1, same packet id")
     func resumeRedelivers() async throws {
-        try await withBroker { _, port in
+        try await withTestBroker { _, port in
             var properties = Properties()
             properties.sessionExpiryInterval = 300
             let connect = Connect(clientIdentifier: "durable", cleanStart: false, properties: properties)
@@ -85,7 +86,7 @@ struct BrokerSocketTests {
 
     @Test("§3.1.4 a takeover sends the old connection DISCONNECT 0x8E and closes it")
     func takeover() async throws {
-        try await withBroker { _, port in
+        try await withTestBroker { _, port in
             var old = try await TestClient.connect(port: port)
             _ = try await old.handshake(Connect(clientIdentifier: "twin"))
             var new = try await TestClient.connect(port: port)
@@ -98,7 +99,7 @@ struct BrokerSocketTests {
 
     @Test("a will is published when the connection drops without DISCONNECT")
     func willOnDrop() async throws {
-        try await withBroker { _, port in
+        try await withTestBroker { _, port in
             var watcher = try await TestClient.connect(port: port)
             _ = try await watcher.handshake(Connect(clientIdentifier: "watcher"))
             try await watcher.send(.subscribe(subscription("status/#")))
@@ -135,7 +136,7 @@ struct BrokerSocketTests {
 struct TopicAliasSocketTests {
     @Test("§3.3.2.3.4 the broker sends a client that allows aliases the topic once, then the alias")
     func outboundAliases() async throws {
-        try await withBroker { _, port in
+        try await withTestBroker { _, port in
             var properties = Properties()
             properties.topicAliasMaximum = 4
             var subscriber = try await TestClient.connect(port: port)
@@ -165,7 +166,7 @@ struct TopicAliasSocketTests {
 struct SystemTopicTests {
     @Test("$SYS/broker/... carries Mosquitto's names and counts, retained, at sys_interval")
     func systemTopics() async throws {
-        try await withBroker({ $0.sysInterval = 1 }) { _, port in
+        try await withTestBroker({ $0.sysInterval = 1 }) { _, port in
             var client = try await TestClient.connect(port: port)
             _ = try await client.handshake(Connect(clientIdentifier: "sys-reader"))
             try await client.send(.subscribe(Subscribe(packetIdentifier: 1, subscriptions: [.init(filter: try TopicFilter("$SYS/broker/#"))])))
@@ -220,7 +221,7 @@ struct EnhancedAuthenticationSocketTests {
 
     @Test("§4.12 CONNECT, AUTH challenge, AUTH answer, CONNACK with the method; a wrong answer gets 0x87")
     func exchange() async throws {
-        try await withBroker({ $0.authenticators = [Secret()] }) { _, port in
+        try await withTestBroker({ $0.authenticators = [Secret()] }) { _, port in
             var client = try await TestClient.connect(port: port)
             try await client.send(.connect(Connect(clientIdentifier: "a", properties: properties(nil))))
             #expect(try await client.next() == .auth(Auth(reasonCode: .continueAuthentication, properties: properties("password?"))))

@@ -1,5 +1,6 @@
 import NIOCore
 import TernBroker
+import TernBrokerTesting
 import TernCodec
 import Testing
 
@@ -18,7 +19,7 @@ struct HostileClientTests {
 
     @Test("garbage after CONNECT gets DISCONNECT 0x81 (§4.13)")
     func garbageAfterConnect() async throws {
-        try await withBroker { _, port in
+        try await withTestBroker { _, port in
             var client = try await TestClient.connect(port: port)
             _ = try await client.handshake(Connect(clientIdentifier: "c"))
             try await client.sendRaw([0x00, 0x00])
@@ -30,7 +31,7 @@ struct HostileClientTests {
 
     @Test("a second CONNECT gets DISCONNECT 0x82 ([MQTT-3.1.0-2])")
     func secondConnect() async throws {
-        try await withBroker { _, port in
+        try await withTestBroker { _, port in
             var client = try await TestClient.connect(port: port)
             _ = try await client.handshake(Connect(clientIdentifier: "c"))
             try await client.send(.connect(Connect(clientIdentifier: "c")))
@@ -42,7 +43,7 @@ struct HostileClientTests {
 
     @Test("a PUBLISH before CONNECT closes the connection ([MQTT-3.1.0-1])")
     func publishBeforeConnect() async throws {
-        try await withBroker { _, port in
+        try await withTestBroker { _, port in
             var client = try await TestClient.connect(port: port)
             try await client.sendRaw([0x30, 0x04, 0x00, 0x01, 0x74, 0x78])
             #expect(try await client.next() == nil)
@@ -52,7 +53,7 @@ struct HostileClientTests {
 
     @Test("a Remaining Length over max_packet_size gets DISCONNECT 0x95 before the body arrives")
     func oversizedPacket() async throws {
-        try await withBroker({ $0.broker.maxPacketSize = 1024 }) { _, port in
+        try await withTestBroker({ $0.broker.maxPacketSize = 1024 }) { _, port in
             var client = try await TestClient.connect(port: port)
             let ack = try await client.handshake(Connect(clientIdentifier: "c"))
             #expect(ack.properties.maximumPacketSize == 1024)
@@ -65,7 +66,7 @@ struct HostileClientTests {
 
     @Test("a client that never finishes its CONNECT is dropped after the connect timeout")
     func slowConnect() async throws {
-        try await withBroker({ $0.connectTimeout = 1 }) { _, port in
+        try await withTestBroker({ $0.connectTimeout = 1 }) { _, port in
             var client = try await TestClient.connect(port: port)
             try await client.sendRaw([0x10, 0x20, 0x00, 0x04])  // the start of a CONNECT, then silence
             #expect(try await client.next(seconds: 5) == nil)
@@ -75,7 +76,7 @@ struct HostileClientTests {
 
     @Test("an unknown protocol level gets a CONNACK 'unacceptable protocol version' and a close (§3.1.2.2)")
     func unknownProtocolLevel() async throws {
-        try await withBroker { _, port in
+        try await withTestBroker { _, port in
             var client = try await TestClient.connect(port: port, version: .v3_1_1)
             try await client.sendRaw([0x10, 0x0D] + [0x00, 0x04] + Array("MQTT".utf8) + [0x07, 0x02, 0x00, 0x3C, 0x00, 0x00, 0x00])
             #expect(try await client.next() == .connack(ConnAck(reasonCode: .unsupportedProtocolVersion)))
@@ -85,7 +86,7 @@ struct HostileClientTests {
 
     @Test("§3.1.2.10 a client silent for 1.5 × keep alive gets DISCONNECT 0x8D")
     func keepAliveTimeout() async throws {
-        try await withBroker { _, port in
+        try await withTestBroker { _, port in
             var client = try await TestClient.connect(port: port)
             _ = try await client.handshake(Connect(clientIdentifier: "quiet", keepAlive: 1))
             #expect(try await client.next(seconds: 5) == .disconnect(Disconnect(reasonCode: .keepAliveTimeout)))
@@ -95,7 +96,7 @@ struct HostileClientTests {
 
     @Test("10,000 connect/disconnect cycles leave no session and no file descriptor behind")
     func connectDisconnectCycles() async throws {
-        try await withBroker { broker, port in
+        try await withTestBroker { broker, port in
             let before = openFileDescriptors()
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for worker in 0..<8 {

@@ -117,27 +117,3 @@ struct TestTimeout: Error, CustomStringConvertible {
 struct UnexpectedPacket: Error, CustomStringConvertible {
     var description: String
 }
-
-/// Runs a broker on 127.0.0.1 and an ephemeral port for the duration of `body`.
-func withBroker<T>(
-    _ configure: (inout BrokerOptions) -> Void = { _ in },
-    _ body: (MQTTBroker, Int) async throws -> T
-) async throws -> T {
-    var options = BrokerOptions()
-    options.listeners = [.init(host: "127.0.0.1", port: 0)]
-    options.sysInterval = 0
-    configure(&options)
-    let broker = MQTTBroker(options: options)
-    let task = Task { try await broker.run() }
-    do {
-        let port = try await broker.waitUntilListening()[0].port!
-        let result = try await body(broker, port)
-        task.cancel()
-        _ = await task.result
-        return result
-    } catch {
-        task.cancel()
-        _ = await task.result
-        throw error
-    }
-}

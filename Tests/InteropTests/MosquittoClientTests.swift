@@ -1,5 +1,6 @@
 import Foundation
 import TernBroker
+import TernBrokerTesting
 import Testing
 
 /// Mosquitto's own clients against Tern, over MQTT 3.1.1 and 5.
@@ -10,7 +11,7 @@ struct MosquittoClientTests {
 
     @Test("QoS 0, 1 and 2 messages arrive, over 3.1.1 and 5", arguments: ["mqttv311", "mqttv5"])
     func qualitiesOfService(version: String) async throws {
-        try await withBroker { broker, port in
+        try await withTestBroker { broker, port in
             let subscriber = try Peers.Running(sub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", version, "-t", "interop/#", "-q", "2", "-C", "3", "-v"])
             try await Peers.waitForSubscriptions(broker, count: 1)
             for qos in 0...2 {
@@ -25,7 +26,7 @@ struct MosquittoClientTests {
 
     @Test("a retained message reaches a later subscriber, and an empty retained message clears it")
     func retained() async throws {
-        try await withBroker { broker, port in
+        try await withTestBroker { broker, port in
             try Peers.run(pub, ["-h", "127.0.0.1", "-p", "\(port)", "-t", "kept", "-m", "v1", "-r", "-q", "1"])
             let first = try Peers.run(sub, ["-h", "127.0.0.1", "-p", "\(port)", "-t", "kept", "-C", "1", "-v"])
             #expect(first.stdout == "kept v1\n")
@@ -41,7 +42,7 @@ struct MosquittoClientTests {
 
     @Test("a killed client's will reaches another subscriber", arguments: ["mqttv311", "mqttv5"])
     func will(version: String) async throws {
-        try await withBroker { broker, port in
+        try await withTestBroker { broker, port in
             let watcher = try Peers.Running(sub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", version, "-t", "wills/#", "-C", "1", "-v"])
             let doomed = try Peers.Running(sub, [
                 "-h", "127.0.0.1", "-p", "\(port)", "-V", version, "-t", "nothing", "--will-topic", "wills/doomed",
@@ -57,7 +58,7 @@ struct MosquittoClientTests {
 
     @Test("a shared subscription splits messages between its members")
     func sharedSubscription() async throws {
-        try await withBroker { broker, port in
+        try await withTestBroker { broker, port in
             let members = try (0..<2).map { _ in
                 try Peers.Running(sub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "$share/workers/jobs", "-q", "1", "-C", "5"])
             }
@@ -74,7 +75,7 @@ struct MosquittoClientTests {
 
     @Test("MQTT 5 properties pass through: user properties, content type, message expiry")
     func properties() async throws {
-        try await withBroker { broker, port in
+        try await withTestBroker { broker, port in
             let subscriber = try Peers.Running(sub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "p", "-C", "1", "-F", "%t %p %C %E %P"])
             try await Peers.waitForSubscriptions(broker, count: 1)
             try Peers.run(pub, [

@@ -1,5 +1,6 @@
 import Foundation
 import TernBroker
+import TernBrokerTesting
 import Testing
 
 /// paho-mqtt for Python against Tern.
@@ -7,7 +8,7 @@ import Testing
 struct PahoTests {
     @Test("§4.1 a persistent MQTT 5 session: session present on reconnect, and the message sent while away arrives")
     func persistentSession() async throws {
-        try await withBroker { _, port in
+        try await withTestBroker { _, port in
             let output = try Peers.run("/usr/bin/python3", [Peers.script("paho_session.py"), "\(port)"], timeout: 30)
             #expect(output.status == 0, "\(output.stdout)\(output.stderr)")
             #expect(output.stdout.contains("first connect session_present=0") || output.stdout.contains("first connect session_present=False"))
@@ -17,7 +18,7 @@ struct PahoTests {
 
     @Test("MQTT 3.1.1 publish and subscribe at QoS 2")
     func legacyQoS2() async throws {
-        try await withBroker { _, port in
+        try await withTestBroker { _, port in
             let script = """
                 import sys, threading
                 import paho.mqtt.client as mqtt

@@ -1,0 +1,37 @@
+public import TernBroker
+
+/// Runs a real broker on 127.0.0.1 and a free port for the duration of `body`, then shuts it
+/// down. For tests of programs that talk to Tern, and for Tern's own tests.
+///
+/// ```swift
+/// try await withTestBroker { broker, port in
+///     // connect a client to 127.0.0.1:port
+/// }
+/// ```
+///
+/// - Parameters:
+///   - configure: Adjusts the options; the listener is already set to 127.0.0.1:0 and `$SYS`
+///     updates are off, so that tests see only their own traffic.
+///   - body: Runs while the broker listens; it gets the broker and its port.
+public func withTestBroker<T>(
+    _ configure: (inout BrokerOptions) -> Void = { _ in },
+    _ body: (MQTTBroker, Int) async throws -> T
+) async throws -> T {
+    var options = BrokerOptions()
+    options.listeners = [.init(host: "127.0.0.1", port: 0)]
+    options.sysInterval = 0
+    configure(&options)
+    let broker = MQTTBroker(options: options)
+    let task = Task { try await broker.run() }
+    do {
+        let port = try await broker.waitUntilListening()[0].port!
+        let result = try await body(broker, port)
+        task.cancel()
+        _ = await task.result
+        return result
+    } catch {
+        task.cancel()
+        _ = await task.result
+        throw error
+    }
+}
