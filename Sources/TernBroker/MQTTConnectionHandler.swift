@@ -51,6 +51,12 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         broker.register(id, handle: MQTTBroker.Handle(eventLoop: context.eventLoop, handler: NIOLoopBound(self, eventLoop: context.eventLoop)))
     }
 
+    func handlerRemoved(context: ChannelHandlerContext) {
+        // The context holds this handler; letting go of it breaks the cycle when the channel ends.
+        stopTimer()
+        self.context = nil
+    }
+
     func channelActive(context: ChannelHandlerContext) {
         // A client that never completes its CONNECT is dropped after the connect timeout.
         timer = context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(broker.options.connectTimeout)) { [self] in
@@ -61,7 +67,7 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     func channelInactive(context: ChannelHandlerContext) {
         outbox.dispatch()
-        timer?.cancel()
+        stopTimer()
         closing = true
         broker.connectionEnded(id)
         context.fireChannelInactive()
@@ -220,7 +226,7 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         if let reason { broker.logger.debug("closing connection", metadata: ["connection": "\(id)", "reason": "\(reason)"]) }
         flushIfNeeded()
         closing = true
-        timer?.cancel()
+        stopTimer()
         context.close(promise: nil)
     }
 
@@ -235,9 +241,16 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     // MARK: Keep alive
 
+    /// Cancels the connect or keep-alive timer and lets go of it: its task holds a closure that
+    /// holds this handler, so keeping the `Scheduled` would keep the handler alive forever.
+    private func stopTimer() {
+        timer?.cancel()
+        timer = nil
+    }
+
     /// §3.1.2.10: no packet for 1.5 times the keep alive ends the connection.
     private func startKeepAlive(seconds: UInt16) {
-        timer?.cancel()
+        stopTimer()
         guard seconds > 0, let context else { return }
         let timeout = TimeAmount.milliseconds(Int64(seconds) * 1500)
         keepAliveTimeout = timeout

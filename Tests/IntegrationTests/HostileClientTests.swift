@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import TernBroker
 import TernBrokerTesting
@@ -94,24 +95,33 @@ struct HostileClientTests {
         }
     }
 
-    @Test("10,000 connect/disconnect cycles leave no session and no file descriptor behind")
+    @Test("10,000 connect/disconnect cycles leave no session, no file descriptor and no memory behind")
     func connectDisconnectCycles() async throws {
         try await withTestBroker { broker, port in
             let before = openFileDescriptors()
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                for worker in 0..<8 {
-                    group.addTask {
-                        for cycle in 0..<1250 {
-                            var client = try await TestClient.connect(port: port)
-                            _ = try await client.handshake(Connect(clientIdentifier: "cycle-\(worker)-\(cycle)"))
-                            try await client.send(.disconnect(Disconnect()))
-                            _ = try await client.next()
-                            await client.close()
+            // Two rounds of 5,000: the first warms up allocators and caches (the test's clients
+            // live in this process too); a leak keeps growing in the second round, warm-up does not.
+            func round(_ label: Int) async throws {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for worker in 0..<8 {
+                        group.addTask {
+                            for cycle in 0..<625 {
+                                var client = try await TestClient.connect(port: port)
+                                _ = try await client.handshake(Connect(clientIdentifier: "cycle-\(label)-\(worker)-\(cycle)"))
+                                try await client.send(.disconnect(Disconnect()))
+                                _ = try await client.next()
+                                await client.close()
+                            }
                         }
                     }
+                    try await group.waitForAll()
                 }
-                try await group.waitForAll()
             }
+            let memoryStart = residentBytes()
+            try await round(1)
+            let memoryAfterFirst = residentBytes()
+            try await round(2)
+            let memoryAfterSecond = residentBytes()
             // The broker closes its side as it processes each DISCONNECT; give the last ones a moment.
             var after = openFileDescriptors()
             for _ in 0..<50 where after > before {
@@ -119,11 +129,23 @@ struct HostileClientTests {
                 after = openFileDescriptors()
             }
             #expect(after <= before)
+            let firstGrowth = memoryAfterFirst - memoryStart
+            let secondGrowth = memoryAfterSecond - memoryAfterFirst
+            // 5,000 connections leaking 1 KiB each would add 5 MB in the second round.
+            #expect(secondGrowth < 5_000_000, "resident memory grew \(firstGrowth) bytes in round 1, \(secondGrowth) in round 2")
             #expect(broker.statistics.connectionsTotal == 10_000)
             #expect(broker.sessionCount == 0)
             try await brokerStillServes(port: port)
         }
     }
+}
+
+/// The resident memory of this process, from /proc/self/statm.
+func residentBytes() -> Int {
+    guard let statm = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+    let fields = statm.split(separator: " ")
+    guard fields.count >= 2, let pages = Int(fields[1]) else { return 0 }
+    return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
 }
 
 /// The number of open file descriptors of this process.

@@ -211,3 +211,36 @@ struct RoutingTests {
         #expect(state.statistics.publishMessagesDropped == 3)
     }
 }
+
+@Suite("Property pass-through")
+struct PropertyPassThroughTests {
+    @Test("§3.3.2.3 Payload Format, Content Type, Response Topic, Correlation Data and User Properties reach the subscriber unchanged, in order")
+    func passThrough() throws {
+        var state = BrokerState(now: t0)
+        _ = state.connect(conn(1), connectPacket("requester"), now: t0)
+        _ = state.connect(conn(2), connectPacket("responder"), now: t0)
+        _ = state.subscribe(conn(2), subscribePacket([("requests", .init())]), now: t0)
+        let properties = try Properties([
+            .payloadFormatIndicator(isUTF8: true),
+            .contentType("application/json"),
+            .responseTopic("responses/requester"),
+            .correlationData(ByteBuffer(bytes: [1, 2, 3])),
+            .userProperty(name: "b", value: "2"),
+            .userProperty(name: "a", value: "1"),
+        ])
+        let delivered = state.publish(conn(1), publishPacket("requests", "{}", properties: properties), now: t0).publishes(to: conn(2))
+        #expect(delivered.count == 1)
+        #expect(delivered.first?.properties == properties)
+    }
+
+    @Test("3.1.1 subscribers get the message without MQTT 5 properties")
+    func legacySubscriber() throws {
+        var state = BrokerState(now: t0)
+        _ = state.connect(conn(1), connectPacket("p"), now: t0)
+        _ = state.connect(conn(2), connectPacket("s", version: .v3_1_1), now: t0)
+        _ = state.subscribe(conn(2), subscribePacket([("t", .init())]), now: t0)
+        let properties = try Properties([.contentType("text/plain")])
+        let delivered = state.publish(conn(1), publishPacket("t", "x", properties: properties), now: t0).publishes(to: conn(2))
+        #expect(delivered.first?.properties.isEmpty == true)
+    }
+}
