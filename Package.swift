@@ -60,7 +60,17 @@ let package = Package(
         ),
         .target(name: "TernBrokerTesting", dependencies: ["TernBroker"], swiftSettings: swiftSettings),
         .target(name: "TernConfig", dependencies: ["TernBroker"], swiftSettings: swiftSettings),
-        .target(name: "TernClient", dependencies: ["TernCodec"], swiftSettings: swiftSettings),
+        .target(
+            name: "TernClient",
+            dependencies: [
+                "TernCodec",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "DequeModule", package: "swift-collections"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "tern",
             dependencies: [
@@ -103,6 +113,17 @@ let package = Package(
         .testTarget(
             name: "TernConfigTests",
             dependencies: ["TernConfig", "TernBroker", "TernBrokerCore", "TernCodec"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "TernClientTests",
+            dependencies: [
+                "TernClient",
+                "TernCodec",
+                "TernBroker",
+                "TernBrokerTesting",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

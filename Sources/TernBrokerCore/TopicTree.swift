@@ -156,23 +156,3 @@ public struct TopicTree: Sendable {
         }
     }
 }
-
-extension TopicFilter {
-    /// Whether this filter (ignoring any share name) matches `topic` (§4.7).
-    public func matches(_ topic: String) -> Bool {
-        let filterLevels = filter.split(separator: "/", omittingEmptySubsequences: false)
-        let topicLevels = topic.split(separator: "/", omittingEmptySubsequences: false)
-        if topic.utf8.first == UInt8(ascii: "$"), let first = filterLevels.first, first == "+" || first == "#" {
-            return false
-        }
-        var index = 0
-        while index < filterLevels.count {
-            let level = filterLevels[index]
-            if level == "#" { return true }
-            guard index < topicLevels.count else { return false }
-            if level != "+", level != topicLevels[index] { return false }
-            index += 1
-        }
-        return index == topicLevels.count
-    }
-}

@@ -1,0 +1,553 @@
+import DequeModule
+public import Logging
+public import NIOCore
+public import NIOPosix
+public import TernCodec
+
+/// An async/await MQTT 5.0 / 3.1.1 client.
+///
+/// ```swift
+/// var configuration = MQTTClientConfiguration(host: "127.0.0.1", clientID: "sensor-17")
+/// configuration.cleanStart = false
+/// configuration.sessionExpiry = .never          // a persistent session, in one line
+/// let client = MQTTClient(configuration: configuration)
+/// let connack = try await client.connect()
+/// let readings = try await client.subscribe(to: "sensors/+/temperature", qos: .atLeastOnce)
+/// for await message in readings {
+///     if message.duplicate { /* may have been seen before a reconnect */ }
+///     print(message.topic, message.string)
+/// }
+/// ```
+///
+/// The client reconnects by itself with exponential backoff and jitter. When the broker still has
+/// the session it re-sends every unacknowledged PUBLISH with DUP = 1 and its original packet
+/// identifier, and every pending PUBREL; when it does not, it follows
+/// ``MQTTClientConfiguration/sessionLostPolicy`` and subscribes again.
+public actor MQTTClient {
+    public nonisolated let configuration: MQTTClientConfiguration
+    private let logger: Logger
+    private let group: any EventLoopGroup
+    private var session: ClientSessionState
+    /// Outbound packet ids whose PUBLISH has not been written on the current connection.
+    private var unsent: Deque<UInt16> = []
+    private var offlineQoS0: Deque<Publish> = []
+    private var connection: Connection?
+    private var serverReceiveMaximum = Int(UInt16.max)
+    private var serverMaximumPacketSize: Int?
+    private var inboundAliases: [UInt16: TopicName] = [:]
+    private var publishWaiters: [UInt16: CheckedContinuation<ReasonCode, any Error>] = [:]
+    private var acknowledgementWaiters: [UInt16: CheckedContinuation<SubscribeAcknowledgement, any Error>] = [:]
+    private var connackWaiter: CheckedContinuation<ConnAck, any Error>?
+    private var streams: [Int: (filter: TopicFilter, continuation: AsyncStream<MQTTMessage>.Continuation)] = [:]
+    private var nextStreamID = 0
+    /// Subscriptions to make again when the broker has lost the session.
+    private var subscriptions: [String: Subscribe.Subscription] = [:]
+    private var nextControlPacketIdentifier: UInt16 = 1
+    private var shuttingDown = false
+    private var reconnectTask: Task<Void, Never>?
+    private var everConnected = false
+    /// What the last CONNACK said, including after automatic reconnects.
+    public private(set) var lastConnectResult: ConnectResult?
+    /// How many times the client has connected, automatic reconnects included.
+    public private(set) var connectionCount = 0
+
+    struct Connection {
+        let channel: any Channel
+        let reader: Task<Void, Never>
+        var pinger: Task<Void, Never>?
+        var connected = false
+        let generation: Int
+    }
+    private var generation = 0
+
+    public init(
+        configuration: MQTTClientConfiguration,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger = Logger(label: "tern.client")
+    ) {
+        self.configuration = configuration
+        self.group = group
+        self.logger = logger
+        self.session = (try? configuration.store.load(clientID: configuration.clientID)) ?? ClientSessionState()
+        self.unsent = Deque(session.outbound.compactMap { if case .publish(let p) = $0 { p.packetIdentifier } else { nil } })
+        if configuration.protocolVersion == .v5, !configuration.cleanStart, configuration.sessionExpiry == .none {
+            // The pitfall of the source documents: Clean Start 0 alone keeps no session in MQTT 5.
+            logger.warning(
+                "cleanStart is false but sessionExpiry is .none: an MQTT 5 broker ends the session when the connection closes. Set sessionExpiry (for example .never) to keep it."
+            )
+        }
+    }
+
+    // MARK: Connecting
+
+    /// Connects and waits for CONNACK.
+    /// - Throws: ``MQTTClientError`` with `.connectionRefused` and the broker's reason code, or
+    ///   `.timeout`.
+    @discardableResult
+    public func connect() async throws -> ConnectResult {
+        shuttingDown = false
+        return try await establish(cleanStart: configuration.cleanStart)
+    }
+
+    private func establish(cleanStart: Bool) async throws -> ConnectResult {
+        generation += 1
+        let generation = self.generation
+        let version = configuration.protocolVersion
+        let (events, continuation) = AsyncStream<ConnectionEvent>.makeStream()
+        let channel: any Channel
+        do {
+            channel = try await ClientBootstrap(group: group)
+                .connectTimeout(.nanoseconds(Int64(configuration.connectTimeout.components.seconds) * 1_000_000_000))
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(
+                            ByteToMessageHandler(MQTTPacketDecoder(protocolVersion: version))
+                        )
+                        try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(MQTTPacketEncoder(protocolVersion: version)))
+                        try channel.pipeline.syncOperations.addHandler(EventForwarder(continuation: continuation))
+                    }
+                }
+                .connect(host: configuration.host, port: configuration.port)
+                .get()
+        } catch {
+            throw MQTTClientError(.timeout, reasonString: "cannot connect to \(configuration.host):\(configuration.port): \(error)")
+        }
+        let reader = Task { [weak self] in
+            for await event in events {
+                guard let self else { return }
+                await self.handle(event, generation: generation)
+            }
+        }
+        connection = Connection(channel: channel, reader: reader, generation: generation)
+
+        var properties = Properties()
+        if version == .v5 { properties = try configuration.connectProperties.properties() }
+        let connect = Connect(
+            protocolVersion: version,
+            clientIdentifier: configuration.clientID,
+            cleanStart: cleanStart,
+            keepAlive: configuration.keepAlive,
+            properties: properties,
+            will: configuration.will,
+            username: configuration.username,
+            password: configuration.password
+        )
+        let timeout = channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(configuration.connectTimeout.components.seconds) * 1_000_000_000)) {
+            channel.close(promise: nil)
+        }
+        let connack: ConnAck
+        do {
+            connack = try await withCheckedThrowingContinuation { continuation in
+                connackWaiter = continuation
+                channel.writeAndFlush(MQTTPacket.connect(connect), promise: nil)
+            }
+        } catch {
+            timeout.cancel()
+            channel.close(promise: nil)
+            throw error
+        }
+        timeout.cancel()
+        guard connack.reasonCode == .success else {
+            channel.close(promise: nil)
+            throw MQTTClientError(.connectionRefused, reasonCode: connack.reasonCode, reasonString: connack.properties.reasonString)
+        }
+        return connected(connack, channel: channel)
+    }
+
+    private func connected(_ connack: ConnAck, channel: any Channel) -> ConnectResult {
+        everConnected = true
+        connection?.connected = true
+        inboundAliases = [:]
+        let properties = connack.properties
+        serverReceiveMaximum = Int(properties.receiveMaximum ?? .max)
+        serverMaximumPacketSize = properties.maximumPacketSize.map { Int($0) }
+
+        var writes: [MQTTPacket] = []
+        let (resend, dropped) = session.resume(sessionPresent: connack.sessionPresent, policy: configuration.sessionLostPolicy)
+        writes += resend
+        for id in dropped {
+            publishWaiters.removeValue(forKey: id)?.resume(throwing: MQTTClientError(.sessionLost))
+        }
+        // Whatever was re-sent is on the wire; the rest waits for the window.
+        let resentIDs = Set(resend.compactMap { if case .publish(let p) = $0 { p.packetIdentifier } else { nil } })
+        unsent = Deque(session.outbound.compactMap { flow in
+            if case .publish(let p) = flow, !resentIDs.contains(p.packetIdentifier) { p.packetIdentifier } else { nil }
+        })
+        persist()
+        if !connack.sessionPresent, !subscriptions.isEmpty {
+            // The broker forgot the subscriptions with the session: make them again.
+            let id = controlPacketIdentifier()
+            writes.append(.subscribe(Subscribe(packetIdentifier: id, subscriptions: Array(subscriptions.values))))
+        }
+        for packet in writes { channel.write(packet, promise: nil) }
+        channel.flush()
+        sendQueued()
+
+        let keepAlive = properties.serverKeepAlive ?? configuration.keepAlive
+        if keepAlive > 0 {
+            connection?.pinger = Task { [weak self] in
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .seconds(Int(keepAlive)))
+                    guard !Task.isCancelled, let self else { return }
+                    await self.ping()
+                }
+            }
+        }
+        let result = ConnectResult(
+            sessionPresent: connack.sessionPresent,
+            assignedClientIdentifier: properties.assignedClientIdentifier,
+            serverKeepAlive: properties.serverKeepAlive,
+            receiveMaximum: properties.receiveMaximum ?? .max,
+            maximumPacketSize: properties.maximumPacketSize,
+            maximumQoS: properties.maximumQoS ?? .exactlyOnce,
+            retainAvailable: { if case .retainAvailable(let flag)? = properties.first(.retainAvailable) { flag } else { true } }(),
+            topicAliasMaximum: properties.topicAliasMaximum ?? 0,
+            properties: properties
+        )
+        lastConnectResult = result
+        connectionCount += 1
+        return result
+    }
+
+    private func ping() {
+        guard let connection, connection.connected else { return }
+        connection.channel.writeAndFlush(MQTTPacket.pingreq, promise: nil)
+    }
+
+    /// Disconnects for good: no reconnection follows. MQTT 5 allows changing the session expiry
+    /// here, from a non-zero value to any value (§3.14.2.2.2).
+    public func disconnect(reason: ReasonCode = .normalDisconnection, sessionExpiry: SessionExpiry? = nil) async {
+        shuttingDown = true
+        reconnectTask?.cancel()
+        reconnectTask = nil
+        if let connection, connection.connected {
+            var properties = Properties()
+            if configuration.protocolVersion == .v5, let sessionExpiry { properties.sessionExpiryInterval = sessionExpiry.interval }
+            try? await connection.channel.writeAndFlush(MQTTPacket.disconnect(Disconnect(reasonCode: reason, properties: properties))).get()
+            try? await connection.channel.close().get()
+        }
+        tearDown(MQTTClientError(.clientDisconnected))
+        for (_, stream) in streams { stream.continuation.finish() }
+        streams = [:]
+    }
+
+    /// Closes the network connection without DISCONNECT, as a network failure would; the client
+    /// then reconnects by itself if reconnection is on. For tests and for applications that
+    /// detect a dead link themselves.
+    public func dropConnection() async {
+        try? await connection?.channel.close().get()
+    }
+
+    // MARK: Publishing
+
+    /// Publishes a message and returns when its QoS flow completes: at once for QoS 0, at PUBACK
+    /// for QoS 1, at PUBCOMP for QoS 2. Made while offline, it waits in a bounded queue.
+    /// - Returns: the broker's reason code (MQTT 5), e.g. 0x10 No matching subscribers.
+    @discardableResult
+    public func publish(
+        to topic: String,
+        payload: ByteBuffer,
+        qos: QoS = .atMostOnce,
+        retain: Bool = false,
+        properties: Properties = Properties()
+    ) async throws -> ReasonCode {
+        let publish = Publish(topic: try TopicName(topic), payload: payload, qos: qos, retain: retain, properties: properties)
+        if let limit = serverMaximumPacketSize, MQTTPacket.publish(publish).encodedSize(version: configuration.protocolVersion) > limit {
+            throw MQTTClientError(.packetTooLarge, reasonString: "the broker accepts packets of at most \(limit) bytes")
+        }
+        if qos == .atMostOnce {
+            if let connection, connection.connected {
+                connection.channel.writeAndFlush(MQTTPacket.publish(publish), promise: nil)
+            } else {
+                guard offlineQoS0.count + unsent.count < configuration.offlineQueueLimit else { throw MQTTClientError(.offlineQueueFull) }
+                offlineQoS0.append(publish)
+            }
+            return .success
+        }
+        guard unsent.count < configuration.offlineQueueLimit else { throw MQTTClientError(.offlineQueueFull) }
+        let started = session.start(publish)
+        persist()
+        unsent.append(started.packetIdentifier)
+        return try await withCheckedThrowingContinuation { continuation in
+            publishWaiters[started.packetIdentifier] = continuation
+            sendQueued()
+        }
+    }
+
+    /// Publishes a UTF-8 string.
+    @discardableResult
+    public func publish(to topic: String, _ text: String, qos: QoS = .atMostOnce, retain: Bool = false) async throws -> ReasonCode {
+        try await publish(to: topic, payload: ByteBuffer(string: text), qos: qos, retain: retain)
+    }
+
+    /// Writes queued messages while the broker's Receive Maximum allows.
+    private func sendQueued() {
+        guard let connection, connection.connected else { return }
+        var wrote = false
+        while let publish = offlineQoS0.popFirst() {
+            connection.channel.write(MQTTPacket.publish(publish), promise: nil)
+            wrote = true
+        }
+        let inFlight = session.outbound.count - unsent.count
+        var room = serverReceiveMaximum - inFlight
+        while room > 0, let id = unsent.popFirst() {
+            guard case .publish(let publish)? = session.outbound.first(where: { $0.packetIdentifier == id }) else { continue }
+            connection.channel.write(MQTTPacket.publish(publish), promise: nil)
+            room -= 1
+            wrote = true
+        }
+        if wrote { connection.channel.flush() }
+    }
+
+    private func persist() {
+        do {
+            try configuration.store.save(session, clientID: configuration.clientID)
+        } catch {
+            logger.error("could not save the client session: \(error)")
+        }
+    }
+
+    // MARK: Subscribing
+
+    /// Subscribes and returns the stream of messages matching `filter`.
+    public func subscribe(
+        to filter: String,
+        qos: QoS = .atMostOnce,
+        options: SubscriptionOptions? = nil,
+        identifier: UInt32? = nil
+    ) async throws -> MQTTSubscription {
+        var subscriptionOptions = options ?? SubscriptionOptions()
+        subscriptionOptions.qos = qos
+        let topicFilter = try TopicFilter(filter)
+        let subscription = Subscribe.Subscription(filter: topicFilter, options: subscriptionOptions)
+        // The stream exists before SUBSCRIBE goes out, so that retained messages are not missed.
+        let (stream, continuation) = AsyncStream<MQTTMessage>.makeStream()
+        let streamID = nextStreamID
+        nextStreamID += 1
+        streams[streamID] = (topicFilter, continuation)
+        var properties = Properties()
+        if let identifier, configuration.protocolVersion == .v5 { try properties.append(.subscriptionIdentifier(identifier)) }
+        let id = controlPacketIdentifier()
+        let ack: SubscribeAcknowledgement
+        do {
+            ack = try await request(.subscribe(Subscribe(packetIdentifier: id, subscriptions: [subscription], properties: properties)), id: id)
+        } catch {
+            streams[streamID] = nil
+            continuation.finish()
+            throw error
+        }
+        if let code = ack.reasonCodes.first, code.isFailure {
+            streams[streamID] = nil
+            continuation.finish()
+            throw MQTTClientError(.refused, reasonCode: code, reasonString: ack.properties.reasonString)
+        }
+        subscriptions[filter] = subscription
+        return MQTTSubscription(reasonCodes: ack.reasonCodes, stream: stream)
+    }
+
+    /// Unsubscribes; the subscription streams for `filter` end.
+    public func unsubscribe(from filter: String) async throws {
+        let topicFilter = try TopicFilter(filter)
+        let id = controlPacketIdentifier()
+        _ = try await request(.unsubscribe(Unsubscribe(packetIdentifier: id, filters: [topicFilter])), id: id)
+        subscriptions[filter] = nil
+        for (key, stream) in streams where stream.filter == topicFilter {
+            stream.continuation.finish()
+            streams[key] = nil
+        }
+    }
+
+    private func request(_ packet: MQTTPacket, id: UInt16) async throws -> SubscribeAcknowledgement {
+        guard let connection, connection.connected else { throw MQTTClientError(.notConnected) }
+        return try await withCheckedThrowingContinuation { continuation in
+            acknowledgementWaiters[id] = continuation
+            connection.channel.writeAndFlush(packet, promise: nil)
+        }
+    }
+
+    private func controlPacketIdentifier() -> UInt16 {
+        // SUBSCRIBE/UNSUBSCRIBE ids come from the top half, publications' from the bottom, so the
+        // two never collide without sharing state that must be persisted.
+        defer { nextControlPacketIdentifier = nextControlPacketIdentifier % 0x7FFF + 1 }
+        return 0x8000 | nextControlPacketIdentifier
+    }
+
+    // MARK: Receiving
+
+    enum ConnectionEvent: Sendable {
+        case packet(MQTTPacket)
+        case closed
+    }
+
+    private func handle(_ event: ConnectionEvent, generation: Int) {
+        guard let connection, connection.generation == generation else { return }
+        switch event {
+        case .packet(let packet): received(packet, on: connection.channel)
+        case .closed: connectionClosed()
+        }
+    }
+
+    private func received(_ packet: MQTTPacket, on channel: any Channel) {
+        switch packet {
+        case .connack(let connack):
+            connackWaiter?.resume(returning: connack)
+            connackWaiter = nil
+        case .publish(let publish):
+            deliver(publish, on: channel)
+        case .puback(let ack), .pubrec(let ack), .pubcomp(let ack):
+            let (reply, completion) = session.received(packet.type, ack)
+            if let reply { channel.writeAndFlush(reply, promise: nil) }
+            persist()
+            if case .completed(let id, let code)? = completion {
+                let waiter = publishWaiters.removeValue(forKey: id)
+                if code.isFailure {
+                    waiter?.resume(throwing: MQTTClientError(.refused, reasonCode: code, reasonString: ack.properties.reasonString))
+                } else {
+                    waiter?.resume(returning: code)
+                }
+                sendQueued()
+            }
+        case .pubrel(let release):
+            session.released(release.packetIdentifier)
+            persist()
+            channel.writeAndFlush(MQTTPacket.pubcomp(PublishAcknowledgement(packetIdentifier: release.packetIdentifier)), promise: nil)
+        case .suback(let ack), .unsuback(let ack):
+            acknowledgementWaiters.removeValue(forKey: ack.packetIdentifier)?.resume(returning: ack)
+        case .disconnect(let disconnect):
+            logger.notice("the broker disconnected", metadata: ["reason": "\(disconnect.reasonCode)"])
+            channel.close(promise: nil)
+        default:
+            break
+        }
+    }
+
+    private func deliver(_ publish: Publish, on channel: any Channel) {
+        var publish = publish
+        if let alias = publish.properties.topicAlias {
+            if publish.topic.isEmpty {
+                guard let known = inboundAliases[alias] else {
+                    channel.close(promise: nil)  // §3.3.2.3.4: an unknown alias is a protocol error
+                    return
+                }
+                publish.topic = known
+            } else {
+                inboundAliases[alias] = publish.topic
+            }
+        }
+        var isNew = true
+        if publish.qos == .exactlyOnce {
+            isNew = session.receivedExactlyOnce(publish.packetIdentifier)
+            if isNew { persist() }
+        }
+        let manual = configuration.acknowledgement == .manual
+        if isNew {
+            let acknowledger: MQTTMessage.Acknowledger? =
+                manual && publish.qos != .atMostOnce
+                ? MQTTMessage.Acknowledger { [weak self] id, qos in await self?.acknowledge(id, qos: qos) } : nil
+            let message = MQTTMessage(
+                topic: publish.topic.string,
+                payload: publish.payload,
+                qos: publish.qos,
+                retain: publish.retain,
+                duplicate: publish.duplicate,
+                properties: publish.properties,
+                packetIdentifier: publish.packetIdentifier,
+                acknowledger: acknowledger
+            )
+            var delivered = false
+            for (_, stream) in streams where stream.filter.matches(message.topic) {
+                stream.continuation.yield(message)
+                delivered = true
+            }
+            if !delivered { logger.debug("a message on \(message.topic) matched no subscription stream") }
+        }
+        if !manual || !isNew { acknowledge(publish.packetIdentifier, qos: publish.qos) }
+    }
+
+    private func acknowledge(_ id: UInt16, qos: QoS) {
+        guard let connection, connection.connected else { return }
+        switch qos {
+        case .atMostOnce: return
+        case .atLeastOnce: connection.channel.writeAndFlush(MQTTPacket.puback(PublishAcknowledgement(packetIdentifier: id)), promise: nil)
+        case .exactlyOnce: connection.channel.writeAndFlush(MQTTPacket.pubrec(PublishAcknowledgement(packetIdentifier: id)), promise: nil)
+        }
+    }
+
+    // MARK: Losing the connection
+
+    private func connectionClosed() {
+        let wasConnected = connection?.connected ?? false
+        tearDown(MQTTClientError(.connectionClosed))
+        if !wasConnected { return }
+        guard !shuttingDown, let policy = configuration.reconnect else {
+            for (_, stream) in streams { stream.continuation.finish() }
+            streams = [:]
+            return
+        }
+        reconnectTask = Task { [weak self] in await self?.reconnect(policy: policy) }
+    }
+
+    /// Fails what cannot outlive the connection. Publications wait: they resume on reconnect.
+    private func tearDown(_ error: MQTTClientError) {
+        connackWaiter?.resume(throwing: error)
+        connackWaiter = nil
+        for (_, waiter) in acknowledgementWaiters { waiter.resume(throwing: error) }
+        acknowledgementWaiters = [:]
+        connection?.pinger?.cancel()
+        connection?.reader.cancel()
+        connection = nil
+        // Every unfinished PUBLISH goes out again on the next connection (with DUP if the session survived).
+        unsent = []
+        if shuttingDown {
+            for (_, waiter) in publishWaiters { waiter.resume(throwing: error) }
+            publishWaiters = [:]
+        }
+    }
+
+    private func reconnect(policy: MQTTClientConfiguration.ReconnectPolicy) async {
+        var generator = SystemRandomNumberGenerator()
+        var attempt = 0
+        // A session that outlives the connection is resumed; one that does not starts clean.
+        let resume = configuration.protocolVersion == .v5 ? configuration.sessionExpiry != .none : !configuration.cleanStart
+        while !Task.isCancelled, !shuttingDown {
+            try? await Task.sleep(for: policy.jitteredDelay(attempt: attempt, using: &generator))
+            if Task.isCancelled || shuttingDown { return }
+            do {
+                let result = try await establish(cleanStart: !resume)
+                logger.info("reconnected", metadata: ["sessionPresent": "\(result.sessionPresent)"])
+                return
+            } catch {
+                logger.debug("reconnection failed", metadata: ["attempt": "\(attempt)", "error": "\(error)"])
+                attempt += 1
+            }
+        }
+    }
+
+    /// Whether the client is connected now.
+    public var isConnected: Bool { connection?.connected ?? false }
+
+    /// How many outbound QoS 1/2 messages are unfinished.
+    public var inflightCount: Int { session.outbound.count }
+}
+
+/// Forwards packets and the end of the connection to the client's reader task, in order.
+final class EventForwarder: ChannelInboundHandler, Sendable {
+    typealias InboundIn = MQTTPacket
+    let continuation: AsyncStream<MQTTClient.ConnectionEvent>.Continuation
+
+    init(continuation: AsyncStream<MQTTClient.ConnectionEvent>.Continuation) { self.continuation = continuation }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        continuation.yield(.packet(unwrapInboundIn(data)))
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        continuation.yield(.closed)
+        continuation.finish()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}
