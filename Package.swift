@@ -123,6 +123,7 @@ let package = Package(
                 "TernBroker",
                 "TernBrokerTesting",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -23,10 +23,13 @@ public struct ClientSessionState: Sendable, Hashable {
     /// Inbound QoS 2 packet identifiers acknowledged with PUBREC and awaiting PUBREL (§4.3.3).
     public internal(set) var inboundQoS2: Set<UInt16> = []
     var nextPacketIdentifier: UInt16 = 1
+    /// The identifiers in `outbound`, so that allocating one does not scan the list.
+    private var inUse: Set<UInt16> = []
 
     public init(outbound: [OutboundFlow] = [], inboundQoS2: Set<UInt16> = []) {
         self.outbound = outbound
         self.inboundQoS2 = inboundQoS2
+        self.inUse = Set(outbound.map(\.packetIdentifier))
         if let highest = outbound.map(\.packetIdentifier).max() {
             nextPacketIdentifier = highest == .max ? 1 : highest + 1
         }
@@ -49,7 +52,7 @@ public struct ClientSessionState: Sendable, Hashable {
         while true {
             let candidate = nextPacketIdentifier
             nextPacketIdentifier = nextPacketIdentifier == .max ? 1 : nextPacketIdentifier + 1
-            if !outbound.contains(where: { $0.packetIdentifier == candidate }) { return candidate }
+            if inUse.insert(candidate).inserted { return candidate }
         }
     }
 
@@ -57,18 +60,18 @@ public struct ClientSessionState: Sendable, Hashable {
     /// - Returns: the packet to answer with (PUBREL), and the flow that ended, if one did.
     mutating func received(_ type: PacketType, _ ack: PublishAcknowledgement) -> (reply: MQTTPacket?, completion: Completion?) {
         let id = ack.packetIdentifier
-        guard let index = outbound.firstIndex(where: { $0.packetIdentifier == id }) else {
+        guard inUse.contains(id), let index = outbound.firstIndex(where: { $0.packetIdentifier == id }) else {
             // §4.3.3: PUBREC for an unknown id is answered so that the server can finish.
             if type == .pubrec { return (.pubrel(PublishAcknowledgement(packetIdentifier: id, reasonCode: .packetIdentifierNotFound)), nil) }
             return (nil, nil)
         }
         switch (type, outbound[index]) {
         case (.puback, .publish(let publish)) where publish.qos == .atLeastOnce:
-            outbound.remove(at: index)
+            removeFlow(at: index)
             return (nil, .completed(packetIdentifier: id, reasonCode: ack.reasonCode))
         case (.pubrec, .publish(let publish)) where publish.qos == .exactlyOnce:
             if ack.reasonCode.isFailure {
-                outbound.remove(at: index)
+                removeFlow(at: index)
                 return (nil, .completed(packetIdentifier: id, reasonCode: ack.reasonCode))
             }
             outbound[index] = .release(packetIdentifier: id)
@@ -76,11 +79,15 @@ public struct ClientSessionState: Sendable, Hashable {
         case (.pubrec, .release):
             return (.pubrel(PublishAcknowledgement(packetIdentifier: id)), nil)
         case (.pubcomp, .release):
-            outbound.remove(at: index)
+            removeFlow(at: index)
             return (nil, .completed(packetIdentifier: id, reasonCode: ack.reasonCode))
         default:
             return (nil, nil)
         }
+    }
+
+    private mutating func removeFlow(at index: Int) {
+        inUse.remove(outbound.remove(at: index).packetIdentifier)
     }
 
     /// What the client does with its outbound flows when the server answers CONNACK.
@@ -116,6 +123,7 @@ public struct ClientSessionState: Sendable, Hashable {
         case .dropInflight:
             let dropped = outbound.map(\.packetIdentifier)
             outbound = []
+            inUse = []
             return ([], dropped)
         case .republish:
             // A released QoS 2 message already reached the server; only unacknowledged PUBLISH go again.
@@ -130,6 +138,7 @@ public struct ClientSessionState: Sendable, Hashable {
                 dropped.append(flow.packetIdentifier)
                 return false
             }
+            inUse.subtract(dropped)
             return (packets, dropped)
         }
     }

@@ -215,9 +215,18 @@ public actor MQTTClient {
         connection.channel.writeAndFlush(MQTTPacket.pingreq, promise: nil)
     }
 
-    /// Disconnects for good: no reconnection follows. MQTT 5 allows changing the session expiry
-    /// here, from a non-zero value to any value (§3.14.2.2.2).
-    public func disconnect(reason: ReasonCode = .normalDisconnection, sessionExpiry: SessionExpiry? = nil) async {
+    /// Disconnects for good: no reconnection follows. The session expiry stays as it was.
+    public func disconnect(reason: ReasonCode = .normalDisconnection) async {
+        await close(reason: reason, sessionExpiry: nil)
+    }
+
+    /// Disconnects for good and changes the session expiry, as MQTT 5 allows from a non-zero
+    /// value to any value (§3.14.2.2.2): `.none` ends the session now, `.never` keeps it.
+    public func disconnect(reason: ReasonCode = .normalDisconnection, sessionExpiry: SessionExpiry) async {
+        await close(reason: reason, sessionExpiry: sessionExpiry)
+    }
+
+    private func close(reason: ReasonCode, sessionExpiry: SessionExpiry?) async {
         shuttingDown = true
         reconnectTask?.cancel()
         reconnectTask = nil

@@ -22,7 +22,7 @@ public struct MQTTClientError: Error, Hashable, Sendable, CustomStringConvertibl
         case offlineQueueFull
         /// The server sent DISCONNECT.
         case disconnectedByServer
-        /// The client was shut down with ``MQTTClient/disconnect(reason:sessionExpiry:)``.
+        /// The client was shut down with ``MQTTClient/disconnect(reason:)``.
         case clientDisconnected
     }
 
