@@ -13,7 +13,8 @@ public struct MQTTMessage: Sendable {
     public var properties: Properties
     /// The Subscription Identifiers of the subscriptions that matched (MQTT 5 only).
     public var subscriptionIdentifiers: [UInt32] { properties.subscriptionIdentifiers }
-    let packetIdentifier: UInt16
+    /// The packet identifier it arrived with (0 for QoS 0).
+    public let packetIdentifier: UInt16
     let acknowledger: Acknowledger?
 
     /// The payload as UTF-8 text.

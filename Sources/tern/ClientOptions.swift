@@ -1,0 +1,158 @@
+import ArgumentParser
+import Foundation
+import NIOCore
+import TernClient
+import TernCodec
+
+/// The connection flags mosquitto_pub and mosquitto_sub share, with their meanings.
+struct ClientOptions: ParsableArguments {
+    @Option(name: .customShort("h"), help: "Broker host.") var host = "localhost"
+    @Option(name: .customShort("p"), help: "Broker port.") var port = 1883
+    @Option(name: .customShort("i"), help: "Client identifier.") var id: String?
+    @Option(name: .customShort("I"), help: "Client identifier prefix; the process id is appended.") var idPrefix: String?
+    @Flag(name: .customShort("c"), help: "Disable clean session / clean start: a persistent client.") var persistent = false
+    @Option(name: .customShort("x"), help: "Session expiry interval in seconds (MQTT 5); -1 means never.") var sessionExpiry: Int64?
+    @Option(name: .customShort("k"), help: "Keep alive in seconds.") var keepAlive: UInt16 = 60
+    @Option(name: .customShort("u"), help: "User name.") var username: String?
+    @Option(name: .customShort("P"), help: "Password.") var password: String?
+    @Option(name: .customShort("V"), help: "Protocol version: mqttv5, mqttv311 or mqttv31 (or 5, 311, 31).") var protocolVersion = "mqttv311"
+    @Flag(name: .customShort("d"), help: "Print debug messages.") var debug = false
+    @Option(name: .long, help: "Will topic.") var willTopic: String?
+    @Option(name: .long, help: "Will payload.") var willPayload: String?
+    @Option(name: .long, help: "Will QoS.") var willQos = 0
+    @Flag(name: .long, help: "Retain the will.") var willRetain = false
+    @Option(
+        name: .customShort("D"),
+        parsing: .upToNextOption,
+        help: "MQTT 5 property: -D COMMAND IDENTIFIER VALUE (user-property takes a name and a value)."
+    )
+    var properties: [String] = []
+    @Option(name: .long, help: "Keep unacknowledged QoS 1/2 messages in this directory, across restarts.") var store: String?
+
+    var version: ProtocolVersion {
+        get throws {
+            switch protocolVersion {
+            case "mqttv5", "5": return .v5
+            case "mqttv311", "311": return .v3_1_1
+            case "mqttv31", "31": return .v3_1
+            default: throw ValidationError("-V must be mqttv5, mqttv311 or mqttv31")
+            }
+        }
+    }
+
+    /// One -D: the command it applies to and the property.
+    struct DefinedProperty {
+        var command: String
+        var property: Property
+    }
+
+    /// Parses the -D words: COMMAND IDENTIFIER VALUE [VALUE], repeated.
+    func definedProperties() throws -> [DefinedProperty] {
+        var words = properties[...]
+        var result: [DefinedProperty] = []
+        while let command = words.popFirst() {
+            guard ["connect", "publish", "subscribe", "will", "disconnect", "auth", "unsubscribe"].contains(command),
+                let identifier = words.popFirst(), let value = words.popFirst()
+            else { throw ValidationError("-D expects COMMAND IDENTIFIER VALUE") }
+            func number<T: FixedWidthInteger>(_: T.Type) throws -> T {
+                guard let number = T(value) else { throw ValidationError("-D \(identifier) expects a number, not '\(value)'") }
+                return number
+            }
+            let property: Property
+            switch identifier {
+            case "content-type": property = .contentType(value)
+            case "correlation-data": property = .correlationData(ByteBuffer(string: value))
+            case "message-expiry-interval": property = .messageExpiryInterval(try number(UInt32.self))
+            case "payload-format-indicator": property = .payloadFormatIndicator(isUTF8: try number(UInt8.self) == 1)
+            case "response-topic": property = .responseTopic(value)
+            case "session-expiry-interval": property = .sessionExpiryInterval(try number(UInt32.self))
+            case "receive-maximum": property = .receiveMaximum(try number(UInt16.self))
+            case "maximum-packet-size": property = .maximumPacketSize(try number(UInt32.self))
+            case "topic-alias-maximum": property = .topicAliasMaximum(try number(UInt16.self))
+            case "request-problem-information": property = .requestProblemInformation(try number(UInt8.self) == 1)
+            case "request-response-information": property = .requestResponseInformation(try number(UInt8.self) == 1)
+            case "will-delay-interval": property = .willDelayInterval(try number(UInt32.self))
+            case "subscription-identifier": property = .subscriptionIdentifier(try number(UInt32.self))
+            case "user-property":
+                guard let second = words.popFirst() else { throw ValidationError("-D \(command) user-property expects a name and a value") }
+                property = .userProperty(name: value, value: second)
+            default: throw ValidationError("-D: unknown property '\(identifier)'")
+            }
+            guard property.identifier.allowedIn.contains(Self.context(command)) else {
+                throw ValidationError("-D: \(identifier) cannot be used with \(command)")
+            }
+            result.append(DefinedProperty(command: command, property: property))
+        }
+        return result
+    }
+
+    private static func context(_ command: String) -> PropertyContext {
+        switch command {
+        case "connect": return .connect
+        case "publish": return .publish
+        case "subscribe": return .subscribe
+        case "will": return .will
+        case "disconnect": return .disconnect
+        case "unsubscribe": return .unsubscribe
+        default: return .auth
+        }
+    }
+
+    /// The client configuration these flags describe.
+    func configuration(defaultPrefix: String) throws -> MQTTClientConfiguration {
+        let pid = ProcessInfo.processInfo.processIdentifier
+        let clientID = id ?? "\(idPrefix ?? defaultPrefix)\(pid)"
+        var configuration = MQTTClientConfiguration(host: host == "localhost" ? "127.0.0.1" : host, port: port, clientID: clientID)
+        configuration.protocolVersion = try version
+        configuration.cleanStart = !persistent
+        configuration.keepAlive = keepAlive
+        configuration.username = username
+        configuration.password = password.map { ByteBuffer(string: $0) }
+        configuration.reconnect = nil
+        if let sessionExpiry {
+            configuration.sessionExpiry = sessionExpiry < 0 ? .never : .seconds(UInt32(clamping: sessionExpiry))
+        } else if persistent, configuration.protocolVersion == .v5 {
+            // As mosquitto_sub: -c on MQTT 5 without -x asks for a session that never expires.
+            configuration.sessionExpiry = .never
+        }
+        let defined = try definedProperties()
+        for entry in defined where entry.command == "connect" {
+            switch entry.property {
+            case .sessionExpiryInterval(let value): configuration.connectProperties.sessionExpiryInterval = value
+            case .receiveMaximum(let value): configuration.connectProperties.receiveMaximum = value
+            case .maximumPacketSize(let value): configuration.connectProperties.maximumPacketSize = value
+            case .topicAliasMaximum(let value): configuration.connectProperties.topicAliasMaximum = value
+            case .requestProblemInformation(let value): configuration.connectProperties.requestProblemInformation = value
+            case .requestResponseInformation(let value): configuration.connectProperties.requestResponseInformation = value
+            case .userProperty(let name, let value): configuration.connectProperties.userProperties.append((name, value))
+            default: break
+            }
+        }
+        if let willTopic {
+            guard let qos = QoS(rawValue: UInt8(clamping: willQos)) else { throw ValidationError("--will-qos must be 0, 1 or 2") }
+            var willProperties = Properties()
+            for entry in defined where entry.command == "will" { try willProperties.append(entry.property) }
+            configuration.will = Connect.Will(
+                topic: try TopicName(willTopic),
+                payload: ByteBuffer(string: willPayload ?? ""),
+                qos: qos,
+                retain: willRetain,
+                properties: willProperties
+            )
+        }
+        if let store { configuration.store = try FileClientStore(directory: store) }
+        return configuration
+    }
+
+    func properties(for command: String) throws -> Properties {
+        var properties = Properties()
+        for entry in try definedProperties() where entry.command == command { try properties.append(entry.property) }
+        return properties
+    }
+}
+
+/// Mosquitto's tools exit with 1 on connection and protocol errors.
+func fail(_ message: String, code: Int32 = 1) -> ExitCode {
+    FileHandle.standardError.write(Data("Error: \(message)\n".utf8))
+    return ExitCode(code)
+}
