@@ -40,6 +40,10 @@ public actor MQTTClient {
     private var connackWaiter: CheckedContinuation<ConnAck, any Error>?
     private var streams: [Int: (filter: TopicFilter, continuation: AsyncStream<MQTTMessage>.Continuation)] = [:]
     private var nextStreamID = 0
+    /// Messages that matched no subscription stream yet: on a resumed session the broker sends
+    /// queued messages right after CONNACK, before the application has subscribed again.
+    private var unclaimed: Deque<MQTTMessage> = []
+    private static let unclaimedLimit = 10_000
     /// Subscriptions to make again when the broker has lost the session.
     private var subscriptions: [String: Subscribe.Subscription] = [:]
     private var nextControlPacketIdentifier: UInt16 = 1
@@ -335,6 +339,11 @@ public actor MQTTClient {
         let streamID = nextStreamID
         nextStreamID += 1
         streams[streamID] = (topicFilter, continuation)
+        unclaimed.removeAll { message in
+            guard topicFilter.matches(message.topic) else { return false }
+            continuation.yield(message)
+            return true
+        }
         var properties = Properties()
         if let identifier, configuration.protocolVersion == .v5 { try properties.append(.subscriptionIdentifier(identifier)) }
         let id = controlPacketIdentifier()
@@ -469,7 +478,14 @@ public actor MQTTClient {
                 stream.continuation.yield(message)
                 delivered = true
             }
-            if !delivered { logger.debug("a message on \(message.topic) matched no subscription stream") }
+            if !delivered {
+                // Kept until a subscription claims it (see `unclaimed`), within a bound.
+                if unclaimed.count >= Self.unclaimedLimit {
+                    unclaimed.removeFirst()
+                    logger.warning("dropping the oldest message that no subscription has claimed")
+                }
+                unclaimed.append(message)
+            }
         }
         if !manual || !isNew { acknowledge(publish.packetIdentifier, qos: publish.qos) }
     }

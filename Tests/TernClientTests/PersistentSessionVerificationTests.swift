@@ -148,3 +148,31 @@ func withMosquitto<T>(_ body: (Int) async throws -> T) async throws -> T {
     }
     return try await body(port)
 }
+
+@Suite("Resumed sessions")
+struct ResumedSessionTests {
+    @Test("messages the broker sends right after CONNACK reach the subscription made afterwards")
+    func messagesBeforeResubscribe() async throws {
+        try await withTestBroker { broker, port in
+            var configuration = MQTTClientConfiguration(port: port, clientID: "early-bird")
+            configuration.sessionExpiry = .seconds(300)
+            let first = MQTTClient(configuration: configuration)
+            try await first.connect()
+            _ = try await first.subscribe(to: "early/#", qos: .atLeastOnce)
+            await first.disconnect()
+
+            let publisher = MQTTClient(configuration: MQTTClientConfiguration(port: port, clientID: "early-publisher"))
+            try await publisher.connect()
+            try await publisher.publish(to: "early/x", "queued", qos: .atLeastOnce)
+            await publisher.disconnect()
+
+            configuration.cleanStart = false
+            let second = MQTTClient(configuration: configuration)
+            #expect(try await second.connect().sessionPresent)
+            // The queued message may arrive before this call; it must not be lost.
+            let collector = MessageCollector(try await second.subscribe(to: "early/#", qos: .atLeastOnce))
+            #expect(try await collector.wait(for: 1).map(\.string) == ["queued"])
+            await second.disconnect(sessionExpiry: .none)
+        }
+    }
+}

@@ -1,0 +1,94 @@
+import Foundation
+import TernBroker
+import TernBrokerTesting
+import Testing
+
+/// The `tern` executable that `swift test` builds next to the test bundle.
+let ternExecutable: String? = {
+    let directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    let path = directory.appendingPathComponent("tern").path
+    return FileManager.default.isExecutableFile(atPath: path) ? path : nil
+}()
+
+/// `tern pub` and `tern sub` against Mosquitto's tools, in both directions, over 3.1.1 and 5.
+@Suite(
+    "Interop: tern pub / tern sub with mosquitto_pub / mosquitto_sub",
+    .enabled(if: Peers.mosquittoAvailable && ternExecutable != nil, "mosquitto-clients or the tern executable is missing")
+)
+struct CLIInteropTests {
+    let tern = ternExecutable ?? ""
+    let pub = Peers.which("mosquitto_pub") ?? ""
+    let sub = Peers.which("mosquitto_sub") ?? ""
+
+    @Test("tern sub receives what mosquitto_pub sends", arguments: ["mqttv311", "mqttv5"])
+    func ternSubscribes(version: String) async throws {
+        try await withTestBroker { broker, port in
+            let subscriber = try Peers.Running(tern, ["sub", "-h", "127.0.0.1", "-p", "\(port)", "-V", version, "-t", "cli/#", "-q", "2", "-C", "2", "-v"])
+            try await Peers.waitForSubscriptions(broker, count: 1)
+            try Peers.run(pub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", version, "-t", "cli/one", "-m", "1", "-q", "1"])
+            try Peers.run(pub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", version, "-t", "cli/two", "-m", "2", "-q", "2"])
+            let output = subscriber.finish(timeout: 10)
+            #expect(output.status == 0, "\(output.stderr)")
+            #expect(output.stdout == "cli/one 1\ncli/two 2\n")
+        }
+    }
+
+    @Test("mosquitto_sub receives what tern pub sends", arguments: ["mqttv311", "mqttv5"])
+    func ternPublishes(version: String) async throws {
+        try await withTestBroker { broker, port in
+            let subscriber = try Peers.Running(sub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", version, "-t", "cli/#", "-q", "2", "-C", "3", "-v"])
+            try await Peers.waitForSubscriptions(broker, count: 1)
+            for qos in 0...2 {
+                let result = try Peers.run(tern, ["pub", "-h", "127.0.0.1", "-p", "\(port)", "-V", version, "-t", "cli/q\(qos)", "-m", "m\(qos)", "-q", "\(qos)"])
+                #expect(result.status == 0, "\(result.stderr)")
+            }
+            let output = subscriber.finish(timeout: 10)
+            #expect(output.stdout == "cli/q0 m0\ncli/q1 m1\ncli/q2 m2\n")
+        }
+    }
+
+    @Test("MQTT 5 properties set with -D reach mosquitto_sub; -F prints them")
+    func properties() async throws {
+        try await withTestBroker { broker, port in
+            let subscriber = try Peers.Running(sub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "p", "-C", "1", "-F", "%t %p %C %P"])
+            try await Peers.waitForSubscriptions(broker, count: 1)
+            try Peers.run(tern, [
+                "pub", "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "p", "-m", "body",
+                "-D", "publish", "content-type", "text/plain", "-D", "publish", "user-property", "site", "plant-7",
+            ])
+            #expect(subscriber.finish(timeout: 10).stdout == "p body text/plain site:plant-7\n")
+
+            let ternSubscriber = try Peers.Running(tern, ["sub", "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "q", "-C", "1", "-F", "%t|%p|%C|%E|%P"])
+            try await Peers.waitForSubscriptions(broker, count: 1)
+            try Peers.run(pub, [
+                "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "q", "-m", "x",
+                "-D", "publish", "content-type", "a/b", "-D", "publish", "message-expiry-interval", "300",
+                "-D", "publish", "user-property", "k", "v",
+            ])
+            #expect(ternSubscriber.finish(timeout: 10).stdout == "q|x|a/b|300|k:v\n")
+        }
+    }
+
+    @Test("exit codes: 27 when -W runs out, 1 when the connection is refused")
+    func exitCodes() async throws {
+        try await withTestBroker({ $0.broker.allowAnonymous = false }) { _, port in
+            let refused = try Peers.run(tern, ["pub", "-h", "127.0.0.1", "-p", "\(port)", "-t", "t", "-m", "x"])
+            #expect(refused.status == 1)
+        }
+        try await withTestBroker { _, port in
+            let timedOut = try Peers.run(tern, ["sub", "-h", "127.0.0.1", "-p", "\(port)", "-t", "silence", "-W", "1"], timeout: 10)
+            #expect(timedOut.status == 27)
+        }
+    }
+
+    @Test("-c with -x keeps a session for tern sub; messages sent while it is away arrive")
+    func persistentSubscriber() async throws {
+        try await withTestBroker { broker, port in
+            let first = try Peers.run(tern, ["sub", "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-i", "cli-durable", "-c", "-x", "300", "-t", "away", "-q", "1", "-E"])
+            #expect(first.status == 0, "\(first.stderr)")
+            try Peers.run(pub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "away", "-m", "while-away", "-q", "1"])
+            let second = try Peers.run(tern, ["sub", "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-i", "cli-durable", "-c", "-x", "300", "-t", "away", "-q", "1", "-C", "1"], timeout: 10)
+            #expect(second.stdout == "while-away\n")
+        }
+    }
+}
