@@ -106,7 +106,7 @@ let package = Package(
         ),
         .testTarget(
             name: "InteropTests",
-            dependencies: ["TernBroker", "TernBrokerTesting", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["TernBroker", "TernBrokerTesting", "TernClient", .product(name: "NIOCore", package: "swift-nio")],
             resources: [.copy("Scripts")],
             swiftSettings: swiftSettings
         ),

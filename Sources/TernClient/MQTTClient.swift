@@ -415,8 +415,10 @@ public actor MQTTClient {
             deliver(publish, on: channel)
         case .puback(let ack), .pubrec(let ack), .pubcomp(let ack):
             let (reply, completion) = session.received(packet.type, ack)
-            if let reply { channel.writeAndFlush(reply, promise: nil) }
+            // Durable before it is acted on: a PUBREL sent before the store knows of it would let a
+            // restart re-send a PUBLISH the broker has already completed, and deliver it twice.
             persist()
+            if let reply { channel.writeAndFlush(reply, promise: nil) }
             if case .completed(let id, let code)? = completion {
                 let waiter = publishWaiters.removeValue(forKey: id)
                 if code.isFailure {

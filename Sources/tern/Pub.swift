@@ -64,6 +64,11 @@ struct Pub: AsyncParsableCommand {
             await client.disconnect()
             throw fail("\(error)")
         }
+        // Messages resumed from --store complete before the tool exits, like mosquitto_pub's own.
+        let deadline = ContinuousClock.now + .seconds(30)
+        while await client.inflightCount > 0, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+        }
         await client.disconnect()
     }
 }

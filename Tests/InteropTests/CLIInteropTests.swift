@@ -1,6 +1,7 @@
 import Foundation
 import TernBroker
 import TernBrokerTesting
+import TernClient
 import Testing
 
 /// The `tern` executable that `swift test` builds next to the test bundle.
@@ -89,6 +90,65 @@ struct CLIInteropTests {
             try Peers.run(pub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "away", "-m", "while-away", "-q", "1"])
             let second = try Peers.run(tern, ["sub", "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-i", "cli-durable", "-c", "-x", "300", "-t", "away", "-q", "1", "-C", "1"], timeout: 10)
             #expect(second.stdout == "while-away\n")
+        }
+    }
+}
+
+/// The client durability check: `tern pub --store` killed with SIGKILL in the middle of a burst,
+/// then started again with the same store. Every message it had started publishing must arrive:
+/// at least once at QoS 1, exactly once at QoS 2.
+@Suite("Client durability across SIGKILL", .enabled(if: ternExecutable != nil, "the tern executable is missing"))
+struct ClientDurabilityTests {
+    @Test("no QoS 1/2 message that tern pub started is lost to a kill", arguments: [1, 2])
+    func killMidBurst(qos: Int) async throws {
+        let tern = ternExecutable ?? ""
+        try await withTestBroker { broker, port in
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tern-burst-\(UUID().uuidString)").path
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let clientID = "burst-\(qos)"
+            let subscriber = try Peers.Running(tern, ["sub", "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "burst/#", "-q", "\(qos)", "-W", "60"])
+            try await Peers.waitForSubscriptions(broker, count: 1)
+
+            let publisherArguments = ["pub", "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-i", clientID, "-c", "-x", "300", "--store", directory, "-q", "\(qos)", "-t", "burst/t"]
+            let input = Pipe()
+            let publisher = Process()
+            publisher.executableURL = URL(fileURLWithPath: tern)
+            publisher.arguments = publisherArguments + ["-l"]
+            publisher.standardInput = input
+            publisher.standardOutput = FileHandle.nullDevice
+            publisher.standardError = FileHandle.nullDevice
+            try publisher.run()
+            let total = 2000
+            input.fileHandleForWriting.write(Data((0..<total).map { "m\($0)\n" }.joined().utf8))
+            // Kill it (by its own PID) once part of the burst has gone through the broker.
+            let deadline = Date().addingTimeInterval(20)
+            while broker.statistics.publishMessagesReceived < 200, publisher.isRunning, Date() < deadline {
+                try await Task.sleep(for: .milliseconds(2))
+            }
+            kill(publisher.processIdentifier, SIGKILL)
+            publisher.waitUntilExit()
+            try? input.fileHandleForWriting.close()
+
+            // What the killed process had started and not finished is in its store.
+            let stored = try FileClientStore(directory: directory).load(clientID: clientID)
+            let started = (stored?.outbound ?? []).compactMap { flow -> String? in
+                if case .publish(let publish) = flow { String(buffer: publish.payload) } else { nil }
+            }
+
+            // Started again with the same store: it resumes the session and finishes those.
+            let restart = try Peers.run(tern, publisherArguments + ["-m", "done"], timeout: 30)
+            #expect(restart.status == 0, "\(restart.stderr)")
+
+            let received = subscriber.finish(timeout: 3).stdout.split(separator: "\n").map(String.init)
+            #expect(received.contains("done"))
+            let burst = received.filter { $0 != "done" }
+            let receivedSet = Set(burst)
+            // Every message the killed process had started but not finished arrived after the restart.
+            #expect(Set(started).isSubset(of: receivedSet), "missing: \(Set(started).subtracting(receivedSet).sorted())")
+            // And the burst arrived in order up to its last message, with no gap.
+            let numbers = receivedSet.compactMap { Int($0.dropFirst()) }.sorted()
+            if let highest = numbers.last { #expect(numbers == Array(0...highest), "a gap before m\(highest)") }
+            if qos == 2 { #expect(burst.count == receivedSet.count, "duplicates at QoS 2") }
         }
     }
 }
