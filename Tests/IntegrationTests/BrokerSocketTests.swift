@@ -181,7 +181,7 @@ struct SystemTopicTests {
                     && values["subscriptions/count"] == "1" && (Int(values["bytes/received"] ?? "") ?? 0) > 0
             }
             while !current() {
-                guard let packet = try await client.next(seconds: 5) else { break }
+                guard let packet = try await client.next(seconds: 20) else { break }
                 if case .publish(let publish) = packet {
                     values[String(publish.topic.string.dropFirst("$SYS/broker/".count))] = String(buffer: publish.payload)
                 }

@@ -69,8 +69,9 @@ struct HostileClientTests {
     func slowConnect() async throws {
         try await withTestBroker({ $0.connectTimeout = 1 }) { _, port in
             var client = try await TestClient.connect(port: port)
-            try await client.sendRaw([0x10, 0x20, 0x00, 0x04])  // the start of a CONNECT, then silence
-            #expect(try await client.next(seconds: 5) == nil)
+            // The start of a CONNECT, then silence. On a loaded machine the broker may close first; either way it closes.
+            try? await client.sendRaw([0x10, 0x20, 0x00, 0x04])
+            #expect(try await client.next(seconds: 20) == nil)
             try await brokerStillServes(port: port)
         }
     }
@@ -90,7 +91,7 @@ struct HostileClientTests {
         try await withTestBroker { _, port in
             var client = try await TestClient.connect(port: port)
             _ = try await client.handshake(Connect(clientIdentifier: "quiet", keepAlive: 1))
-            #expect(try await client.next(seconds: 5) == .disconnect(Disconnect(reasonCode: .keepAliveTimeout)))
+            #expect(try await client.next(seconds: 20) == .disconnect(Disconnect(reasonCode: .keepAliveTimeout)))
             #expect(try await client.next() == nil)
         }
     }

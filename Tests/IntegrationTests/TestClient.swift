@@ -57,7 +57,7 @@ struct TestClient: ~Copyable {
     }
 
     /// The next packet, `nil` when the connection closed. Throws after `seconds` without either.
-    mutating func next(seconds: Int64 = 5) async throws -> MQTTPacket? {
+    mutating func next(seconds: Int64 = 20) async throws -> MQTTPacket? {
         timeoutToken += 1
         let token = timeoutToken
         let continuation = self.continuation
@@ -81,7 +81,7 @@ struct TestClient: ~Copyable {
     }
 
     /// The next packet that is not a PUBLISH of `$SYS`.
-    mutating func nextIgnoringSys(seconds: Int64 = 5) async throws -> MQTTPacket? {
+    mutating func nextIgnoringSys(seconds: Int64 = 20) async throws -> MQTTPacket? {
         while true {
             let packet = try await next(seconds: seconds)
             if case .publish(let publish)? = packet, publish.topic.isDollarTopic { continue }

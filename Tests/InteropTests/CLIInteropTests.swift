@@ -28,7 +28,7 @@ struct CLIInteropTests {
             try await Peers.waitForSubscriptions(broker, count: 1)
             try Peers.run(pub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", version, "-t", "cli/one", "-m", "1", "-q", "1"])
             try Peers.run(pub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", version, "-t", "cli/two", "-m", "2", "-q", "2"])
-            let output = subscriber.finish(timeout: 10)
+            let output = subscriber.finish(timeout: 30)
             #expect(output.status == 0, "\(output.stderr)")
             #expect(output.stdout == "cli/one 1\ncli/two 2\n")
         }
@@ -43,7 +43,7 @@ struct CLIInteropTests {
                 let result = try Peers.run(tern, ["pub", "-h", "127.0.0.1", "-p", "\(port)", "-V", version, "-t", "cli/q\(qos)", "-m", "m\(qos)", "-q", "\(qos)"])
                 #expect(result.status == 0, "\(result.stderr)")
             }
-            let output = subscriber.finish(timeout: 10)
+            let output = subscriber.finish(timeout: 30)
             #expect(output.stdout == "cli/q0 m0\ncli/q1 m1\ncli/q2 m2\n")
         }
     }
@@ -57,7 +57,7 @@ struct CLIInteropTests {
                 "pub", "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "p", "-m", "body",
                 "-D", "publish", "content-type", "text/plain", "-D", "publish", "user-property", "site", "plant-7",
             ])
-            #expect(subscriber.finish(timeout: 10).stdout == "p body text/plain site:plant-7\n")
+            #expect(subscriber.finish(timeout: 30).stdout == "p body text/plain site:plant-7\n")
 
             let ternSubscriber = try Peers.Running(tern, ["sub", "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "q", "-C", "1", "-F", "%t|%p|%C|%E|%P"])
             try await Peers.waitForSubscriptions(broker, count: 1)
@@ -66,7 +66,7 @@ struct CLIInteropTests {
                 "-D", "publish", "content-type", "a/b", "-D", "publish", "message-expiry-interval", "300",
                 "-D", "publish", "user-property", "k", "v",
             ])
-            #expect(ternSubscriber.finish(timeout: 10).stdout == "q|x|a/b|300|k:v\n")
+            #expect(ternSubscriber.finish(timeout: 30).stdout == "q|x|a/b|300|k:v\n")
         }
     }
 
@@ -77,7 +77,7 @@ struct CLIInteropTests {
             #expect(refused.status == 1)
         }
         try await withTestBroker { _, port in
-            let timedOut = try Peers.run(tern, ["sub", "-h", "127.0.0.1", "-p", "\(port)", "-t", "silence", "-W", "1"], timeout: 10)
+            let timedOut = try Peers.run(tern, ["sub", "-h", "127.0.0.1", "-p", "\(port)", "-t", "silence", "-W", "1"], timeout: 30)
             #expect(timedOut.status == 27)
         }
     }
@@ -88,7 +88,7 @@ struct CLIInteropTests {
             let first = try Peers.run(tern, ["sub", "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-i", "cli-durable", "-c", "-x", "300", "-t", "away", "-q", "1", "-E"])
             #expect(first.status == 0, "\(first.stderr)")
             try Peers.run(pub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "away", "-m", "while-away", "-q", "1"])
-            let second = try Peers.run(tern, ["sub", "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-i", "cli-durable", "-c", "-x", "300", "-t", "away", "-q", "1", "-C", "1"], timeout: 10)
+            let second = try Peers.run(tern, ["sub", "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-i", "cli-durable", "-c", "-x", "300", "-t", "away", "-q", "1", "-C", "1"], timeout: 30)
             #expect(second.stdout == "while-away\n")
         }
     }

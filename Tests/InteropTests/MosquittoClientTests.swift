@@ -18,7 +18,7 @@ struct MosquittoClientTests {
                 let result = try Peers.run(pub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", version, "-t", "interop/q\(qos)", "-m", "m\(qos)", "-q", "\(qos)"])
                 #expect(result.status == 0, "\(result.stderr)")
             }
-            let output = subscriber.finish(timeout: 10)
+            let output = subscriber.finish(timeout: 30)
             #expect(output.status == 0)
             #expect(output.stdout.split(separator: "\n") == ["interop/q0 m0", "interop/q1 m1", "interop/q2 m2"])
         }
@@ -36,7 +36,7 @@ struct MosquittoClientTests {
             let later = try Peers.Running(sub, ["-h", "127.0.0.1", "-p", "\(port)", "-t", "kept", "-C", "1", "-v"])
             try await Peers.waitForSubscriptions(broker, count: 1)
             try Peers.run(pub, ["-h", "127.0.0.1", "-p", "\(port)", "-t", "kept", "-m", "live"])
-            #expect(later.finish(timeout: 10).stdout == "kept live\n")
+            #expect(later.finish(timeout: 30).stdout == "kept live\n")
         }
     }
 
@@ -51,7 +51,7 @@ struct MosquittoClientTests {
             try await Peers.waitForSubscriptions(broker, count: 2)
             doomed.killNow()
             _ = doomed.finish(timeout: 5)
-            let output = watcher.finish(timeout: 10)
+            let output = watcher.finish(timeout: 30)
             #expect(output.stdout == "wills/doomed gone\n")
         }
     }
@@ -66,7 +66,7 @@ struct MosquittoClientTests {
             for n in 0..<10 {
                 try Peers.run(pub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "jobs", "-m", "job\(n)", "-q", "1"])
             }
-            let outputs = members.map { $0.finish(timeout: 10) }
+            let outputs = members.map { $0.finish(timeout: 30) }
             let received = outputs.flatMap { $0.stdout.split(separator: "\n").map(String.init) }
             #expect(outputs.map { $0.stdout.split(separator: "\n").count } == [5, 5])
             #expect(Set(received) == Set((0..<10).map { "job\($0)" }))
@@ -84,7 +84,7 @@ struct MosquittoClientTests {
                 "-D", "publish", "content-type", "text/plain",
                 "-D", "publish", "message-expiry-interval", "300",
             ])
-            let output = subscriber.finish(timeout: 10)
+            let output = subscriber.finish(timeout: 30)
             #expect(output.stdout.hasPrefix("p body text/plain "))
             #expect(output.stdout.contains("site:plant-7"))
         }

@@ -64,7 +64,7 @@ enum Peers {
     }
 
     /// Waits (bounded) until the broker holds `count` subscriptions.
-    static func waitForSubscriptions(_ broker: MQTTBroker, count: Int, timeout: Double = 10) async throws {
+    static func waitForSubscriptions(_ broker: MQTTBroker, count: Int, timeout: Double = 30) async throws {
         let deadline = Date().addingTimeInterval(timeout)
         while broker.subscriptionCount < count {
             guard Date() < deadline else { throw PeerTimeout(what: "\(count) subscriptions") }

@@ -29,7 +29,7 @@ final class MessageCollector: Sendable {
     var received: [MQTTMessage] { storage.messages.withLock { $0 } }
 
     /// Waits until `count` messages have arrived, at most `seconds`.
-    func wait(for count: Int, seconds: Double = 10) async throws -> [MQTTMessage] {
+    func wait(for count: Int, seconds: Double = 30) async throws -> [MQTTMessage] {
         let deadline = Date().addingTimeInterval(seconds)
         while received.count < count {
             guard Date() < deadline else {
@@ -42,7 +42,7 @@ final class MessageCollector: Sendable {
 }
 
 /// Waits for a condition on the client, at most `seconds`.
-func eventually(seconds: Double = 10, _ condition: () async -> Bool) async throws {
+func eventually(seconds: Double = 30, _ condition: () async -> Bool) async throws {
     let deadline = Date().addingTimeInterval(seconds)
     while await !condition() {
         guard Date() < deadline else { throw MQTTClientError(.timeout, reasonString: "condition not met in \(seconds) s") }
