@@ -64,11 +64,36 @@ public actor MQTTClient {
     }
     private var generation = 0
 
+    /// Opens the network connection and runs `initialize` on its pipeline. Tests replace it to
+    /// script a broker over an in-memory channel.
+    typealias Connector = @Sendable (
+        _ group: any EventLoopGroup,
+        _ host: String,
+        _ port: Int,
+        _ timeout: Duration,
+        _ initialize: @escaping @Sendable (any Channel) -> EventLoopFuture<Void>
+    ) async throws -> any Channel
+    private let connector: Connector
+
+    static let tcpConnector: Connector = { group, host, port, timeout, initialize in
+        try await ClientBootstrap(group: group)
+            .connectTimeout(.nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000))
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer(initialize)
+            .connect(host: host, port: port)
+            .get()
+    }
+
     public init(
         configuration: MQTTClientConfiguration,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         logger: Logger = Logger(label: "tern.client")
     ) {
+        self.init(configuration: configuration, group: group, logger: logger, connector: Self.tcpConnector)
+    }
+
+    init(configuration: MQTTClientConfiguration, group: any EventLoopGroup, logger: Logger, connector: @escaping Connector) {
+        self.connector = connector
         self.configuration = configuration
         self.group = group
         self.logger = logger
@@ -100,20 +125,13 @@ public actor MQTTClient {
         let (events, continuation) = AsyncStream<ConnectionEvent>.makeStream()
         let channel: any Channel
         do {
-            channel = try await ClientBootstrap(group: group)
-                .connectTimeout(.nanoseconds(Int64(configuration.connectTimeout.components.seconds) * 1_000_000_000))
-                .channelOption(.socketOption(.tcp_nodelay), value: 1)
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(
-                            ByteToMessageHandler(MQTTPacketDecoder(protocolVersion: version))
-                        )
-                        try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(MQTTPacketEncoder(protocolVersion: version)))
-                        try channel.pipeline.syncOperations.addHandler(EventForwarder(continuation: continuation))
-                    }
+            channel = try await connector(group, configuration.host, configuration.port, configuration.connectTimeout) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(MQTTPacketDecoder(protocolVersion: version)))
+                    try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(MQTTPacketEncoder(protocolVersion: version)))
+                    try channel.pipeline.syncOperations.addHandler(EventForwarder(continuation: continuation))
                 }
-                .connect(host: configuration.host, port: configuration.port)
-                .get()
+            }
         } catch {
             throw MQTTClientError(.timeout, reasonString: "cannot connect to \(configuration.host):\(configuration.port): \(error)")
         }
