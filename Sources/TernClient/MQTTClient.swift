@@ -77,7 +77,7 @@ public actor MQTTClient {
 
     static let tcpConnector: Connector = { group, host, port, timeout, initialize in
         try await ClientBootstrap(group: group)
-            .connectTimeout(.nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000))
+            .connectTimeout(timeout.timeAmount)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer(initialize)
             .connect(host: host, port: port)
@@ -155,7 +155,7 @@ public actor MQTTClient {
             username: configuration.username,
             password: configuration.password
         )
-        let timeout = channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(configuration.connectTimeout.components.seconds) * 1_000_000_000)) {
+        let timeout = channel.eventLoop.scheduleTask(in: configuration.connectTimeout.timeAmount) {
             channel.close(promise: nil)
         }
         let connack: ConnAck

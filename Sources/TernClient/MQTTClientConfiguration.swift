@@ -138,9 +138,7 @@ public struct MQTTClientConfiguration: Sendable {
 
         /// The delay before attempt `attempt` (0-based), without jitter.
         public func delay(attempt: Int) -> Duration {
-            let base = Double(initialDelay.components.seconds) + Double(initialDelay.components.attoseconds) / 1e18
-            let limit = Double(maximumDelay.components.seconds) + Double(maximumDelay.components.attoseconds) / 1e18
-            let seconds = min(limit, base * pow(multiplier, Double(attempt)))
+            let seconds = min(maximumDelay.inSeconds, initialDelay.inSeconds * pow(multiplier, Double(attempt)))
             return .milliseconds(Int64(seconds * 1000))
         }
 
