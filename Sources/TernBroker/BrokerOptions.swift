@@ -23,6 +23,8 @@ public struct BrokerOptions: Sendable {
     /// MQTT 5 enhanced authentication methods offered to clients (MQTT 5.0 §4.12). A client that
     /// names another method is refused with 0x8C (Bad authentication method).
     public var authenticators: [any EnhancedAuthentication] = []
+    /// `password_file`: the users allowed to connect, in mosquitto_passwd's format.
+    public var passwordFile: PasswordFile?
 
     public init() {}
 }

@@ -39,3 +39,15 @@ public struct BrokerConfiguration: Sendable, Hashable {
 
     public init() {}
 }
+
+/// What the I/O layer found when it checked a CONNECT's user name and password.
+public enum Credentials: Sendable, Hashable {
+    /// No user name.
+    case none
+    /// A user name, but no password file to check it against.
+    case unchecked
+    /// The password matched.
+    case valid
+    /// The user is unknown or the password is wrong.
+    case invalid
+}

@@ -44,7 +44,12 @@ public struct BrokerState: Sendable {
 extension BrokerState {
     /// Handles a CONNECT on `connection`: authentication, client identifier, session takeover,
     /// Clean Start and resumption (MQTT 5.0 §3.1.4, §3.2).
-    public mutating func connect(_ connection: ConnectionID, _ packet: Connect, now: BrokerInstant) -> [BrokerAction] {
+    public mutating func connect(
+        _ connection: ConnectionID,
+        _ packet: Connect,
+        credentials: Credentials = .none,
+        now: BrokerInstant
+    ) -> [BrokerAction] {
         var actions: [BrokerAction] = []
         let version = packet.protocolVersion
         statistics.connectionsTotal += 1
@@ -55,9 +60,15 @@ extension BrokerState {
             return [.send(connection, .connack(ConnAck(reasonCode: code, properties: properties))), .close(connection)]
         }
 
-        if !configuration.allowAnonymous {
-            // No password file exists yet, so no credentials can be checked: refuse everyone.
-            return refuse(packet.username == nil ? .notAuthorized : .badUserNameOrPassword)
+        // Mosquitto's rules: a wrong password is refused with 0x86 (3.1.1: 4), and so is an unknown
+        // user, so that the answer does not tell whether the user exists; a client without a user
+        // name needs allow_anonymous (else 0x87, 3.1.1: 5), and so does one whose user name there
+        // is no password file to check against.
+        switch credentials {
+        case .invalid: return refuse(.badUserNameOrPassword)
+        case .none where !configuration.allowAnonymous: return refuse(.notAuthorized)
+        case .unchecked where !configuration.allowAnonymous: return refuse(.badUserNameOrPassword)
+        case .none, .unchecked, .valid: break
         }
         if version == .v5, packet.properties.authenticationMethod != nil {
             return refuse(.badAuthenticationMethod, "no extended authentication method is configured")

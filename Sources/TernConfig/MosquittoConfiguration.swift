@@ -1,3 +1,4 @@
+import Foundation
 public import TernBroker
 import TernBrokerCore
 import TernCodec
@@ -156,8 +157,17 @@ public struct MosquittoConfiguration: Sendable {
                 default:
                     throw error(line, "log_dest expects stdout, stderr or file PATH, not '\(kind)'")
                 }
+            case "password_file":
+                let path = try one(option, arguments, line)
+                do {
+                    result.options.passwordFile = try PasswordFile.load(path: path)
+                } catch let error as PasswordFile.ParseError {
+                    throw self.error(line, "password_file \(path) is not a password file: \(error)")
+                } catch {
+                    throw self.error(line, "cannot read password_file \(path): \(error.localizedDescription)")
+                }
             case "persistence", "persistence_location", "persistence_file", "autosave_interval", "autosave_on_changes",
-                "password_file", "acl_file", "certfile", "keyfile", "cafile", "capath", "require_certificate",
+                "acl_file", "certfile", "keyfile", "cafile", "capath", "require_certificate",
                 "use_identity_as_username", "tls_version", "ciphers", "protocol", "per_listener_settings":
                 result.warnings.append("\(file):\(line): \(option) is not supported yet; ignored")
             default:

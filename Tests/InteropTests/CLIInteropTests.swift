@@ -152,3 +152,54 @@ struct ClientDurabilityTests {
         }
     }
 }
+
+/// Password files shared with Mosquitto, both ways.
+@Suite(
+    "Interop: password files",
+    .enabled(if: Peers.mosquittoAvailable && ternExecutable != nil && Peers.which("mosquitto_passwd") != nil, "mosquitto or tern is missing")
+)
+struct PasswordFileInteropTests {
+    let tern = ternExecutable ?? ""
+
+    @Test("a file made by mosquitto_passwd lets its user into Tern, and keeps others out")
+    func mosquittoFileInTern() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tern-pw-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let made = try Peers.run(Peers.which("mosquitto_passwd")!, ["-c", "-b", path, "dave", "correct horse"])
+        #expect(made.status == 0, "\(made.stderr)")
+        let file = try PasswordFile.load(path: path)
+        try await withTestBroker({ $0.passwordFile = file; $0.broker.allowAnonymous = false }) { _, port in
+            let pub = Peers.which("mosquitto_pub")!
+            let accepted = try Peers.run(pub, ["-h", "127.0.0.1", "-p", "\(port)", "-t", "t", "-m", "x", "-u", "dave", "-P", "correct horse"])
+            #expect(accepted.status == 0, "\(accepted.stderr)")
+            let refused = try Peers.run(pub, ["-h", "127.0.0.1", "-p", "\(port)", "-t", "t", "-m", "x", "-u", "dave", "-P", "wrong"])
+            #expect(refused.status != 0)
+        }
+    }
+
+    @Test("a file made by tern passwd lets its user into Mosquitto")
+    func ternFileInMosquitto() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tern-pw-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("passwd").path
+        let made = try Peers.run(tern, ["passwd", "-c", "-b", path, "erin", "s3cret"])
+        #expect(made.status == 0, "\(made.stderr)")
+        // Mosquitto drops to its own user unless told otherwise, and could not read a 0600 file then.
+        let config = directory.appendingPathComponent("mosquitto.conf").path
+        let port = Int.random(in: 30_000...39_999)
+        try "user root\nlistener \(port) 127.0.0.1\npassword_file \(path)\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let broker = try Peers.Running(Peers.which("mosquitto") ?? "/usr/sbin/mosquitto", ["-c", config])
+        defer { broker.killNow() }
+        let pub = Peers.which("mosquitto_pub")!
+        var accepted = Peers.Output(status: -1, stdout: "", stderr: "")
+        for _ in 0..<100 {  // until mosquitto listens, at most ~5 s
+            accepted = try Peers.run(pub, ["-h", "127.0.0.1", "-p", "\(port)", "-t", "t", "-m", "x", "-u", "erin", "-P", "s3cret"])
+            if accepted.status == 0 { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(accepted.status == 0, "\(accepted.stderr)")
+        let refused = try Peers.run(pub, ["-h", "127.0.0.1", "-p", "\(port)", "-t", "t", "-m", "x", "-u", "erin", "-P", "wrong"])
+        #expect(refused.status != 0)
+    }
+}

@@ -5,7 +5,7 @@ import TernBroker
 /// an embedded broker. Each process is started by the test and stopped only by its own PID.
 enum Peers {
     static func which(_ name: String) -> String? {
-        for directory in ["/usr/bin", "/usr/local/bin", "/bin"] {
+        for directory in ["/usr/bin", "/usr/sbin", "/usr/local/bin", "/bin"] {
             let path = "\(directory)/\(name)"
             if FileManager.default.isExecutableFile(atPath: path) { return path }
         }

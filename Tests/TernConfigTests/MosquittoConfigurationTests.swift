@@ -92,6 +92,19 @@ struct MosquittoConfigurationTests {
         }
     }
 
+    @Test("password_file is loaded; a missing one stops start-up at its line")
+    func passwordFile() throws {
+        #expect(throws: ConfigurationError.self) {
+            try MosquittoConfiguration.parse("allow_anonymous false\npassword_file /nonexistent/passwd", file: "a.conf")
+        }
+        do {
+            _ = try MosquittoConfiguration.parse("allow_anonymous false\npassword_file /nonexistent/passwd", file: "a.conf")
+        } catch {
+            #expect(error.line == 2)
+            #expect(error.reason.hasPrefix("cannot read password_file /nonexistent/passwd"))
+        }
+    }
+
     @Test("the error reads as file:line: reason")
     func errorDescription() {
         #expect("\(ConfigurationError(file: "a.conf", line: 7, reason: "why"))" == "a.conf:7: why")
