@@ -67,7 +67,7 @@ struct HostileClientTests {
 
     @Test("a client that never finishes its CONNECT is dropped after the connect timeout")
     func slowConnect() async throws {
-        try await withTestBroker({ $0.connectTimeout = 1 }) { _, port in
+        try await withTestBroker({ $0.connectTimeout = 3 }) { _, port in
             var client = try await TestClient.connect(port: port)
             // The start of a CONNECT, then silence. On a loaded machine the broker may close first; either way it closes.
             try? await client.sendRaw([0x10, 0x20, 0x00, 0x04])
@@ -96,7 +96,7 @@ struct HostileClientTests {
         }
     }
 
-    @Test("10,000 connect/disconnect cycles leave no session, no file descriptor and no memory behind")
+    @Test("10,000 connect/disconnect cycles leave no session and no file descriptor behind")
     func connectDisconnectCycles() async throws {
         try await withTestBroker { broker, port in
             let before = openFileDescriptors()
@@ -130,10 +130,9 @@ struct HostileClientTests {
                 after = openFileDescriptors()
             }
             #expect(after <= before)
-            let firstGrowth = memoryAfterFirst - memoryStart
-            let secondGrowth = memoryAfterSecond - memoryAfterFirst
-            // 5,000 connections leaking 1 KiB each would add 5 MB in the second round.
-            #expect(secondGrowth < 5_000_000, "resident memory grew \(firstGrowth) bytes in round 1, \(secondGrowth) in round 2")
+            // Memory is checked on a broker in a process of its own (InteropTests, "Broker memory"):
+            // this process also runs the other suites, whose allocations would blur the figure.
+            _ = (memoryStart, memoryAfterFirst, memoryAfterSecond)
             #expect(broker.statistics.connectionsTotal == 10_000)
             #expect(broker.sessionCount == 0)
             try await brokerStillServes(port: port)

@@ -203,3 +203,55 @@ struct PasswordFileInteropTests {
         #expect(refused.status != 0)
     }
 }
+
+/// Resident memory of `tern serve` in a process of its own, across connect/disconnect cycles.
+@Suite("Broker memory", .enabled(if: ternExecutable != nil, "the tern executable is missing"))
+struct BrokerMemoryTests {
+    static func residentBytes(of pid: Int32) -> Int {
+        guard let statm = try? String(contentsOfFile: "/proc/\(pid)/statm", encoding: .utf8) else { return 0 }
+        let fields = statm.split(separator: " ")
+        guard fields.count >= 2, let pages = Int(fields[1]) else { return 0 }
+        return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+    }
+
+    @Test("2 × 2,500 connect/disconnect cycles: the second round adds no memory to tern serve")
+    func noGrowth() async throws {
+        let port = Int.random(in: 40_000...49_999)
+        let server = try Peers.Running(ternExecutable ?? "", ["serve", "-p", "\(port)"])
+        defer { server.killNow() }
+        let pid = server.process.processIdentifier
+        func round(_ label: Int) async throws {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for worker in 0..<8 {
+                    group.addTask {
+                        for cycle in 0..<312 {
+                            var configuration = MQTTClientConfiguration(port: port, clientID: "mem-\(label)-\(worker)-\(cycle)")
+                            configuration.reconnect = nil
+                            configuration.keepAlive = 0
+                            let client = MQTTClient(configuration: configuration)
+                            try await client.connect()
+                            await client.disconnect()
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+        }
+        // Wait (bounded) until the broker listens.
+        var ready = false
+        for _ in 0..<200 where !ready {
+            var probe = MQTTClientConfiguration(port: port, clientID: "probe")
+            probe.reconnect = nil
+            if (try? await MQTTClient(configuration: probe).connect()) != nil { ready = true } else { try await Task.sleep(for: .milliseconds(25)) }
+        }
+        #expect(ready)
+        try await round(0)  // warm-up: allocator arenas, NIO buffers
+        let start = Self.residentBytes(of: pid)
+        try await round(1)
+        let afterFirst = Self.residentBytes(of: pid)
+        try await round(2)
+        let afterSecond = Self.residentBytes(of: pid)
+        // A leak of 1 KiB per connection would add 2.5 MB per round.
+        #expect(afterSecond - afterFirst < 2_000_000, "tern serve grew \(afterFirst - start) then \(afterSecond - afterFirst) bytes")
+    }
+}
