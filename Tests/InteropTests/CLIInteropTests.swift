@@ -187,9 +187,24 @@ struct PasswordFileInteropTests {
         #expect(made.status == 0, "\(made.stderr)")
         // Mosquitto drops to its own user unless told otherwise, and could not read a 0600 file then.
         let config = directory.appendingPathComponent("mosquitto.conf").path
-        let port = Int.random(in: 30_000...39_999)
-        try "user root\nlistener \(port) 127.0.0.1\npassword_file \(path)\n".write(toFile: config, atomically: true, encoding: .utf8)
-        let broker = try Peers.Running(Peers.which("mosquitto") ?? "/usr/sbin/mosquitto", ["-c", config])
+        // Below the ephemeral range, and another port if mosquitto exits at start (address in use).
+        var port = 0
+        var running: Peers.Running?
+        for _ in 0..<10 {
+            port = Int.random(in: 20_000...29_999)
+            try "user root\nlistener \(port) 127.0.0.1\npassword_file \(path)\n".write(toFile: config, atomically: true, encoding: .utf8)
+            let candidate = try Peers.Running(Peers.which("mosquitto") ?? "/usr/sbin/mosquitto", ["-c", config])
+            try await Task.sleep(for: .milliseconds(300))
+            if candidate.process.isRunning {
+                running = candidate
+                break
+            }
+            _ = candidate.finish(timeout: 1)
+        }
+        guard let broker = running else {
+            Issue.record("mosquitto did not start on any of 10 ports")
+            return
+        }
         defer { broker.killNow() }
         let pub = Peers.which("mosquitto_pub")!
         var accepted = Peers.Output(status: -1, stdout: "", stderr: "")
@@ -216,9 +231,26 @@ struct BrokerMemoryTests {
 
     @Test("2 × 2,500 connect/disconnect cycles: the second round adds no memory to tern serve")
     func noGrowth() async throws {
-        let port = Int.random(in: 40_000...49_999)
-        let server = try Peers.Running(ternExecutable ?? "", ["serve", "-p", "\(port)"])
+        // Below the ephemeral range (32768…60999), so that parallel tests' client sockets cannot
+        // take the port first; another port is tried if the server exits at start.
+        var chosenPort = 0
+        var server: Peers.Running?
+        for _ in 0..<10 {
+            chosenPort = Int.random(in: 20_000...29_999)
+            let candidate = try Peers.Running(ternExecutable ?? "", ["serve", "-p", "\(chosenPort)"])
+            try await Task.sleep(for: .milliseconds(300))
+            if candidate.process.isRunning {
+                server = candidate
+                break
+            }
+            _ = candidate.finish(timeout: 1)
+        }
+        guard let server else {
+            Issue.record("tern serve did not start on any of 10 ports")
+            return
+        }
         defer { server.killNow() }
+        let port = chosenPort
         let pid = server.process.processIdentifier
         func round(_ label: Int) async throws {
             try await withThrowingTaskGroup(of: Void.self) { group in

@@ -115,38 +115,43 @@ struct PersistentSessionVerificationTests {
 
 /// Starts Debian's mosquitto on a free loopback port for the duration of `body`, and stops it by
 /// its own PID afterwards.
+///
+/// Ports come from 20000…29999, below Linux's ephemeral range (32768…60999), so that the client
+/// sockets of tests running in parallel cannot take the port first; if mosquitto exits at start
+/// anyway (address in use), another port is tried.
 func withMosquitto<T>(_ body: (Int) async throws -> T) async throws -> T {
-    // Ask the kernel for a free port, then hand it to mosquitto.
-    let probe = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
-    let port = probe.localAddress!.port!
-    try await probe.close()
-    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tern-mosquitto-\(port)")
-    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-    let config = directory.appendingPathComponent("mosquitto.conf")
-    try "listener \(port) 127.0.0.1\nallow_anonymous true\n".write(to: config, atomically: true, encoding: .utf8)
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/sbin/mosquitto")
-    process.arguments = ["-c", config.path]
-    process.standardOutput = FileHandle.nullDevice
-    process.standardError = FileHandle.nullDevice
-    try process.run()
-    defer {
-        // SIGKILL: the test runner's children inherit a signal mask in which SIGTERM may be blocked.
-        kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-        try? FileManager.default.removeItem(at: directory)
-    }
-    // Wait (bounded) until it accepts connections.
-    let deadline = Date().addingTimeInterval(10)
-    while true {
-        if let channel = try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port).get() {
-            try? await channel.close()
-            break
+    for _ in 0..<10 {
+        let port = Int.random(in: 20_000...29_999)
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tern-mosquitto-\(port)-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let config = directory.appendingPathComponent("mosquitto.conf")
+        try "listener \(port) 127.0.0.1\nallow_anonymous true\n".write(to: config, atomically: true, encoding: .utf8)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/sbin/mosquitto")
+        process.arguments = ["-c", config.path]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        defer {
+            // SIGKILL: the test runner's children inherit a signal mask in which SIGTERM may be blocked.
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
         }
-        guard Date() < deadline else { throw MQTTClientError(.timeout, reasonString: "mosquitto did not start") }
-        try await Task.sleep(for: .milliseconds(20))
+        // Wait (bounded) until it accepts connections, or until it has given up on this port.
+        let deadline = Date().addingTimeInterval(20)
+        var listening = false
+        while process.isRunning, Date() < deadline {
+            if let channel = try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port).get() {
+                try? await channel.close()
+                listening = true
+                break
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        if listening { return try await body(port) }
     }
-    return try await body(port)
+    throw MQTTClientError(.timeout, reasonString: "mosquitto did not start on any of 10 ports")
 }
 
 @Suite("Resumed sessions")
