@@ -187,23 +187,9 @@ struct PasswordFileInteropTests {
         #expect(made.status == 0, "\(made.stderr)")
         // Mosquitto drops to its own user unless told otherwise, and could not read a 0600 file then.
         let config = directory.appendingPathComponent("mosquitto.conf").path
-        // Below the ephemeral range, and another port if mosquitto exits at start (address in use).
-        var port = 0
-        var running: Peers.Running?
-        for _ in 0..<10 {
-            port = Int.random(in: 20_000...29_999)
+        let (broker, port) = try await Peers.startOnFreePort { port in
             try "user root\nlistener \(port) 127.0.0.1\npassword_file \(path)\n".write(toFile: config, atomically: true, encoding: .utf8)
-            let candidate = try Peers.Running(Peers.which("mosquitto") ?? "/usr/sbin/mosquitto", ["-c", config])
-            try await Task.sleep(for: .milliseconds(300))
-            if candidate.process.isRunning {
-                running = candidate
-                break
-            }
-            _ = candidate.finish(timeout: 1)
-        }
-        guard let broker = running else {
-            Issue.record("mosquitto did not start on any of 10 ports")
-            return
+            return (Peers.which("mosquitto") ?? "/usr/sbin/mosquitto", ["-c", config])
         }
         defer { broker.killNow() }
         let pub = Peers.which("mosquitto_pub")!
@@ -231,26 +217,8 @@ struct BrokerMemoryTests {
 
     @Test("2 × 2,500 connect/disconnect cycles: the second round adds no memory to tern serve")
     func noGrowth() async throws {
-        // Below the ephemeral range (32768…60999), so that parallel tests' client sockets cannot
-        // take the port first; another port is tried if the server exits at start.
-        var chosenPort = 0
-        var server: Peers.Running?
-        for _ in 0..<10 {
-            chosenPort = Int.random(in: 20_000...29_999)
-            let candidate = try Peers.Running(ternExecutable ?? "", ["serve", "-p", "\(chosenPort)"])
-            try await Task.sleep(for: .milliseconds(300))
-            if candidate.process.isRunning {
-                server = candidate
-                break
-            }
-            _ = candidate.finish(timeout: 1)
-        }
-        guard let server else {
-            Issue.record("tern serve did not start on any of 10 ports")
-            return
-        }
+        let (server, port) = try await Peers.startOnFreePort { port in (ternExecutable ?? "", ["serve", "-p", "\(port)"]) }
         defer { server.killNow() }
-        let port = chosenPort
         let pid = server.process.processIdentifier
         func round(_ label: Int) async throws {
             try await withThrowingTaskGroup(of: Void.self) { group in

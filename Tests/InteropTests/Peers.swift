@@ -72,6 +72,21 @@ enum Peers {
         }
     }
 
+    /// Starts a server process on a port from 20000…29999 (below Linux's ephemeral range, so that
+    /// parallel tests' client sockets cannot take it first) and tries another port if the process
+    /// exits at start. `command` gives the executable and arguments for a port.
+    static func startOnFreePort(_ command: (Int) throws -> (String, [String])) async throws -> (Running, port: Int) {
+        for _ in 0..<10 {
+            let port = Int.random(in: 20_000...29_999)
+            let (path, arguments) = try command(port)
+            let candidate = try Running(path, arguments)
+            try await Task.sleep(for: .milliseconds(300))
+            if candidate.process.isRunning { return (candidate, port) }
+            _ = candidate.finish(timeout: 1)
+        }
+        throw PeerTimeout(what: "a server on any of 10 ports")
+    }
+
     static func script(_ name: String) -> String {
         Bundle.module.path(forResource: "Scripts/\(name)", ofType: nil)!
     }
