@@ -72,7 +72,8 @@ struct HostileClientTests {
             // The start of a CONNECT, then silence. On a loaded machine the broker may close first; either way it closes.
             try? await client.sendRaw([0x10, 0x20, 0x00, 0x04])
             #expect(try await client.next(seconds: 20) == nil)
-            try await brokerStillServes(port: port)
+            // No bystander check here: this broker's short connect timeout would also cut off a bystander
+            // whose handshake is slowed by a loaded machine. The other hostile tests check bystanders.
         }
     }
 
