@@ -74,8 +74,10 @@ extension BrokerState {
     /// - Returns: how many subscriptions it was delivered or queued to.
     @discardableResult
     mutating func route(_ message: ApplicationMessage, now: BrokerInstant, into actions: inout [BrokerAction]) -> Int {
+        // Built once per publish: it is the retained-store key and what the topic tree matches.
+        let topicString = message.topic.string
         if message.retain {
-            let key = message.topic.string
+            let key = topicString
             if message.payload.readableBytes == 0 {
                 retained[key] = nil  // §3.3.1.3: a zero-length retained message deletes the stored one
             } else {
@@ -86,7 +88,7 @@ extension BrokerState {
         do {
             // A scoped copy, released before `sessions` is mutated below, so that it never forces a copy.
             let sessions = self.sessions
-            matches = topics.match(message.topic.string) { sessions[$0]?.connection != nil }
+            matches = topics.match(topicString) { sessions[$0]?.connection != nil }
         }
         guard !matches.isEmpty else { return 0 }
 
