@@ -29,6 +29,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
     ],
     targets: [
         .target(
@@ -45,8 +46,23 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        .target(name: "TernStore", dependencies: ["TernBrokerCore"], swiftSettings: swiftSettings),
-        .target(name: "TernStoreSQLite", dependencies: ["TernStore"], swiftSettings: swiftSettings),
+        .target(
+            name: "TernStore",
+            dependencies: ["TernBrokerCore", "TernCodec", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "TernStoreSQLite",
+            dependencies: [
+                "TernStore",
+                "TernBrokerCore",
+                "TernCodec",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "TernBroker",
             dependencies: [
@@ -54,6 +70,7 @@ let package = Package(
                 "TernStore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Crypto", package: "swift-crypto"),

@@ -1,4 +1,5 @@
 public import TernBrokerCore
+public import TernStore
 
 /// Everything an embedded or command-line broker is started with.
 public struct BrokerOptions: Sendable {
@@ -25,6 +26,11 @@ public struct BrokerOptions: Sendable {
     public var authenticators: [any EnhancedAuthentication] = []
     /// `password_file`: the users allowed to connect, in mosquitto_passwd's format.
     public var passwordFile: PasswordFile?
+    /// Where sessions with a non-zero Session Expiry Interval, their subscriptions, queued and
+    /// in-flight messages, retained messages and wills are kept across restarts. `nil` keeps
+    /// everything in memory only (`persistence false`). The broker loads it before it listens,
+    /// writes every change to it, and closes it when it stops.
+    public var store: (any TernStore)?
 
     public init() {}
 }

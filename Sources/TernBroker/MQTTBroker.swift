@@ -5,6 +5,7 @@ public import ServiceLifecycle
 import Synchronization
 public import TernBrokerCore
 import TernCodec
+import TernStore
 
 /// The broker: listeners on SwiftNIO around the pure ``BrokerState``.
 ///
@@ -34,6 +35,8 @@ public final class MQTTBroker: Service, Sendable {
     struct Shared: ~Copyable {
         var state: BrokerState
         var handles: [ConnectionID: Handle] = [:]
+        /// Actions waiting for the store to commit the changes they depend on.
+        var held = HeldActions()
     }
 
     public let options: BrokerOptions
@@ -56,7 +59,9 @@ public final class MQTTBroker: Service, Sendable {
         self.options = options
         self.group = group
         self.logger = logger
-        self.shared = Mutex(Shared(state: BrokerState(configuration: options.broker, now: .now())))
+        var state = BrokerState(configuration: options.broker, now: .now())
+        state.recordsChanges = options.store != nil
+        self.shared = Mutex(Shared(state: state))
         self.listening = group.any().makePromise(of: [SocketAddress].self)
     }
 
@@ -76,6 +81,15 @@ public final class MQTTBroker: Service, Sendable {
 
     /// Runs the listeners until the task is cancelled or a graceful shutdown is requested.
     public func run() async throws {
+        if let store = options.store {
+            do {
+                try restore(from: store)
+            } catch {
+                listening.fail(error)
+                throw error
+            }
+        }
+        defer { options.store?.close() }
         var channels: [any Channel] = []
         do {
             for listener in options.listeners {
@@ -145,6 +159,47 @@ public final class MQTTBroker: Service, Sendable {
         for future in closed { try? await future.get() }
     }
 
+    // MARK: The store
+
+    /// Loads the store into the state before any client can connect, then starts its writer.
+    private func restore(from store: any TernStore) throws {
+        let started = ContinuousClock.now
+        let snapshot = try store.load()
+        let loaded = ContinuousClock.now - started
+        let summary = shared.withLock { shared in
+            // No connection exists yet: wills published at start-up only reach stored sessions.
+            shared.state.restore(snapshot, now: .now()).summary
+        }
+        logger.info(
+            "store restored",
+            metadata: [
+                "sessions": "\(summary.sessions)",
+                "expired-sessions": "\(summary.expiredSessions)",
+                "queued-messages": "\(summary.queuedMessages)",
+                "inflight-messages": "\(summary.inflightMessages)",
+                "retained-messages": "\(summary.retainedMessages)",
+                "load-ms": "\(loaded.components.seconds * 1000 + loaded.components.attoseconds / 1_000_000_000_000_000)",
+            ]
+        )
+        store.start { [self] ticket in self.committed(upTo: ticket) }
+        // Changes made by the restore itself (sessions detached, wills published) go in the first batch.
+        withState { _ in [] }
+    }
+
+    /// Releases the actions that waited for a commit, in the order they were held.
+    private func committed(upTo ticket: UInt64) {
+        var outbox = Outbox()
+        shared.withLock { shared in
+            for (id, action) in shared.held.release(upTo: ticket) {
+                if let handle = shared.handles[id] { outbox.add(action, for: id, handle: handle) }
+            }
+        }
+        outbox.dispatch()
+    }
+
+    /// Figures of the store, if there is one.
+    public var storeStatistics: StoreStatistics? { options.store?.statistics }
+
     // MARK: Driving the state
 
     /// Runs `body` on the shared state under the lock. The actions for `current`, the connection
@@ -158,11 +213,20 @@ public final class MQTTBroker: Service, Sendable {
     ) -> [BrokerAction] {
         shared.withLock { shared in
             let actions = body(&shared.state)
+            var ticket: UInt64?
+            if let store = options.store {
+                let changes = shared.state.takeStoreChanges()
+                if !changes.isEmpty { ticket = store.submit(changes) }
+            }
             var own: [BrokerAction] = []
             for action in actions {
                 switch action {
                 case .send(let id, _), .close(let id):
-                    if id == current {
+                    // Write-ahead: nothing that depends on a change leaves before the change is on
+                    // disk, and a connection with held actions gets everything after them, in order.
+                    if let wait = ticket ?? shared.held.ticket(holding: id) {
+                        shared.held.hold(action, for: id, until: wait)
+                    } else if id == current {
                         own.append(action)
                     } else if let handle = shared.handles[id] {
                         outbox.add(action, for: id, handle: handle)
@@ -200,7 +264,7 @@ public final class MQTTBroker: Service, Sendable {
             state.statistics.messagesSent = counters.packetsSent.load(ordering: .relaxed)
             state.statistics.bytesReceived = counters.bytesReceived.load(ordering: .relaxed)
             state.statistics.bytesSent = counters.bytesSent.load(ordering: .relaxed)
-            return state.publishSystemTopics(now: .now(), version: ternVersion)
+            return state.publishSystemTopics(now: .now(), version: ternVersion, store: options.store?.statistics)
         }
     }
 }

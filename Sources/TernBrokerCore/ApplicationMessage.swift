@@ -15,6 +15,8 @@ public struct ApplicationMessage: Sendable, Hashable {
     public var expiresAt: BrokerInstant?
     /// The client that published it, for No Local.
     public var publisherClientID: String?
+    /// Its key in the store, or 0 when it is not stored. Copies share it, so it is stored once.
+    public var storeID: UInt64 = 0
 
     public init(
         topic: TopicName,
@@ -23,7 +25,8 @@ public struct ApplicationMessage: Sendable, Hashable {
         retain: Bool,
         properties: Properties = Properties(),
         expiresAt: BrokerInstant? = nil,
-        publisherClientID: String? = nil
+        publisherClientID: String? = nil,
+        storeID: UInt64 = 0
     ) {
         self.topic = topic
         self.payload = payload
@@ -32,6 +35,7 @@ public struct ApplicationMessage: Sendable, Hashable {
         self.properties = properties
         self.expiresAt = expiresAt
         self.publisherClientID = publisherClientID
+        self.storeID = storeID
     }
 
     /// Whether the message has expired at `now` (MQTT 5.0 §3.3.2.3.3).

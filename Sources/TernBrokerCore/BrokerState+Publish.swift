@@ -56,7 +56,11 @@ extension BrokerState {
         case .atLeastOnce:
             actions.append(.send(connection, .puback(PublishAcknowledgement(packetIdentifier: packet.packetIdentifier, reasonCode: code))))
         case .exactlyOnce:
-            if !tooLarge { sessions[clientID]?.inboundQoS2Pending.insert(packet.packetIdentifier) }
+            if !tooLarge {
+                sessions[clientID]?.inboundQoS2Pending.insert(packet.packetIdentifier)
+                let key = sessions[clientID]?.storeKey ?? 0
+                record(.putInboundQoS2(session: key, packetIdentifier: packet.packetIdentifier), session: key)
+            }
             actions.append(.send(connection, .pubrec(PublishAcknowledgement(packetIdentifier: packet.packetIdentifier, reasonCode: code))))
         }
         return actions
@@ -66,6 +70,10 @@ extension BrokerState {
     public mutating func publishRelease(_ connection: ConnectionID, _ packet: PublishAcknowledgement) -> [BrokerAction] {
         guard let (clientID, version) = connections[connection] else { return [] }
         let known = sessions[clientID]?.inboundQoS2Pending.remove(packet.packetIdentifier) != nil
+        if known {
+            let key = sessions[clientID]?.storeKey ?? 0
+            record(.deleteInboundQoS2(session: key, packetIdentifier: packet.packetIdentifier), session: key)
+        }
         let code: ReasonCode = known || version != .v5 ? .success : .packetIdentifierNotFound
         return [.send(connection, .pubcomp(PublishAcknowledgement(packetIdentifier: packet.packetIdentifier, reasonCode: code)))]
     }
@@ -74,13 +82,26 @@ extension BrokerState {
     /// - Returns: how many subscriptions it was delivered or queued to.
     @discardableResult
     mutating func route(_ message: ApplicationMessage, now: BrokerInstant, into actions: inout [BrokerAction]) -> Int {
+        var message = message
+        if recordsChanges, message.storeID == 0 {
+            // Numbered before it is copied into deliveries, so that every copy names the same stored message.
+            lastMessageID += 1
+            message.storeID = lastMessageID
+        }
         // Built once per publish: it is the retained-store key and what the topic tree matches.
         let topicString = message.topic.string
         if message.retain {
             let key = topicString
             if message.payload.readableBytes == 0 {
-                retained[key] = nil  // §3.3.1.3: a zero-length retained message deletes the stored one
+                // §3.3.1.3: a zero-length retained message deletes the stored one
+                if retained.removeValue(forKey: key) != nil, recordsChanges, !message.topic.isDollarTopic {
+                    storeChanges.append(.deleteRetained(topic: key))
+                }
             } else {
+                if recordsChanges, !message.topic.isDollarTopic {  // $SYS values are rebuilt, not stored
+                    recordMessage(&message)
+                    storeChanges.append(.putRetained(topic: key, messageID: message.storeID))
+                }
                 retained[key] = message
             }
         }
@@ -142,6 +163,8 @@ extension BrokerState {
         if let connection = session.connection, session.inflight.count < session.sendWindow, session.queue.isEmpty {
             let id = session.allocatePacketIdentifier()
             if send(delivery, packetIdentifier: id, session: &session, connection: connection, now: now, into: &actions) {
+                var delivery = delivery
+                recordDelivery(&delivery, session: session, packetIdentifier: id)
                 session.inflight.append(.publish(packetIdentifier: id, delivery))
             }
         } else {
@@ -159,6 +182,8 @@ extension BrokerState {
             statistics.publishMessagesDropped += 1
             return
         }
+        var delivery = delivery
+        recordDelivery(&delivery, session: session, packetIdentifier: nil)
         session.queue.append(delivery)
         session.queuedBytes += size
     }
@@ -201,11 +226,15 @@ extension BrokerState {
             session.queuedBytes -= delivery.message.payload.readableBytes
             if delivery.qos == .atMostOnce {
                 send(delivery, packetIdentifier: 0, session: &session, connection: connection, now: now, into: &actions)
+                recordDeliveryEnded(delivery)
                 continue
             }
             let id = session.allocatePacketIdentifier()
             if send(delivery, packetIdentifier: id, session: &session, connection: connection, now: now, into: &actions) {
                 session.inflight.append(.publish(packetIdentifier: id, delivery))
+                if delivery.sequence != 0 { record(.deliverySent(sequence: delivery.sequence, packetIdentifier: id), session: session.storeKey) }
+            } else {
+                recordDeliveryEnded(delivery)  // expired or too large: it never blocks the queue behind it
             }
         }
     }
@@ -220,9 +249,12 @@ extension BrokerState {
         var actions: [BrokerAction] = []
         guard let (clientID, _) = connections[connection] else { return [] }
         // Mutated in place through the dictionary, so the in-flight list is never copied.
-        if let reply = sessions[clientID]?.acknowledge(type, packet) {
-            actions.append(.send(connection, reply))
-        }
+        guard let outcome = sessions[clientID]?.acknowledge(type, packet) else { return [] }
+        if let reply = outcome.reply { actions.append(.send(connection, reply)) }
+        if let finished = outcome.finished { recordDeliveryEnded(finished) }
+        let key = sessions[clientID]?.storeKey ?? 0
+        if outcome.released { record(.putRelease(session: key, packetIdentifier: packet.packetIdentifier), session: key) }
+        if outcome.completed { record(.deleteRelease(session: key, packetIdentifier: packet.packetIdentifier), session: key) }
         drainQueue(clientID, now: now, into: &actions)
         return actions
     }

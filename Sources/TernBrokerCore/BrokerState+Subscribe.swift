@@ -16,11 +16,10 @@ extension BrokerState {
                 subscription.filter,
                 entry: TopicTree.Entry(clientID: clientID, options: options, identifier: identifier)
             )
-            sessions[clientID]?.subscriptions[subscription.filter.string] = SessionSubscription(
-                filter: subscription.filter,
-                options: options,
-                identifier: identifier
-            )
+            let remembered = SessionSubscription(filter: subscription.filter, options: options, identifier: identifier)
+            sessions[clientID]?.subscriptions[subscription.filter.string] = remembered
+            let key = sessions[clientID]?.storeKey ?? 0
+            record(.putSubscription(session: key, remembered), session: key)
             codes.append(ReasonCode(rawValue: options.qos.rawValue))
             // §4.8.2: retained messages are not sent for a shared subscription.
             guard !subscription.filter.isShared else { continue }
@@ -54,6 +53,8 @@ extension BrokerState {
         for filter in packet.filters {
             let existed = topics.unsubscribe(filter, clientID: clientID)
             sessions[clientID]?.subscriptions[filter.string] = nil
+            let key = sessions[clientID]?.storeKey ?? 0
+            if existed { record(.deleteSubscription(session: key, filter: filter.string), session: key) }
             codes.append(existed ? .success : .noSubscriptionExisted)
         }
         return [.send(connection, .unsuback(SubscribeAcknowledgement(packetIdentifier: packet.packetIdentifier, reasonCodes: codes)))]

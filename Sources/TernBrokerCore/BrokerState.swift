@@ -17,6 +17,14 @@ public struct BrokerState: Sendable {
     public internal(set) var pendingWills: [String: (message: ApplicationMessage, deadline: BrokerInstant)] = [:]
     public var statistics = BrokerStatistics()
     var assignedIdentifierCounter: UInt64 = 0
+    /// Whether changes to stored sessions are recorded for a store (``takeStoreChanges()``).
+    /// Off when the broker keeps its state in memory only.
+    public var recordsChanges = false
+    var storeChanges: [StoreChange] = []
+    var lastStoreKey: UInt64 = 0
+    var lastMessageID: UInt64 = 0
+    var lastDeliverySequence: UInt64 = 0
+    var lastRecordedMessageID: UInt64 = 0
     let startedAt: BrokerInstant
 
     public init(configuration: BrokerConfiguration = BrokerConfiguration(), now: BrokerInstant) {
@@ -125,6 +133,7 @@ extension BrokerState {
         session.clientMaximumPacketSize = packet.properties.maximumPacketSize.map { Int($0) }
         sessions[clientID] = session
         connections[connection] = (clientID, version)
+        recordSession(clientID)
 
         var properties = Properties()
         if version == .v5 {
@@ -149,7 +158,8 @@ extension BrokerState {
         guard let connection = sessions[clientID]?.connection,
             let (packets, expired) = sessions[clientID]?.redeliver(now: now)
         else { return }
-        statistics.publishMessagesExpired += UInt64(expired)
+        statistics.publishMessagesExpired += UInt64(expired.count)
+        for delivery in expired { recordDeliveryEnded(delivery) }
         for packet in packets {
             if case .publish = packet { statistics.publishMessagesSent += 1 }
             actions.append(.send(connection, packet))
@@ -215,6 +225,7 @@ extension BrokerState {
         if let cap = configuration.persistentClientExpiration { lifetime = min(lifetime ?? cap, cap) }
         session.expiresAt = lifetime.map { now.adding(seconds: $0) }
         sessions[clientID] = session
+        recordSession(clientID)
     }
 
     /// Ends a session: its pending will is published and its subscriptions removed (§4.1).
@@ -223,6 +234,7 @@ extension BrokerState {
             route(pending.message, now: now, into: &actions)
         }
         guard let session = sessions.removeValue(forKey: clientID) else { return }
+        record(.deleteSession(key: session.storeKey), session: session.storeKey)
         for subscription in session.subscriptions.values {
             topics.unsubscribe(subscription.filter, clientID: clientID)
         }
@@ -249,6 +261,7 @@ extension BrokerState {
         for (clientID, pending) in pendingWills where pending.deadline <= now {
             pendingWills[clientID] = nil
             route(pending.message, now: now, into: &actions)
+            recordSession(clientID)
         }
         for (clientID, session) in sessions where session.connection == nil {
             if let expiresAt = session.expiresAt, expiresAt <= now {
@@ -257,6 +270,7 @@ extension BrokerState {
         }
         for (topic, message) in retained where message.isExpired(at: now) {
             retained[topic] = nil
+            if recordsChanges { storeChanges.append(.deleteRetained(topic: topic)) }
         }
         return actions
     }

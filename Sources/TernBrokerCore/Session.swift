@@ -14,6 +14,16 @@ public struct Delivery: Sendable, Hashable {
     public var qos: QoS
     public var retain: Bool
     public var subscriptionIdentifiers: [UInt32]
+    /// Its key in the store, or 0 when it is not stored.
+    public var sequence: UInt64 = 0
+
+    public init(message: ApplicationMessage, qos: QoS, retain: Bool, subscriptionIdentifiers: [UInt32], sequence: UInt64 = 0) {
+        self.message = message
+        self.qos = qos
+        self.retain = retain
+        self.subscriptionIdentifiers = subscriptionIdentifiers
+        self.sequence = sequence
+    }
 
     /// The PUBLISH that carries this delivery.
     func publish(packetIdentifier: UInt16, duplicate: Bool, now: BrokerInstant, version: ProtocolVersion) -> Publish {
@@ -48,6 +58,24 @@ public struct SessionSubscription: Sendable, Hashable {
     public var filter: TopicFilter
     public var options: SubscriptionOptions
     public var identifier: UInt32?
+
+    public init(filter: TopicFilter, options: SubscriptionOptions, identifier: UInt32?) {
+        self.filter = filter
+        self.options = options
+        self.identifier = identifier
+    }
+}
+
+/// What an acknowledgement did to a session's in-flight list, so that the store can follow.
+struct AcknowledgementOutcome {
+    /// The packet to send back (PUBREL), if any.
+    var reply: MQTTPacket?
+    /// The delivery the acknowledgement finished or moved on to its PUBREL step.
+    var finished: Delivery?
+    /// Whether a PUBREL step began (PUBREC) for the packet identifier.
+    var released = false
+    /// Whether a PUBREL step ended (PUBCOMP) for the packet identifier.
+    var completed = false
 }
 
 /// The state the broker keeps for one client identifier (MQTT 5.0 §4.1): subscriptions, the
@@ -67,6 +95,8 @@ public struct Session: Sendable {
     public internal(set) var inboundQoS2Pending: Set<UInt16> = []
     /// The will registered by the current (or last) connection.
     public internal(set) var will: Connect.Will?
+    /// Its key in the store, or 0 while it is not stored (Session Expiry Interval 0).
+    public internal(set) var storeKey: UInt64 = 0
     var queuedBytes = 0
     var nextPacketIdentifier: UInt16 = 1
     /// The client's Receive Maximum: how many QoS 1/2 PUBLISH may await acknowledgement.
@@ -95,49 +125,55 @@ public struct Session: Sendable {
     }
 
     /// Applies PUBACK, PUBREC or PUBCOMP to the outbound in-flight list (MQTT 5.0 §4.3).
-    /// - Returns: the PUBREL to send, if the step calls for one.
-    mutating func acknowledge(_ type: PacketType, _ packet: PublishAcknowledgement) -> MQTTPacket? {
+    mutating func acknowledge(_ type: PacketType, _ packet: PublishAcknowledgement) -> AcknowledgementOutcome {
         let id = packet.packetIdentifier
         let index = inflight.firstIndex { $0.packetIdentifier == id }
+        var outcome = AcknowledgementOutcome()
         switch type {
         case .puback:
             if let index, case .publish(_, let delivery) = inflight[index], delivery.qos == .atLeastOnce {
                 inflight.remove(at: index)
+                outcome.finished = delivery
             }
         case .pubrec:
             if let index, case .publish(_, let delivery) = inflight[index], delivery.qos == .exactlyOnce {
+                outcome.finished = delivery
                 if packet.reasonCode.isFailure {
                     inflight.remove(at: index)  // §4.3.3: the flow ends at a failed PUBREC
-                    return nil
+                    return outcome
                 }
                 inflight[index] = .release(packetIdentifier: id)
-                return .pubrel(PublishAcknowledgement(packetIdentifier: id))
+                outcome.released = true
+                outcome.reply = .pubrel(PublishAcknowledgement(packetIdentifier: id))
+            } else if let index, case .release = inflight[index] {
+                outcome.reply = .pubrel(PublishAcknowledgement(packetIdentifier: id))
+            } else {
+                let code: ReasonCode = protocolVersion == .v5 ? .packetIdentifierNotFound : .success
+                outcome.reply = .pubrel(PublishAcknowledgement(packetIdentifier: id, reasonCode: code))
             }
-            if let index, case .release = inflight[index] {
-                return .pubrel(PublishAcknowledgement(packetIdentifier: id))
-            }
-            let code: ReasonCode = protocolVersion == .v5 ? .packetIdentifierNotFound : .success
-            return .pubrel(PublishAcknowledgement(packetIdentifier: id, reasonCode: code))
         case .pubcomp:
-            if let index, case .release = inflight[index] { inflight.remove(at: index) }
+            if let index, case .release = inflight[index] {
+                inflight.remove(at: index)
+                outcome.completed = true
+            }
         default:
             break
         }
-        return nil
+        return outcome
     }
 
     /// The packets that resume this session's in-flight flows (§4.4): each unacknowledged PUBLISH
     /// again with DUP=1 and its packet identifier, each uncompleted PUBREL again. Expired messages
     /// are dropped from the list.
-    /// - Returns: the packets, and how many expired messages were dropped.
-    mutating func redeliver(now: BrokerInstant) -> (packets: [MQTTPacket], expired: Int) {
+    /// - Returns: the packets, and the expired deliveries that were dropped.
+    mutating func redeliver(now: BrokerInstant) -> (packets: [MQTTPacket], expired: [Delivery]) {
         var packets: [MQTTPacket] = []
-        var expired = 0
+        var expired: [Delivery] = []
         inflight.removeAll { entry in
             switch entry {
             case .publish(let id, let delivery):
                 if delivery.message.isExpired(at: now) {
-                    expired += 1
+                    expired.append(delivery)
                     return true
                 }
                 packets.append(.publish(delivery.publish(packetIdentifier: id, duplicate: true, now: now, version: protocolVersion)))

@@ -37,7 +37,8 @@ extension ByteBuffer {
     }
 
     /// Reads a Variable Byte Integer. Non-minimal encodings are accepted, a fifth byte is not.
-    mutating func readMQTTVariableByteInteger() throws(TernError) -> UInt32 {
+    /// Reads a Variable Byte Integer (MQTT 5.0 §1.5.5).
+    public mutating func readMQTTVariableByteInteger() throws(TernError) -> UInt32 {
         var value: UInt32 = 0
         var shift: UInt32 = 0
         while true {

@@ -31,7 +31,8 @@ public struct SubscriptionOptions: Sendable, Hashable {
         case doNotSend = 2
     }
 
-    init(byte: UInt8, version: ProtocolVersion) throws(TernError) {
+    /// Reads the options byte as `version` defines it.
+    public init(byte: UInt8, version: ProtocolVersion) throws(TernError) {
         let qosBits = byte & 0b11
         if version.hasProperties {
             guard byte & 0b1100_0000 == 0 else {
@@ -56,7 +57,8 @@ public struct SubscriptionOptions: Sendable, Hashable {
         }
     }
 
-    func byte(version: ProtocolVersion) -> UInt8 {
+    /// The options byte as `version` defines it.
+    public func byte(version: ProtocolVersion) -> UInt8 {
         guard version.hasProperties else { return qos.rawValue }
         var byte = qos.rawValue | (retainHandling.rawValue << 4)
         if noLocal { byte |= 0b0100 }

@@ -20,6 +20,8 @@ public struct MosquittoConfiguration: Sendable {
     public var logDestinations: [LogDestination] = []
     /// `log_type` values, as written.
     public var logTypes: [String] = []
+    /// `persistence` and the options that go with it.
+    public var persistence = PersistenceSettings()
 
     public init() {}
 
@@ -166,8 +168,25 @@ public struct MosquittoConfiguration: Sendable {
                 } catch {
                     throw self.error(line, "cannot read password_file \(path): \(error.localizedDescription)")
                 }
-            case "persistence", "persistence_location", "persistence_file", "autosave_interval", "autosave_on_changes",
-                "acl_file", "certfile", "keyfile", "cafile", "capath", "require_certificate",
+            case "persistence":
+                result.persistence.enabled = try boolean(option, arguments, line)
+            case "persistence_location":
+                result.persistence.location = try one(option, arguments, line)
+            case "persistence_file":
+                let name = try one(option, arguments, line)
+                guard !name.contains("/") else { throw error(line, "persistence_file is a file name; put the directory in persistence_location") }
+                result.persistence.file = name
+            case "autosave_interval":
+                result.persistence.autosaveInterval = try integer(option, arguments, line, in: 0...Int(Int32.max))
+            case "autosave_on_changes":
+                result.persistence.autosaveOnChanges = try boolean(option, arguments, line)
+            case "persistence_durability":
+                switch try one(option, arguments, line) {
+                case "commit": result.persistence.durability = .commit
+                case "loss_window": result.persistence.durability = .lossWindow
+                case let other: throw error(line, "persistence_durability expects commit or loss_window, not '\(other)'")
+                }
+            case "acl_file", "certfile", "keyfile", "cafile", "capath", "require_certificate",
                 "use_identity_as_username", "tls_version", "ciphers", "protocol", "per_listener_settings":
                 result.warnings.append("\(file):\(line): \(option) is not supported yet; ignored")
             default:

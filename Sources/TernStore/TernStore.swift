@@ -1,3 +1,28 @@
-// What must be durable, as a protocol, plus an in-memory implementation. Filled in by the durable
-// sessions issue.
-import TernBrokerCore
+public import TernBrokerCore
+
+/// Where the broker keeps what must survive a restart: sessions, subscriptions with their options
+/// and identifiers, queued messages, in-flight state in both directions, retained messages, and
+/// wills with their deadlines.
+///
+/// The broker hands over ``StoreChange``s in the order its state made them, from its event loops,
+/// and must not block there: ``submit(_:)`` only queues. A store that writes to disk commits them
+/// in batches on its own thread and reports each commit to the handler given to ``start(onCommit:)``;
+/// the broker holds back acknowledgements that depend on a batch until it is committed.
+public protocol TernStore: AnyObject, Sendable {
+    /// Reads everything stored. Called once, before the broker accepts connections.
+    func load() throws -> StoreSnapshot
+
+    /// Begins accepting changes. `onCommit` is called, on the store's own thread, with the ticket
+    /// of the last change each commit made durable.
+    func start(onCommit: @escaping @Sendable (UInt64) -> Void)
+
+    /// Queues changes without blocking.
+    /// - Returns: the ticket to wait for before the changes are durable, or `nil` if they already are.
+    func submit(_ changes: [StoreChange]) -> UInt64?
+
+    /// Commits everything submitted, then stops.
+    func close()
+
+    /// Figures for `$SYS/broker/store/...`.
+    var statistics: StoreStatistics { get }
+}

@@ -4,6 +4,7 @@ import Logging
 import ServiceLifecycle
 import TernBroker
 import TernConfig
+import TernStoreSQLite
 
 /// `tern serve`: runs the broker.
 struct Serve: AsyncParsableCommand {
@@ -11,7 +12,9 @@ struct Serve: AsyncParsableCommand {
         abstract: "Run the MQTT broker.",
         discussion: """
             With no arguments the broker listens on port 1883 on the loopback addresses and allows
-            anonymous clients, like Mosquitto 2 without a configuration file.
+            anonymous clients, like Mosquitto 2 without a configuration file, and keeps its state
+            in memory. --data DIR turns on the durable store in DIR/tern.db (as `persistence true`
+            and `persistence_location DIR` would).
             """
     )
 
@@ -20,6 +23,9 @@ struct Serve: AsyncParsableCommand {
 
     @Option(name: [.customShort("c"), .long], help: "A mosquitto.conf-style configuration file.")
     var config: String?
+
+    @Option(name: .long, help: "Keep sessions and messages in DIR/tern.db across restarts (persistence true).")
+    var data: String?
 
     @Flag(name: .shortAndLong, help: "Log every connection event.")
     var verbose = false
@@ -77,10 +83,45 @@ struct Serve: AsyncParsableCommand {
         logger.logLevel = level
         for warning in configuration.warnings { logger.warning("\(warning)") }
 
+        if let data {
+            configuration.persistence.enabled = true
+            configuration.persistence.location = data
+        }
+        if configuration.persistence.enabled {
+            let settings = configuration.persistence
+            if !settings.location.isEmpty {
+                try? FileManager.default.createDirectory(atPath: settings.location, withIntermediateDirectories: true)
+            }
+            do {
+                configuration.options.store = try SQLiteStore(path: settings.path, durability: settings.storeDurability, logger: logger)
+            } catch {
+                FileHandle.standardError.write(Data("tern: cannot open the store \(settings.path): \(error)\n".utf8))
+                throw ExitCode(3)
+            }
+            logger.info("persistence on", metadata: ["store": "\(settings.path)", "durability": "\(settings.durability)"])
+        }
+
         let broker = MQTTBroker(options: configuration.options, logger: logger)
         let group = ServiceGroup(
             configuration: .init(services: [broker], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         )
         try await group.run()
+    }
+}
+
+extension PersistenceSettings {
+    /// The SQLite store's durability for these settings.
+    var storeDurability: SQLiteStore.Durability {
+        switch durability {
+        case .commit:
+            return .commit
+        case .lossWindow:
+            // Mosquitto: autosave_interval 0 saves only at shutdown; with autosave_on_changes the
+            // interval is a change count.
+            let never = Duration.seconds(Int64(Int32.max))
+            if autosaveOnChanges { return .lossWindow(interval: never, changes: max(1, autosaveInterval ?? 1)) }
+            let seconds = autosaveInterval ?? 1
+            return .lossWindow(interval: seconds == 0 ? never : .seconds(seconds), changes: 0)
+        }
     }
 }

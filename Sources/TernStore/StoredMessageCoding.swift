@@ -1,0 +1,56 @@
+public import NIOCore
+public import TernBrokerCore
+import TernCodec
+
+/// How a store writes a message: as the MQTT 5 PUBLISH that carries it, so that the codec that
+/// reads packets from the network also reads them back from disk, properties validated the same
+/// way. Its absolute expiry is kept beside it: the Message Expiry Interval inside is the one it was
+/// published with.
+public enum StoredMessageCoding {
+    public static func encode(_ message: ApplicationMessage) -> ByteBuffer {
+        let packet = MQTTPacket.publish(
+            Publish(
+                topic: message.topic,
+                payload: message.payload,
+                qos: message.qos,
+                retain: message.retain,
+                duplicate: false,
+                packetIdentifier: message.qos == .atMostOnce ? 0 : 1,
+                properties: message.properties
+            )
+        )
+        var buffer = ByteBuffer()
+        buffer.reserveCapacity(packet.encodedSize(version: .v5))
+        // A message the broker accepted always re-encodes; a failure here is a broken invariant.
+        try! packet.write(to: &buffer, version: .v5)
+        return buffer
+    }
+
+    /// Reads a stored message back.
+    /// - Throws: ``StoreCorruption`` when the bytes are not a PUBLISH.
+    public static func decode(_ buffer: ByteBuffer, expiresAt: BrokerInstant?) throws -> ApplicationMessage {
+        var buffer = buffer
+        var decoder = MQTTPacketDecoder(protocolVersion: .v5)
+        let packet: MQTTPacket?
+        do {
+            packet = try decoder.decodePacket(from: &buffer)
+        } catch {
+            throw StoreCorruption("a stored message does not decode: \(error.reason)")
+        }
+        guard case .publish(let publish) = packet else { throw StoreCorruption("a stored message is not a PUBLISH") }
+        return ApplicationMessage(
+            topic: publish.topic,
+            payload: publish.payload,
+            qos: publish.qos,
+            retain: publish.retain,
+            properties: publish.properties,
+            expiresAt: expiresAt
+        )
+    }
+}
+
+/// A store whose contents cannot be read back.
+public struct StoreCorruption: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}

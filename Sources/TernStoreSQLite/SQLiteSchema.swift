@@ -1,0 +1,198 @@
+import Foundation
+import GRDB
+import NIOCore
+import TernBrokerCore
+import TernCodec
+import TernStore
+
+/// The tables of a store file and how rows map to the broker's values.
+///
+/// Integer keys handed out by the broker tie the rows together: `sessions.key`,
+/// `messages.id` and `deliveries.seq`. Times are milliseconds since the Unix epoch, absolute,
+/// so that time spent stopped counts.
+enum SQLiteSchema {
+    static let version = 1
+
+    static func create(_ db: Database) throws {
+        let found = try Int.fetchOne(db, sql: "PRAGMA user_version") ?? 0
+        if found == version { return }
+        let tables = try Int.fetchOne(db, sql: "SELECT count(*) FROM sqlite_master WHERE type = 'table'") ?? 0
+        guard found == 0, tables == 0 else {
+            throw StoreCorruption("schema version \(found) with \(tables) tables; this Tern reads version \(version)")
+        }
+        try db.execute(
+            sql: """
+                CREATE TABLE sessions(
+                    key INTEGER PRIMARY KEY,
+                    client_id TEXT NOT NULL UNIQUE,
+                    version INTEGER NOT NULL,
+                    expiry INTEGER NOT NULL,
+                    expires_at INTEGER,
+                    attached INTEGER NOT NULL,
+                    will BLOB,
+                    will_expires_at INTEGER,
+                    will_delay INTEGER NOT NULL DEFAULT 0,
+                    will_deadline INTEGER
+                );
+                CREATE TABLE subscriptions(
+                    session INTEGER NOT NULL,
+                    filter TEXT NOT NULL,
+                    options INTEGER NOT NULL,
+                    identifier INTEGER,
+                    PRIMARY KEY(session, filter)
+                ) WITHOUT ROWID;
+                CREATE TABLE messages(id INTEGER PRIMARY KEY, body BLOB NOT NULL, expires_at INTEGER);
+                CREATE TABLE deliveries(
+                    seq INTEGER PRIMARY KEY,
+                    session INTEGER NOT NULL,
+                    message INTEGER NOT NULL,
+                    flags INTEGER NOT NULL,
+                    subscription_ids BLOB,
+                    packet_id INTEGER
+                );
+                CREATE INDEX deliveries_by_session ON deliveries(session);
+                CREATE TABLE releases(session INTEGER NOT NULL, packet_id INTEGER NOT NULL, PRIMARY KEY(session, packet_id)) WITHOUT ROWID;
+                CREATE TABLE inbound_qos2(session INTEGER NOT NULL, packet_id INTEGER NOT NULL, PRIMARY KEY(session, packet_id)) WITHOUT ROWID;
+                CREATE TABLE retained(topic TEXT PRIMARY KEY, message INTEGER NOT NULL) WITHOUT ROWID;
+                PRAGMA user_version = \(version);
+                """
+        )
+    }
+
+    /// Rows nothing refers to any more (left by a crash between two batches that a later batch
+    /// would have cleaned up): removed at start-up so the file does not grow without bound.
+    static func removeOrphans(_ db: Database) throws {
+        try db.execute(
+            sql: """
+                DELETE FROM deliveries WHERE session NOT IN (SELECT key FROM sessions);
+                DELETE FROM subscriptions WHERE session NOT IN (SELECT key FROM sessions);
+                DELETE FROM releases WHERE session NOT IN (SELECT key FROM sessions);
+                DELETE FROM inbound_qos2 WHERE session NOT IN (SELECT key FROM sessions);
+                DELETE FROM messages WHERE id NOT IN (SELECT message FROM deliveries) AND id NOT IN (SELECT message FROM retained);
+                """
+        )
+    }
+
+    static func putSession(_ header: StoredSessionHeader, db: Database) throws {
+        let will = header.will.map { Data(StoredMessageCoding.encode($0).readableBytesView) }
+        try db.cachedStatement(
+            sql: """
+                INSERT INTO sessions(key, client_id, version, expiry, expires_at, attached, will, will_expires_at, will_delay, will_deadline)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT(key) DO UPDATE SET
+                    version = excluded.version, expiry = excluded.expiry, expires_at = excluded.expires_at,
+                    attached = excluded.attached, will = excluded.will, will_expires_at = excluded.will_expires_at,
+                    will_delay = excluded.will_delay, will_deadline = excluded.will_deadline
+                """
+        ).execute(arguments: [
+            Int64(header.key), header.clientID, Int(header.protocolVersion.rawValue), Int64(header.expiryInterval),
+            header.expiresAt?.millisecondsSinceEpoch, header.attached, will, header.will?.expiresAt?.millisecondsSinceEpoch,
+            Int64(header.willDelay), header.willDeadline?.millisecondsSinceEpoch,
+        ])
+    }
+
+    /// Subscription Identifiers as variable byte integers; `nil` when there are none (the usual case).
+    static func encodeIdentifiers(_ identifiers: [UInt32]) -> Data? {
+        guard !identifiers.isEmpty else { return nil }
+        var buffer = ByteBuffer()
+        for identifier in identifiers { buffer.writeVariableByteInteger(identifier) }
+        return Data(buffer.readableBytesView)
+    }
+
+    static func decodeIdentifiers(_ data: Data?) throws -> [UInt32] {
+        guard let data else { return [] }
+        var buffer = ByteBuffer(bytes: data)
+        var identifiers: [UInt32] = []
+        while buffer.readableBytes > 0 {
+            do {
+                identifiers.append(try buffer.readMQTTVariableByteInteger())
+            } catch {
+                throw StoreCorruption("bad subscription identifiers")
+            }
+        }
+        return identifiers
+    }
+
+    static func message(_ body: Data, expiresAt: Int64?) throws -> ApplicationMessage {
+        try StoredMessageCoding.decode(ByteBuffer(bytes: body), expiresAt: expiresAt.map { BrokerInstant(millisecondsSinceEpoch: $0) })
+    }
+
+    static func header(_ row: Row) throws -> StoredSessionHeader {
+        guard let version = ProtocolVersion(rawValue: UInt8(clamping: row["version"] as Int)) else {
+            throw StoreCorruption("a session has protocol level \(row["version"] as Int)")
+        }
+        let will: ApplicationMessage? = try (row["will"] as Data?).map { try message($0, expiresAt: row["will_expires_at"]) }
+        return StoredSessionHeader(
+            key: UInt64(row["key"] as Int64),
+            clientID: row["client_id"],
+            protocolVersion: version,
+            expiryInterval: UInt32(clamping: row["expiry"] as Int64),
+            expiresAt: (row["expires_at"] as Int64?).map { BrokerInstant(millisecondsSinceEpoch: $0) },
+            attached: row["attached"],
+            will: will,
+            willDelay: UInt32(clamping: row["will_delay"] as Int64),
+            willDeadline: (row["will_deadline"] as Int64?).map { BrokerInstant(millisecondsSinceEpoch: $0) }
+        )
+    }
+
+    static func readSnapshot(_ db: Database) throws -> StoreSnapshot {
+        var snapshot = StoreSnapshot()
+        var sessions: [UInt64: StoredSession] = [:]
+        var order: [UInt64] = []
+        let sessionRows = try Row.fetchCursor(db, sql: "SELECT * FROM sessions ORDER BY key")
+        while let row = try sessionRows.next() {
+            let header = try header(row)
+            sessions[header.key] = StoredSession(header: header)
+            order.append(header.key)
+        }
+        let subscriptionRows = try Row.fetchCursor(db, sql: "SELECT session, filter, options, identifier FROM subscriptions")
+        while let row = try subscriptionRows.next() {
+            let key = UInt64(row[0] as Int64)
+            guard sessions[key] != nil else { continue }
+            let filter: TopicFilter
+            let options: SubscriptionOptions
+            do {
+                filter = try TopicFilter(row[1] as String)
+                options = try SubscriptionOptions(byte: UInt8(clamping: row[2] as Int), version: .v5)
+            } catch {
+                throw StoreCorruption("a subscription does not decode: \(error.reason)")
+            }
+            sessions[key]!.subscriptions.append(SessionSubscription(filter: filter, options: options, identifier: (row[3] as Int64?).map { UInt32(clamping: $0) }))
+        }
+        let messageRows = try Row.fetchCursor(db, sql: "SELECT id, body, expires_at FROM messages")
+        while let row = try messageRows.next() {
+            snapshot.messages[UInt64(row[0] as Int64)] = try message(row[1], expiresAt: row[2])
+        }
+        let deliveryRows = try Row.fetchCursor(db, sql: "SELECT seq, session, message, flags, subscription_ids, packet_id FROM deliveries ORDER BY seq")
+        while let row = try deliveryRows.next() {
+            let key = UInt64(row[1] as Int64)
+            guard sessions[key] != nil else { continue }
+            let flags = row[3] as Int
+            guard let qos = QoS(rawValue: UInt8(flags & 3)) else { throw StoreCorruption("a delivery has QoS \(flags & 3)") }
+            sessions[key]!.deliveries.append(
+                StoredDelivery(
+                    sequence: UInt64(row[0] as Int64),
+                    messageID: UInt64(row[2] as Int64),
+                    qos: qos,
+                    retain: flags & 4 != 0,
+                    subscriptionIdentifiers: try decodeIdentifiers(row[4]),
+                    packetIdentifier: (row[5] as Int?).map { UInt16(clamping: $0) }
+                )
+            )
+        }
+        let releaseRows = try Row.fetchCursor(db, sql: "SELECT session, packet_id FROM releases")
+        while let row = try releaseRows.next() {
+            sessions[UInt64(row[0] as Int64)]?.releases.append(UInt16(clamping: row[1] as Int))
+        }
+        let inboundRows = try Row.fetchCursor(db, sql: "SELECT session, packet_id FROM inbound_qos2")
+        while let row = try inboundRows.next() {
+            sessions[UInt64(row[0] as Int64)]?.inboundQoS2.append(UInt16(clamping: row[1] as Int))
+        }
+        let retainedRows = try Row.fetchCursor(db, sql: "SELECT topic, message FROM retained")
+        while let row = try retainedRows.next() {
+            snapshot.retained[row[0]] = UInt64(row[1] as Int64)
+        }
+        snapshot.sessions = order.compactMap { sessions[$0] }
+        return snapshot
+    }
+}

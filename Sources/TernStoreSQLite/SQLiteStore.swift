@@ -1,0 +1,367 @@
+import Foundation
+import GRDB
+public import Logging
+import NIOCore
+import Synchronization
+public import TernBrokerCore
+import TernCodec
+public import TernStore
+
+/// The embedded default ``TernStore``: one SQLite file in write-ahead-log mode.
+///
+/// Changes are queued by ``submit(_:)`` and written by one writer thread in group commits: each
+/// transaction holds everything that arrived while the previous one was being written and
+/// fsynced, so the fsync cost is shared by all the changes of a batch. With
+/// ``Durability/commit`` the writer starts a transaction as soon as changes wait; with
+/// ``Durability/lossWindow`` it waits for the batch interval or change count first.
+///
+/// A message is one row however many sessions queue it; deliveries refer to it, and the writer
+/// deletes it when the last reference goes.
+public final class SQLiteStore: TernStore {
+    /// When the broker may acknowledge what it stores.
+    public enum Durability: Sendable, Hashable {
+        /// Acknowledgements that depend on stored state wait until the batch holding it is
+        /// committed and fsynced: nothing acknowledged is lost, even to a power cut.
+        case commit
+        /// Acknowledge at once; commit every `interval`, or sooner once `changes` changes wait.
+        /// Like Mosquitto's autosave, a crash loses what arrived since the last commit.
+        case lossWindow(interval: Duration, changes: Int)
+    }
+
+    public let path: String
+    public let durability: Durability
+    private let logger: Logger
+    private let database: DatabaseQueue
+    private let queue: WriterQueue
+    private let figures = Mutex(Figures())
+    private let writerStarted = Mutex<Bool>(false)
+    private let stopped = Mutex<Bool>(false)
+    /// Read when the store is opened, handed to the broker by ``load()``.
+    private let opened: Mutex<StoreSnapshot?>
+
+    struct Figures {
+        var statistics = StoreStatistics()
+        var totalCommitMicroseconds: UInt64 = 0
+        /// References to each message from deliveries and the retained set.
+        var references: [UInt64: Int] = [:]
+        var retained: [String: UInt64] = [:]
+    }
+
+    /// Opens (or creates) the store at `path` and reads it. A file that SQLite cannot read, whose
+    /// schema is not this one, or whose rows do not decode is moved aside with a timestamped name,
+    /// with a loud error line, and a new, empty store is created in its place.
+    /// - Throws: only when the new store cannot be created either (for example, no such directory).
+    public init(path: String, durability: Durability = .commit, logger: Logger = Logger(label: "tern.store")) throws {
+        self.path = path
+        self.durability = durability
+        self.logger = logger
+        self.queue = WriterQueue()
+        var snapshot = StoreSnapshot()
+        var database: DatabaseQueue
+        do {
+            database = try Self.open(path: path)
+            do {
+                snapshot = try database.read { db in try SQLiteSchema.readSnapshot(db) }
+            } catch {
+                try? database.close()
+                throw error
+            }
+        } catch {
+            let aside = Self.moveAside(path: path)
+            logger.error(
+                "STORE UNREADABLE: moved aside, starting with an empty store",
+                metadata: ["store": "\(path)", "moved-to": "\(aside)", "error": "\(error)"]
+            )
+            database = try Self.open(path: path)
+        }
+        self.database = database
+        self.opened = Mutex(snapshot)
+    }
+
+    private static func open(path: String) throws -> DatabaseQueue {
+        var configuration = Configuration()
+        configuration.journalMode = .wal
+        configuration.busyMode = .timeout(10)
+        configuration.prepareDatabase { db in
+            // FULL: in WAL mode each commit is fsynced, which is what an acknowledgement promises.
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+        }
+        let database = try DatabaseQueue(path: path, configuration: configuration)
+        try database.write { db in
+            try db.execute(sql: "PRAGMA quick_check")
+            try SQLiteSchema.create(db)
+            try SQLiteSchema.removeOrphans(db)
+        }
+        return database
+    }
+
+    /// Renames the store and its WAL files to `<path>.corrupt-<UTC timestamp>`.
+    private static func moveAside(path: String) -> String {
+        let formatter = DateFormatter()
+        formatter.dateFormat = "yyyyMMdd'T'HHmmss'Z'"
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        let target = "\(path).corrupt-\(formatter.string(from: Date()))"
+        let files = FileManager.default
+        try? files.moveItem(atPath: path, toPath: target)
+        for suffix in ["-wal", "-shm"] where files.fileExists(atPath: path + suffix) {
+            try? files.moveItem(atPath: path + suffix, toPath: target + suffix)
+        }
+        return target
+    }
+
+    // MARK: Loading
+
+    public func load() throws -> StoreSnapshot {
+        let snapshot = opened.withLock { opened in
+            defer { opened = nil }
+            return opened ?? StoreSnapshot()
+        }
+        figures.withLock { figures in
+            for session in snapshot.sessions {
+                for delivery in session.deliveries { figures.references[delivery.messageID, default: 0] += 1 }
+            }
+            for (topic, id) in snapshot.retained {
+                figures.references[id, default: 0] += 1
+                figures.retained[topic] = id
+            }
+            figures.statistics.sessions = snapshot.sessions.count
+            figures.statistics.messages = figures.references.count
+        }
+        return snapshot
+    }
+
+    // MARK: Writing
+
+    public func start(onCommit: @escaping @Sendable (UInt64) -> Void) {
+        let thread = Thread { [self] in self.runWriter(onCommit: onCommit) }
+        thread.name = "tern-store-writer"
+        thread.start()
+        writerStarted.withLock { $0 = true }
+    }
+
+    public func submit(_ changes: [StoreChange]) -> UInt64? {
+        let ticket = queue.append(changes)
+        if case .lossWindow = durability { return nil }
+        return ticket
+    }
+
+    public func close() {
+        let started = writerStarted.withLock { $0 }
+        if started {
+            queue.stop()
+            queue.waitUntilStopped()
+        }
+        stopped.withLock { stopped in
+            guard !stopped else { return }
+            stopped = true
+            try? database.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA wal_checkpoint(TRUNCATE)") }
+            try? database.close()
+        }
+    }
+
+    public var statistics: StoreStatistics {
+        var statistics = figures.withLock { $0.statistics }
+        statistics.fileSize = Self.fileSize(path) + Self.fileSize(path + "-wal")
+        return statistics
+    }
+
+    private static func fileSize(_ path: String) -> Int64 {
+        let attributes = try? FileManager.default.attributesOfItem(atPath: path)
+        return (attributes?[.size] as? NSNumber)?.int64Value ?? 0
+    }
+
+    private func runWriter(onCommit: @escaping @Sendable (UInt64) -> Void) {
+        let (interval, changeLimit): (Duration?, Int) =
+            switch durability {
+            case .commit: (nil, 0)
+            case .lossWindow(let interval, let changes): (interval, changes)
+            }
+        while let (batch, ticket) = queue.next(waitingUpTo: interval, orChanges: changeLimit) {
+            let started = ContinuousClock.now
+            do {
+                try database.writeWithoutTransaction { db in
+                    try db.inTransaction(.immediate) {
+                        try figures.withLock { figures in try self.write(batch, db: db, figures: &figures) }
+                        return .commit
+                    }
+                }
+            } catch {
+                // The batch is lost from disk but still in memory; the broker keeps running and the
+                // next batch is tried. Acknowledgements waiting on it are released so clients do not hang.
+                logger.error("store commit failed", metadata: ["store": "\(path)", "error": "\(error)"])
+            }
+            let elapsed = ContinuousClock.now - started
+            let microseconds = UInt64(max(0, elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000))
+            figures.withLock { figures in
+                figures.statistics.commits += 1
+                figures.statistics.lastCommitMicroseconds = microseconds
+                figures.statistics.maximumCommitMicroseconds = max(figures.statistics.maximumCommitMicroseconds, microseconds)
+                figures.totalCommitMicroseconds += microseconds
+                figures.statistics.averageCommitMicroseconds = figures.totalCommitMicroseconds / figures.statistics.commits
+            }
+            onCommit(ticket)
+        }
+        queue.markStopped()
+    }
+
+    private func write(_ batch: [StoreChange], db: Database, figures: inout Figures) throws {
+        var removable: Set<UInt64> = []
+        func reference(_ id: UInt64) { figures.references[id, default: 0] += 1 }
+        func release(_ id: UInt64) {
+            let count = (figures.references[id] ?? 0) - 1
+            if count <= 0 {
+                figures.references[id] = nil
+                removable.insert(id)
+            } else {
+                figures.references[id] = count
+            }
+        }
+        for change in batch {
+            switch change {
+            case .putSession(let header):
+                try SQLiteSchema.putSession(header, db: db)
+            case .deleteSession(let key):
+                let messageIDs = try Int64.fetchAll(db.cachedStatement(sql: "SELECT message FROM deliveries WHERE session = ?"), arguments: [Int64(key)])
+                for id in messageIDs { release(UInt64(id)) }
+                for table in ["deliveries", "subscriptions", "releases", "inbound_qos2"] {
+                    try db.cachedStatement(sql: "DELETE FROM \(table) WHERE session = ?").execute(arguments: [Int64(key)])
+                }
+                try db.cachedStatement(sql: "DELETE FROM sessions WHERE key = ?").execute(arguments: [Int64(key)])
+            case .putSubscription(let key, let subscription):
+                try db.cachedStatement(sql: "INSERT OR REPLACE INTO subscriptions(session, filter, options, identifier) VALUES (?, ?, ?, ?)")
+                    .execute(arguments: [
+                        Int64(key), subscription.filter.string, Int(subscription.options.byte(version: .v5)),
+                        subscription.identifier.map { Int64($0) },
+                    ])
+            case .deleteSubscription(let key, let filter):
+                try db.cachedStatement(sql: "DELETE FROM subscriptions WHERE session = ? AND filter = ?").execute(arguments: [Int64(key), filter])
+            case .putMessage(let id, let message):
+                removable.remove(id)
+                try db.cachedStatement(sql: "INSERT OR IGNORE INTO messages(id, body, expires_at) VALUES (?, ?, ?)")
+                    .execute(arguments: [
+                        Int64(id), Data(StoredMessageCoding.encode(message).readableBytesView),
+                        message.expiresAt?.millisecondsSinceEpoch,
+                    ])
+            case .putDelivery(let key, let delivery):
+                removable.remove(delivery.messageID)
+                reference(delivery.messageID)
+                try db.cachedStatement(
+                    sql: "INSERT OR REPLACE INTO deliveries(seq, session, message, flags, subscription_ids, packet_id) VALUES (?, ?, ?, ?, ?, ?)"
+                ).execute(arguments: [
+                    Int64(delivery.sequence), Int64(key), Int64(delivery.messageID),
+                    Int(delivery.qos.rawValue) | (delivery.retain ? 4 : 0),
+                    SQLiteSchema.encodeIdentifiers(delivery.subscriptionIdentifiers),
+                    delivery.packetIdentifier.map { Int($0) },
+                ])
+            case .deliverySent(let sequence, let packetIdentifier):
+                try db.cachedStatement(sql: "UPDATE deliveries SET packet_id = ? WHERE seq = ?").execute(arguments: [Int(packetIdentifier), Int64(sequence)])
+            case .deleteDelivery(let sequence, let messageID):
+                try db.cachedStatement(sql: "DELETE FROM deliveries WHERE seq = ?").execute(arguments: [Int64(sequence)])
+                if db.changesCount > 0 { release(messageID) }
+            case .putRelease(let key, let packetIdentifier):
+                try db.cachedStatement(sql: "INSERT OR IGNORE INTO releases(session, packet_id) VALUES (?, ?)").execute(arguments: [Int64(key), Int(packetIdentifier)])
+            case .deleteRelease(let key, let packetIdentifier):
+                try db.cachedStatement(sql: "DELETE FROM releases WHERE session = ? AND packet_id = ?").execute(arguments: [Int64(key), Int(packetIdentifier)])
+            case .putInboundQoS2(let key, let packetIdentifier):
+                try db.cachedStatement(sql: "INSERT OR IGNORE INTO inbound_qos2(session, packet_id) VALUES (?, ?)").execute(arguments: [Int64(key), Int(packetIdentifier)])
+            case .deleteInboundQoS2(let key, let packetIdentifier):
+                try db.cachedStatement(sql: "DELETE FROM inbound_qos2 WHERE session = ? AND packet_id = ?").execute(arguments: [Int64(key), Int(packetIdentifier)])
+            case .putRetained(let topic, let messageID):
+                removable.remove(messageID)
+                reference(messageID)
+                if let old = figures.retained.updateValue(messageID, forKey: topic) { release(old) }
+                try db.cachedStatement(sql: "INSERT OR REPLACE INTO retained(topic, message) VALUES (?, ?)").execute(arguments: [topic, Int64(messageID)])
+            case .deleteRetained(let topic):
+                if let old = figures.retained.removeValue(forKey: topic) { release(old) }
+                try db.cachedStatement(sql: "DELETE FROM retained WHERE topic = ?").execute(arguments: [topic])
+            }
+        }
+        // A message goes with its last reference; SQLite reuses the freed pages.
+        for id in removable where figures.references[id] == nil {
+            try db.cachedStatement(sql: "DELETE FROM messages WHERE id = ?").execute(arguments: [Int64(id)])
+        }
+        figures.statistics.messages = figures.references.count
+        figures.statistics.sessions = try Int.fetchOne(db.cachedStatement(sql: "SELECT count(*) FROM sessions")) ?? 0
+    }
+}
+
+/// The changes waiting for the writer thread, and the ticket of the last one.
+///
+/// Written by the broker's event loops (under the broker's lock, one at a time) and drained by
+/// the writer; an `NSCondition` lets the writer sleep until there is work.
+final class WriterQueue: Sendable {
+    private struct State {
+        var pending: [StoreChange] = []
+        var lastTicket: UInt64 = 0
+        var firstPendingAt: ContinuousClock.Instant?
+        var stopping = false
+        var stopped = false
+    }
+
+    // `condition` guards `state`: every access below holds it (lock/unlock or wait). NSCondition
+    // is thread-safe; the box only exists because Mutex has no condition variable.
+    private let condition = NSCondition()
+    private nonisolated(unsafe) var state = State()
+
+    func append(_ changes: [StoreChange]) -> UInt64 {
+        condition.lock()
+        defer { condition.unlock() }
+        if state.pending.isEmpty {
+            state.firstPendingAt = .now
+            state.pending = changes
+        } else {
+            state.pending += changes
+        }
+        state.lastTicket += UInt64(changes.count)
+        condition.signal()
+        return state.lastTicket
+    }
+
+    /// Waits for changes and hands them over with the ticket of the last one; `nil` once stopped
+    /// and drained. With an interval, waits until the oldest change is that old, or `changes`
+    /// changes wait, or the store is closing.
+    func next(waitingUpTo interval: Duration?, orChanges limit: Int) -> ([StoreChange], UInt64)? {
+        condition.lock()
+        defer { condition.unlock() }
+        while true {
+            if state.pending.isEmpty {
+                if state.stopping { return nil }
+                condition.wait()
+                continue
+            }
+            if let interval, !state.stopping, limit <= 0 || state.pending.count < limit,
+                let first = state.firstPendingAt, ContinuousClock.now < first + interval
+            {
+                let remaining = first + interval - ContinuousClock.now
+                let seconds = Double(remaining.components.seconds) + Double(remaining.components.attoseconds) / 1e18
+                _ = condition.wait(until: Date(timeIntervalSinceNow: seconds))
+                continue
+            }
+            let batch = state.pending
+            state.pending = []
+            state.firstPendingAt = nil
+            return (batch, state.lastTicket)
+        }
+    }
+
+    func stop() {
+        condition.lock()
+        state.stopping = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    func markStopped() {
+        condition.lock()
+        state.stopped = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    func waitUntilStopped() {
+        condition.lock()
+        while !state.stopped { condition.wait() }
+        condition.unlock()
+    }
+}
