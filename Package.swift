@@ -109,7 +109,14 @@ let package = Package(
         ),
         .testTarget(
             name: "TernBrokerCoreTests",
-            dependencies: ["TernBrokerCore", "TernCodec", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [
+                "TernBrokerCore",
+                "TernCodec",
+                "TernStore",
+                "TernStoreSQLite",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

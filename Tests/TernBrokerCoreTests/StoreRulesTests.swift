@@ -1,0 +1,472 @@
+import Foundation
+import GRDB
+import NIOCore
+import TernCodec
+import TernStore
+import TernStoreSQLite
+import Testing
+
+@testable import TernBrokerCore
+
+/// The two stores the rules are held to.
+enum StoreKind: String, CaseIterable, CustomTestStringConvertible, Sendable {
+    case memory, sqlite
+    var testDescription: String { rawValue }
+}
+
+/// A broker state wired to a store, and restarted from it: the way `MQTTBroker` uses a store,
+/// without sockets. A restart closes the store (committing everything) and builds a new state
+/// from what the store reads back, so a rule that holds after a restart holds on disk.
+final class StoreHarness {
+    let kind: StoreKind
+    let configuration: BrokerConfiguration
+    let path: String
+    var store: any TernStore
+    var state: BrokerState
+
+    init(_ kind: StoreKind, configuration: BrokerConfiguration = BrokerConfiguration(), now: BrokerInstant = t0) throws {
+        self.kind = kind
+        self.configuration = configuration
+        self.path = FileManager.default.temporaryDirectory.appendingPathComponent("tern-rules-\(UUID().uuidString).db").path
+        self.store = try Self.open(kind, path: path, existing: nil)
+        self.state = BrokerState(configuration: configuration, now: now)
+        state.recordsChanges = true
+        _ = try store.load()
+        store.start { _ in }
+    }
+
+    deinit {
+        store.close()
+        for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+    }
+
+    private static func open(_ kind: StoreKind, path: String, existing: (any TernStore)?) throws -> any TernStore {
+        switch kind {
+        case .memory: return existing ?? InMemoryStore()
+        case .sqlite: return try SQLiteStore(path: path)
+        }
+    }
+
+    /// Runs one broker event and hands its store changes to the store, as the broker does.
+    @discardableResult
+    func run(_ body: (inout BrokerState) -> [BrokerAction]) -> [BrokerAction] {
+        let actions = body(&state)
+        let changes = state.takeStoreChanges()
+        if !changes.isEmpty { _ = store.submit(changes) }
+        return actions
+    }
+
+    /// Stops the broker (its connections vanish with it) and starts a new one from the store at `now`.
+    @discardableResult
+    func restart(now: BrokerInstant) throws -> (summary: BrokerState.RestoreSummary, actions: [BrokerAction]) {
+        store.close()
+        store = try Self.open(kind, path: path, existing: store)
+        state = BrokerState(configuration: configuration, now: now)
+        state.recordsChanges = true
+        let snapshot = try store.load()
+        let result = state.restore(snapshot, now: now)
+        store.start { _ in }
+        let changes = state.takeStoreChanges()
+        if !changes.isEmpty { _ = store.submit(changes) }
+        return result
+    }
+
+    /// What the store holds now, read the way a restart reads it.
+    func storedSessions() throws -> [String] {
+        store.close()
+        store = try Self.open(kind, path: path, existing: store)
+        let snapshot = try store.load()
+        store.start { _ in }
+        return snapshot.sessions.map(\.header.clientID).sorted()
+    }
+}
+
+@Suite("Durable sessions: MQTT 5.0 §3.1.2.11 / §4.1 rules against both stores")
+struct StoreRulesTests {
+    // MARK: Session Expiry Interval
+
+    @Test("§3.1.2.11.2: expiry 0 or absent writes nothing to the store", arguments: StoreKind.allCases)
+    func zeroExpiryNeverTouchesTheStore(kind: StoreKind) throws {
+        let harness = try StoreHarness(kind)
+        for expiry in [nil, UInt32(0)] {
+            _ = harness.state.connect(conn(1), connectPacket("c", expiry: expiry, will: will("w", "x")), now: t0)
+            _ = harness.state.subscribe(conn(1), subscribePacket([("t/#", SubscriptionOptions(qos: .exactlyOnce))]), now: t0)
+            _ = harness.state.publish(conn(1), publishPacket("t/1", "m", qos: .exactlyOnce, id: 7), now: t0)
+            _ = harness.state.disconnect(conn(1), Disconnect(), now: t0)
+            #expect(harness.state.takeStoreChanges().isEmpty)
+        }
+        #expect(try harness.storedSessions().isEmpty)
+    }
+
+    @Test("§3.1.2.11.2: expiry N keeps session, subscriptions, queue and will N seconds, across a restart", arguments: StoreKind.allCases)
+    func expiryKeepsEverythingAcrossRestart(kind: StoreKind) throws {
+        let harness = try StoreHarness(kind)
+        harness.run { $0.connect(conn(1), connectPacket("sub", expiry: 60), now: t0) }
+        harness.run { $0.subscribe(conn(1), subscribePacket([("q/#", SubscriptionOptions(qos: .atLeastOnce))], identifier: 9), now: t0) }
+        harness.run { $0.disconnect(conn(1), Disconnect(), now: t0) }
+        harness.run { $0.connect(conn(2), connectPacket("pub"), now: t0) }
+        for n in 1...3 { harness.run { $0.publish(conn(2), publishPacket("q/\(n)", "m\(n)", qos: .atLeastOnce, id: UInt16(n)), now: t0) } }
+
+        let (summary, _) = try harness.restart(now: t0.plus(seconds: 59))
+        #expect(summary.sessions == 1)
+        #expect(summary.queuedMessages == 3)
+        let actions = harness.run { $0.connect(conn(3), connectPacket("sub", cleanStart: false, expiry: 60), now: t0.plus(seconds: 59)) }
+        #expect(actions.connack?.sessionPresent == true)
+        let publishes = actions.publishes(to: conn(3))
+        #expect(publishes.map(\.text) == ["m1", "m2", "m3"])
+        #expect(publishes.allSatisfy { $0.qos == .atLeastOnce && !$0.duplicate && $0.properties.subscriptionIdentifiers == [9] })
+    }
+
+    @Test("§3.1.2.11.2: the deadline is absolute, so a session whose expiry passed while stopped is gone", arguments: StoreKind.allCases)
+    func downtimeCounts(kind: StoreKind) throws {
+        let harness = try StoreHarness(kind)
+        harness.run { $0.connect(conn(1), connectPacket("short", expiry: 10), now: t0) }
+        harness.run { $0.disconnect(conn(1), Disconnect(), now: t0) }
+        harness.run { $0.connect(conn(2), connectPacket("long", expiry: 100), now: t0) }
+        harness.run { $0.disconnect(conn(2), Disconnect(), now: t0) }
+
+        let (summary, _) = try harness.restart(now: t0.plus(seconds: 11))
+        #expect(summary.sessions == 1)
+        #expect(summary.expiredSessions == 1)
+        let short = harness.run { $0.connect(conn(3), connectPacket("short", cleanStart: false, expiry: 10), now: t0.plus(seconds: 11)) }
+        #expect(short.connack?.sessionPresent == false)
+        let long = harness.run { $0.connect(conn(4), connectPacket("long", cleanStart: false, expiry: 100), now: t0.plus(seconds: 11)) }
+        #expect(long.connack?.sessionPresent == true)
+        #expect(try harness.storedSessions() == ["long", "short"])  // both attached now, with expiry > 0
+    }
+
+    @Test("§3.1.2.11.2: 0xFFFFFFFF never expires; persistent_client_expiration bounds it, without overflow", arguments: StoreKind.allCases)
+    func neverExpiresUnlessCapped(kind: StoreKind) throws {
+        var capped = BrokerConfiguration()
+        capped.persistentClientExpiration = 3600
+        for (configuration, alive) in [(BrokerConfiguration(), true), (capped, false)] {
+            let harness = try StoreHarness(kind, configuration: configuration)
+            harness.run { $0.connect(conn(1), connectPacket("forever", expiry: .max), now: t0) }
+            harness.run { $0.disconnect(conn(1), Disconnect(), now: t0) }
+            let later = t0.plus(seconds: 3601)
+            try harness.restart(now: later)
+            let actions = harness.run { $0.connect(conn(2), connectPacket("forever", cleanStart: false, expiry: .max), now: later) }
+            #expect(actions.connack?.sessionPresent == alive)
+        }
+    }
+
+    @Test("§3.1.2.4: Clean Start 1 with an expiry is stored: persistence follows the expiry, not the flag", arguments: StoreKind.allCases)
+    func cleanStartWithExpiryIsKept(kind: StoreKind) throws {
+        let harness = try StoreHarness(kind)
+        harness.run { $0.connect(conn(1), connectPacket("cs", cleanStart: true, expiry: 300), now: t0) }
+        harness.run { $0.subscribe(conn(1), subscribePacket([("cs/t", SubscriptionOptions(qos: .atLeastOnce))]), now: t0) }
+        harness.run { $0.disconnect(conn(1), Disconnect(), now: t0) }
+        try harness.restart(now: t0.plus(seconds: 5))
+        let actions = harness.run { $0.connect(conn(2), connectPacket("cs", cleanStart: false, expiry: 300), now: t0.plus(seconds: 5)) }
+        #expect(actions.connack?.sessionPresent == true)
+        #expect(harness.state.sessions["cs"]?.subscriptions.keys.sorted() == ["cs/t"])
+        // Clean Start 1 again discards it, then starts a new stored session with no subscriptions.
+        harness.run { $0.connect(conn(3), connectPacket("cs", cleanStart: true, expiry: 300), now: t0.plus(seconds: 6)) }
+        try harness.restart(now: t0.plus(seconds: 7))
+        #expect(harness.state.sessions["cs"]?.subscriptions.isEmpty == true)
+    }
+
+    @Test("§3.14.2.2.2: DISCONNECT changes the interval; N → 0 removes the stored session", arguments: StoreKind.allCases)
+    func disconnectChangesInterval(kind: StoreKind) throws {
+        let harness = try StoreHarness(kind)
+        harness.run { $0.connect(conn(1), connectPacket("a", expiry: 60), now: t0) }
+        var toZero = Disconnect()
+        toZero.properties.sessionExpiryInterval = 0
+        harness.run { $0.disconnect(conn(1), toZero, now: t0) }
+        harness.run { $0.connect(conn(2), connectPacket("b", expiry: 60), now: t0) }
+        var longer = Disconnect()
+        longer.properties.sessionExpiryInterval = 600
+        harness.run { $0.disconnect(conn(2), longer, now: t0) }
+        try harness.restart(now: t0.plus(seconds: 300))
+        #expect(harness.state.sessions.keys.sorted() == ["b"])
+    }
+
+    @Test("[MQTT-3.14.2-2]: expiry 0 at CONNECT then non-zero at DISCONNECT is 0x82; the session ends, the will goes out", arguments: StoreKind.allCases)
+    func zeroToNonZeroIsProtocolError(kind: StoreKind) throws {
+        let harness = try StoreHarness(kind)
+        harness.run { $0.connect(conn(9), connectPacket("watcher", expiry: 60), now: t0) }
+        harness.run { $0.subscribe(conn(9), subscribePacket([("will/#", SubscriptionOptions(qos: .atLeastOnce))]), now: t0) }
+        harness.run { $0.connect(conn(1), connectPacket("z", expiry: 0, will: will("will/z", "gone")), now: t0) }
+        var nonZero = Disconnect()
+        nonZero.properties.sessionExpiryInterval = 30
+        let actions = harness.run { $0.disconnect(conn(1), nonZero, now: t0) }
+        #expect(actions.sent(to: conn(1)).contains(.disconnect(Disconnect(reasonCode: .protocolError))))
+        #expect(actions.publishes(to: conn(9)).map(\.text) == ["gone"])
+        try harness.restart(now: t0.plus(seconds: 1))
+        #expect(harness.state.sessions["z"] == nil)
+    }
+
+    @Test("MQTT 3.1.1 §3.1.2.4: clean session 0 is stored and never expires; clean session 1 is not stored", arguments: StoreKind.allCases)
+    func v311CleanSession(kind: StoreKind) throws {
+        let harness = try StoreHarness(kind)
+        harness.run { $0.connect(conn(1), connectPacket("keep", version: .v3_1_1, cleanStart: false), now: t0) }
+        harness.run { $0.subscribe(conn(1), subscribePacket([("old/t", SubscriptionOptions(qos: .atLeastOnce))]), now: t0) }
+        harness.run { $0.disconnect(conn(1), Disconnect(), now: t0) }
+        harness.run { $0.connect(conn(2), connectPacket("drop", version: .v3_1_1, cleanStart: true), now: t0) }
+        harness.run { $0.subscribe(conn(2), subscribePacket([("old/t", SubscriptionOptions(qos: .atLeastOnce))]), now: t0) }
+        harness.run { $0.disconnect(conn(2), Disconnect(), now: t0) }
+        let year = t0.plus(seconds: 365 * 86_400)
+        try harness.restart(now: year)
+        let actions = harness.run { $0.connect(conn(3), connectPacket("keep", version: .v3_1_1, cleanStart: false), now: year) }
+        #expect(actions.connack?.sessionPresent == true)
+        #expect(harness.state.sessions["drop"] == nil)
+    }
+
+    // MARK: Wills
+
+    @Test("§3.1.2.5: a pending will survives a restart and goes out at its delay", arguments: StoreKind.allCases)
+    func pendingWillAcrossRestart(kind: StoreKind) throws {
+        let harness = try StoreHarness(kind)
+        harness.run { $0.connect(conn(9), connectPacket("watcher", expiry: 600), now: t0) }
+        harness.run { $0.subscribe(conn(9), subscribePacket([("will/#", SubscriptionOptions(qos: .atLeastOnce))]), now: t0) }
+        harness.run { $0.disconnect(conn(9), Disconnect(), now: t0) }
+        harness.run { $0.connect(conn(1), connectPacket("w", expiry: 600, will: qos1(will("will/w", "late", delay: 20))), now: t0) }
+        harness.run { $0.connectionClosed(conn(1), now: t0) }
+
+        try harness.restart(now: t0.plus(seconds: 5))
+        #expect(harness.state.pendingWills["w"] != nil)
+        harness.run { $0.tick(now: t0.plus(seconds: 21)) }
+        let actions = harness.run { $0.connect(conn(2), connectPacket("watcher", cleanStart: false, expiry: 600), now: t0.plus(seconds: 22)) }
+        #expect(actions.publishes(to: conn(2)).map(\.text) == ["late"])
+    }
+
+    @Test("§3.1.2.5: the will races the session's end: expiry shorter than the delay sends it at the expiry", arguments: StoreKind.allCases)
+    func willRacesSessionEnd(kind: StoreKind) throws {
+        let harness = try StoreHarness(kind)
+        harness.run { $0.connect(conn(9), connectPacket("watcher", expiry: 600), now: t0) }
+        harness.run { $0.subscribe(conn(9), subscribePacket([("will/#", SubscriptionOptions(qos: .atLeastOnce))]), now: t0) }
+        harness.run { $0.connect(conn(1), connectPacket("w", expiry: 10, will: qos1(will("will/w", "at-expiry", delay: 100))), now: t0) }
+        harness.run { $0.connectionClosed(conn(1), now: t0) }
+        try harness.restart(now: t0.plus(seconds: 2))
+        #expect(harness.state.pendingWills["w"]?.deadline == t0.plus(seconds: 10))
+        // Both the session's expiry and the will passed while stopped: the will goes out at start-up.
+        let (_, actions) = try harness.restart(now: t0.plus(seconds: 50))
+        #expect(harness.state.sessions["w"] == nil)
+        _ = actions
+        let resumed = harness.run { $0.connect(conn(2), connectPacket("watcher", cleanStart: false, expiry: 600), now: t0.plus(seconds: 51)) }
+        #expect(resumed.publishes(to: conn(2)).map(\.text) == ["at-expiry"])
+    }
+
+    @Test("§3.1.2.5: a reconnect within the delay cancels the will, also after a restart", arguments: StoreKind.allCases)
+    func reconnectCancelsWill(kind: StoreKind) throws {
+        let harness = try StoreHarness(kind)
+        harness.run { $0.connect(conn(1), connectPacket("w", expiry: 600, will: will("will/w", "never", delay: 60)), now: t0) }
+        harness.run { $0.connectionClosed(conn(1), now: t0) }
+        try harness.restart(now: t0.plus(seconds: 5))
+        harness.run { $0.connect(conn(2), connectPacket("w", cleanStart: false, expiry: 600), now: t0.plus(seconds: 6)) }
+        try harness.restart(now: t0.plus(seconds: 7))
+        #expect(harness.state.pendingWills["w"] == nil)
+    }
+
+    @Test("A session still attached when the broker died has its will published at start-up", arguments: StoreKind.allCases)
+    func attachedAtCrashPublishesWill(kind: StoreKind) throws {
+        let harness = try StoreHarness(kind)
+        harness.run { $0.connect(conn(9), connectPacket("watcher", expiry: 600), now: t0) }
+        harness.run { $0.subscribe(conn(9), subscribePacket([("will/#", SubscriptionOptions(qos: .atLeastOnce))]), now: t0) }
+        harness.run { $0.connect(conn(1), connectPacket("w", expiry: 600, will: qos1(will("will/w", "crashed"))), now: t0) }
+        try harness.restart(now: t0.plus(seconds: 3))
+        #expect(harness.state.sessions["w"]?.connection == nil)
+        #expect(harness.state.sessions["w"]?.expiresAt == t0.plus(seconds: 603))
+        let actions = harness.run { $0.connect(conn(2), connectPacket("watcher", cleanStart: false, expiry: 600), now: t0.plus(seconds: 4)) }
+        #expect(actions.publishes(to: conn(2)).map(\.text) == ["crashed"])
+    }
+
+    // MARK: Messages
+
+    @Test("§3.3.2.3.3: Message Expiry keeps counting across a restart; an expired message does not block the queue", arguments: StoreKind.allCases)
+    func messageExpiryAcrossRestart(kind: StoreKind) throws {
+        let harness = try StoreHarness(kind)
+        harness.run { $0.connect(conn(1), connectPacket("sub", expiry: 600), now: t0) }
+        harness.run { $0.subscribe(conn(1), subscribePacket([("e/#", SubscriptionOptions(qos: .atLeastOnce))]), now: t0) }
+        harness.run { $0.disconnect(conn(1), Disconnect(), now: t0) }
+        harness.run { $0.connect(conn(2), connectPacket("pub"), now: t0) }
+        var short = Properties()
+        short.messageExpiryInterval = 5
+        var long = Properties()
+        long.messageExpiryInterval = 100
+        harness.run { $0.publish(conn(2), publishPacket("e/1", "short", qos: .atLeastOnce, id: 1, properties: short), now: t0) }
+        harness.run { $0.publish(conn(2), publishPacket("e/2", "long", qos: .atLeastOnce, id: 2, properties: long), now: t0) }
+        try harness.restart(now: t0.plus(seconds: 6))
+        let actions = harness.run { $0.connect(conn(3), connectPacket("sub", cleanStart: false, expiry: 600), now: t0.plus(seconds: 10)) }
+        let publishes = actions.publishes(to: conn(3))
+        #expect(publishes.map(\.text) == ["long"])
+        #expect(publishes.first?.properties.messageExpiryInterval == 90)
+    }
+
+    @Test("§4.4: after a restart, unacknowledged PUBLISH go again with DUP=1 and their ids, PUBREL again, then the queue", arguments: StoreKind.allCases)
+    func redeliveryAfterRestart(kind: StoreKind) throws {
+        let harness = try StoreHarness(kind)
+        harness.run { $0.connect(conn(1), connectPacket("sub", expiry: 600, receiveMaximum: 2), now: t0) }
+        harness.run { $0.subscribe(conn(1), subscribePacket([("r/#", SubscriptionOptions(qos: .exactlyOnce))]), now: t0) }
+        harness.run { $0.connect(conn(2), connectPacket("pub"), now: t0) }
+        var sent: [Publish] = []
+        for n in 1...4 {
+            let actions = harness.run { $0.publish(conn(2), publishPacket("r/\(n)", "m\(n)", qos: .exactlyOnce, id: UInt16(n)), now: t0) }
+            sent += actions.publishes(to: conn(1))
+        }
+        #expect(sent.count == 2)  // Receive Maximum 2: m3 and m4 wait in the queue
+        // m1 reaches PUBREL; m2 stays unacknowledged.
+        let pubrel = harness.run { $0.acknowledge(conn(1), .pubrec, PublishAcknowledgement(packetIdentifier: sent[0].packetIdentifier), now: t0) }
+        #expect(pubrel.sent(to: conn(1)) == [.pubrel(PublishAcknowledgement(packetIdentifier: sent[0].packetIdentifier))])
+
+        try harness.restart(now: t0.plus(seconds: 30))
+        let actions = harness.run { $0.connect(conn(3), connectPacket("sub", cleanStart: false, expiry: 600, receiveMaximum: 2), now: t0.plus(seconds: 30)) }
+        let packets = actions.sent(to: conn(3)).filter { if case .connack = $0 { false } else { true } }
+        #expect(packets.first == .pubrel(PublishAcknowledgement(packetIdentifier: sent[0].packetIdentifier)))
+        guard packets.count >= 2, case .publish(let again) = packets[1] else {
+            Issue.record("expected the unacknowledged PUBLISH again, got \(packets)")
+            return
+        }
+        #expect(again.duplicate && again.packetIdentifier == sent[1].packetIdentifier && again.text == "m2")
+        #expect(packets.count == 2)  // the window (2) is full: PUBREL for m1 and m2 again
+        let complete = harness.run { $0.acknowledge(conn(3), .pubcomp, PublishAcknowledgement(packetIdentifier: sent[0].packetIdentifier), now: t0.plus(seconds: 31)) }
+        #expect(complete.publishes(to: conn(3)).map(\.text) == ["m3"])
+    }
+
+    @Test("§4.3.3: an inbound QoS 2 id awaiting PUBREL survives a restart, so a re-sent PUBLISH is not delivered twice", arguments: StoreKind.allCases)
+    func inboundQoS2AcrossRestart(kind: StoreKind) throws {
+        let harness = try StoreHarness(kind)
+        harness.run { $0.connect(conn(9), connectPacket("sub", expiry: 600), now: t0) }
+        harness.run { $0.subscribe(conn(9), subscribePacket([("x/#", SubscriptionOptions(qos: .atLeastOnce))]), now: t0) }
+        harness.run { $0.disconnect(conn(9), Disconnect(), now: t0) }
+        harness.run { $0.connect(conn(1), connectPacket("pub", expiry: 600), now: t0) }
+        harness.run { $0.publish(conn(1), publishPacket("x/1", "once", qos: .exactlyOnce, id: 42), now: t0) }
+        try harness.restart(now: t0.plus(seconds: 1))
+        harness.run { $0.connect(conn(2), connectPacket("pub", cleanStart: false, expiry: 600), now: t0.plus(seconds: 1)) }
+        var again = publishPacket("x/1", "once", qos: .exactlyOnce, id: 42)
+        again.duplicate = true
+        let resent = harness.run { $0.publish(conn(2), again, now: t0.plus(seconds: 1)) }
+        #expect(resent.sent(to: conn(2)) == [.pubrec(PublishAcknowledgement(packetIdentifier: 42))])
+        harness.run { $0.publishRelease(conn(2), PublishAcknowledgement(packetIdentifier: 42)) }
+        let actions = harness.run { $0.connect(conn(3), connectPacket("sub", cleanStart: false, expiry: 600), now: t0.plus(seconds: 2)) }
+        #expect(actions.publishes(to: conn(3)).map(\.text) == ["once"])
+    }
+
+    @Test("§3.3.1.3: retained messages survive a restart; a deleted one stays deleted", arguments: StoreKind.allCases)
+    func retainedAcrossRestart(kind: StoreKind) throws {
+        let harness = try StoreHarness(kind)
+        harness.run { $0.connect(conn(1), connectPacket("pub"), now: t0) }
+        harness.run { $0.publish(conn(1), publishPacket("ret/a", "A", qos: .atLeastOnce, id: 1, retain: true), now: t0) }
+        harness.run { $0.publish(conn(1), publishPacket("ret/b", "B", qos: .atLeastOnce, id: 2, retain: true), now: t0) }
+        harness.run { $0.publish(conn(1), publishPacket("ret/b", "", qos: .atLeastOnce, id: 3, retain: true), now: t0) }
+        harness.run { $0.publish(conn(1), publishPacket("ret/a", "A2", qos: .atLeastOnce, id: 4, retain: true), now: t0) }
+        let (summary, _) = try harness.restart(now: t0.plus(seconds: 1))
+        #expect(summary.retainedMessages == 1)
+        harness.run { $0.connect(conn(2), connectPacket("s"), now: t0.plus(seconds: 1)) }
+        let actions = harness.run { $0.subscribe(conn(2), subscribePacket([("ret/#", SubscriptionOptions(qos: .atLeastOnce))]), now: t0.plus(seconds: 1)) }
+        #expect(actions.publishes(to: conn(2)).map(\.text) == ["A2"])
+        #expect(harness.store.statistics.messages == 1)  // A replaced by A2, B deleted
+    }
+
+    @Test("A message queued for many sessions is stored once, and goes when the last one has it", arguments: StoreKind.allCases)
+    func messageStoredOnce(kind: StoreKind) throws {
+        let harness = try StoreHarness(kind)
+        for n in 1...3 {
+            harness.run { $0.connect(conn(UInt64(n)), connectPacket("s\(n)", expiry: 600), now: t0) }
+            harness.run { $0.subscribe(conn(UInt64(n)), subscribePacket([("once/t", SubscriptionOptions(qos: .atLeastOnce))]), now: t0) }
+            harness.run { $0.disconnect(conn(UInt64(n)), Disconnect(), now: t0) }
+        }
+        harness.run { $0.connect(conn(9), connectPacket("pub"), now: t0) }
+        harness.run { $0.publish(conn(9), publishPacket("once/t", "shared", qos: .atLeastOnce, id: 1), now: t0) }
+        var snapshot = try reload(harness)
+        #expect(snapshot.messages.count == 1)
+        #expect(snapshot.sessions.map(\.deliveries.count) == [1, 1, 1])
+        for n in 1...3 {
+            let actions = harness.run { $0.connect(conn(UInt64(10 + n)), connectPacket("s\(n)", cleanStart: false, expiry: 600), now: t0) }
+            let id = actions.publishes(to: conn(UInt64(10 + n)))[0].packetIdentifier
+            harness.run { $0.acknowledge(conn(UInt64(10 + n)), .puback, PublishAcknowledgement(packetIdentifier: id), now: t0) }
+        }
+        snapshot = try reload(harness)
+        #expect(snapshot.messages.isEmpty)
+        #expect(snapshot.sessions.allSatisfy { $0.deliveries.isEmpty })
+    }
+
+    private func reload(_ harness: StoreHarness) throws -> StoreSnapshot {
+        harness.store.close()
+        if harness.kind == .sqlite { harness.store = try SQLiteStore(path: harness.path) }
+        let snapshot = try harness.store.load()
+        harness.store.start { _ in }
+        return snapshot
+    }
+}
+
+@Suite("SQLite store files")
+struct SQLiteStoreFileTests {
+    @Test("A corrupt store file is moved aside with a timestamped name and the store starts empty")
+    func corruptFileMovedAside() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tern-corrupt-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/tern.db"
+        try Data(repeating: 0x5A, count: 8192).write(to: URL(fileURLWithPath: path))
+        let store = try SQLiteStore(path: path)
+        defer { store.close() }
+        #expect(try store.load().isEmpty)
+        let names = try FileManager.default.contentsOfDirectory(atPath: directory)
+        #expect(names.contains { $0.hasPrefix("tern.db.corrupt-") })
+        #expect(names.contains("tern.db"))
+    }
+
+    @Test("A store whose rows do not decode is moved aside too")
+    func undecodableRowsMovedAside() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tern-rows-\(UUID().uuidString).db").path
+        defer {
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: FileManager.default.temporaryDirectory.path)) ?? []
+            where name.hasPrefix((path as NSString).lastPathComponent) {
+                try? FileManager.default.removeItem(atPath: FileManager.default.temporaryDirectory.appendingPathComponent(name).path)
+            }
+        }
+        let first = try SQLiteStore(path: path)
+        _ = try first.load()
+        first.start { _ in }
+        let message = ApplicationMessage(topic: try TopicName("a"), payload: ByteBuffer(string: "x"), qos: .atLeastOnce, retain: true)
+        _ = first.submit([.putMessage(id: 1, message), .putRetained(topic: "a", messageID: 1)])
+        first.close()
+        #expect(try SQLiteStore(path: path).load().retained == ["a": 1])
+        // Overwrite the message body with bytes that are not a PUBLISH.
+        let broken = try GRDBTestAccess.corruptMessages(path: path)
+        #expect(broken == 1)
+        let reopened = try SQLiteStore(path: path)
+        defer { reopened.close() }
+        #expect(try reopened.load().isEmpty)
+    }
+
+    @Test("Group commit: a submitted change's ticket is reported once it is on disk")
+    func commitTicketsReported() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tern-ticket-\(UUID().uuidString).db").path
+        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        let store = try SQLiteStore(path: path)
+        _ = try store.load()
+        let (stream, continuation) = AsyncStream<UInt64>.makeStream()
+        store.start { continuation.yield($0) }
+        let header = StoredSessionHeader(key: 1, clientID: "t", protocolVersion: .v5, expiryInterval: 60, expiresAt: nil, attached: true)
+        let ticket = try #require(store.submit([.putSession(header)]))
+        var reported: UInt64 = 0
+        for await committed in stream {
+            reported = committed
+            if committed >= ticket { break }
+        }
+        #expect(reported >= ticket)
+        store.close()
+        #expect(try StoreListing.read(path: path).entries.map(\.clientID) == ["t"])
+    }
+}
+
+/// Direct access to a store file, to damage it on purpose.
+enum GRDBTestAccess {
+    static func corruptMessages(path: String) throws -> Int {
+        let database = try DatabaseQueue(path: path)
+        defer { try? database.close() }
+        return try database.write { db in
+            try db.execute(sql: "UPDATE messages SET body = x'00ff'")
+            return db.changesCount
+        }
+    }
+}
+
+/// A will sent at QoS 1, so that it is queued for a subscriber that is away.
+func qos1(_ will: Connect.Will) -> Connect.Will {
+    var will = will
+    will.qos = .atLeastOnce
+    return will
+}
