@@ -78,7 +78,16 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        .target(name: "TernBrokerTesting", dependencies: ["TernBroker"], swiftSettings: swiftSettings),
+        .target(
+            name: "TernBrokerTesting",
+            dependencies: [
+                "TernBroker",
+                "TernCodec",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .target(name: "TernConfig", dependencies: ["TernBroker"], swiftSettings: swiftSettings),
         .target(
             name: "TernClient",
@@ -133,7 +142,13 @@ let package = Package(
         ),
         .testTarget(
             name: "InteropTests",
-            dependencies: ["TernBroker", "TernBrokerTesting", "TernClient", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [
+                "TernBroker",
+                "TernBrokerTesting",
+                "TernClient",
+                "TernCodec",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
             resources: [.copy("Scripts")],
             swiftSettings: swiftSettings
         ),

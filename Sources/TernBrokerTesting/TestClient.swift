@@ -1,25 +1,24 @@
-import NIOCore
+public import NIOCore
 import NIOPosix
-import Synchronization
-import TernBroker
-import TernCodec
+public import TernCodec
 
 /// A deliberately small MQTT client for driving the broker over a real socket in tests. It sends
 /// exactly the packets a test gives it, including broken ones, and every wait has a deadline.
-struct TestClient: ~Copyable {
+public struct TestClient: ~Copyable {
     enum Event: Sendable {
         case packet(MQTTPacket)
         case closed
         case timeout(UInt64)
     }
 
-    let channel: any Channel
-    let version: ProtocolVersion
+    public let channel: any Channel
+    public let version: ProtocolVersion
     private var iterator: AsyncStream<Event>.Iterator
     private let continuation: AsyncStream<Event>.Continuation
     private var timeoutToken: UInt64 = 0
 
-    static func connect(port: Int, version: ProtocolVersion = .v5) async throws -> TestClient {
+    /// Connects a socket to 127.0.0.1:`port`; the MQTT CONNECT is up to the test.
+    public static func connect(port: Int, version: ProtocolVersion = .v5) async throws -> TestClient {
         let (stream, continuation) = AsyncStream<Event>.makeStream()
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelInitializer { channel in
@@ -41,12 +40,12 @@ struct TestClient: ~Copyable {
         self.continuation = continuation
     }
 
-    func send(_ packet: MQTTPacket) async throws {
+    public func send(_ packet: MQTTPacket) async throws {
         try await channel.writeAndFlush(packet)
     }
 
     /// Sends raw bytes, for malformed input.
-    func sendRaw(_ bytes: [UInt8]) async throws {
+    public func sendRaw(_ bytes: [UInt8]) async throws {
         // Bypass the encoder: write straight to the socket through the head of the pipeline.
         let channel = self.channel
         try await channel.eventLoop.flatSubmit {
@@ -57,7 +56,7 @@ struct TestClient: ~Copyable {
     }
 
     /// The next packet, `nil` when the connection closed. Throws after `seconds` without either.
-    mutating func next(seconds: Int64 = 20) async throws -> MQTTPacket? {
+    public mutating func next(seconds: Int64 = 20) async throws -> MQTTPacket? {
         timeoutToken += 1
         let token = timeoutToken
         let continuation = self.continuation
@@ -74,14 +73,14 @@ struct TestClient: ~Copyable {
     }
 
     /// Connects with a CONNECT and returns the CONNACK.
-    mutating func handshake(_ connect: Connect) async throws -> ConnAck {
+    public mutating func handshake(_ connect: Connect) async throws -> ConnAck {
         try await send(.connect(connect))
         guard case .connack(let ack)? = try await next() else { throw UnexpectedPacket(description: "no CONNACK") }
         return ack
     }
 
     /// The next packet that is not a PUBLISH of `$SYS`.
-    mutating func nextIgnoringSys(seconds: Int64 = 20) async throws -> MQTTPacket? {
+    public mutating func nextIgnoringSys(seconds: Int64 = 20) async throws -> MQTTPacket? {
         while true {
             let packet = try await next(seconds: seconds)
             if case .publish(let publish)? = packet, publish.topic.isDollarTopic { continue }
@@ -89,7 +88,7 @@ struct TestClient: ~Copyable {
         }
     }
 
-    func close() async {
+    public func close() async {
         try? await channel.close()
     }
 
@@ -109,11 +108,14 @@ struct TestClient: ~Copyable {
     }
 }
 
-struct TestTimeout: Error, CustomStringConvertible {
-    var seconds: Int64
-    var description: String { "nothing arrived within \(seconds) s" }
+/// Nothing arrived before a ``TestClient`` wait's deadline.
+public struct TestTimeout: Error, CustomStringConvertible {
+    public var seconds: Int64
+    public var description: String { "nothing arrived within \(seconds) s" }
 }
 
-struct UnexpectedPacket: Error, CustomStringConvertible {
-    var description: String
+/// A ``TestClient`` received something other than what the test waited for.
+public struct UnexpectedPacket: Error, CustomStringConvertible {
+    public var description: String
+    public init(description: String) { self.description = description }
 }
