@@ -67,6 +67,33 @@ struct MosquittoConfigurationTests {
         #expect(options.listeners == [.init(host: "127.0.0.2", port: 1999)])
     }
 
+    @Test("persistence keeps Mosquitto's options and defaults (off), plus persistence_durability")
+    func persistence() throws {
+        #expect(MosquittoConfiguration().persistence.enabled == false)
+        #expect(MosquittoConfiguration().persistence.durability == .commit)
+        let configuration = try MosquittoConfiguration.parse(
+            """
+            persistence true
+            persistence_location /var/lib/tern
+            persistence_file broker.db
+            autosave_interval 30
+            autosave_on_changes true
+            persistence_durability loss_window
+            persistent_client_expiration 2d
+            """,
+            file: "p.conf"
+        )
+        let persistence = configuration.persistence
+        #expect(persistence.enabled)
+        #expect(persistence.path == "/var/lib/tern/broker.db")
+        #expect(persistence.autosaveInterval == 30)
+        #expect(persistence.autosaveOnChanges)
+        #expect(persistence.durability == .lossWindow)
+        #expect(configuration.options.broker.persistentClientExpiration == 2 * 86_400)
+        #expect(configuration.warnings.isEmpty)
+        #expect(try MosquittoConfiguration.parse("persistence_location data/", file: "p.conf").persistence.path == "data/tern.db")
+    }
+
     @Test("an unknown option is a warning that names the file and line")
     func unknownOption() throws {
         let configuration = try MosquittoConfiguration.parse("\n\nfrobnicate yes\n", file: "/etc/tern.conf")
@@ -84,6 +111,10 @@ struct MosquittoConfigurationTests {
             ("\n\nmax_packet_size 10", 3, "max_packet_size must be 0 or at least 20 bytes"),
             ("log_dest carrier-pigeon", 1, "log_dest expects stdout, stderr or file PATH, not 'carrier-pigeon'"),
             ("allow_anonymous", 1, "allow_anonymous takes exactly one value"),
+            ("persistence yes", 1, "persistence expects true or false, not 'yes'"),
+            ("autosave_interval -5", 1, "autosave_interval expects a whole number from 0 to 2147483647, not '-5'"),
+            ("persistence_file data/tern.db", 1, "persistence_file is a file name; put the directory in persistence_location"),
+            ("persistence_durability eventually", 1, "persistence_durability expects commit or loss_window, not 'eventually'"),
         ]
     )
     func badValues(text: String, line: Int, reason: String) {
