@@ -248,6 +248,40 @@ struct RestartTests {
         server.terminate()
     }
 
+    @Test(
+        "Interop: paho-mqtt and mosquitto_sub -c -x 3600 resume their sessions across a restart and receive what was queued",
+        .enabled(if: Peers.pahoAvailable && Peers.mosquittoAvailable, "paho-mqtt or mosquitto-clients is missing")
+    )
+    func peersResumeAcrossRestart() async throws {
+        let server = try TernServer()
+        try await server.start()
+        let port = server.port
+        let opened = try Peers.run("/usr/bin/python3", [Peers.script("paho_restart.py"), "\(port)", "subscribe"], timeout: 30)
+        #expect(opened.status == 0, "\(opened.stdout)\(opened.stderr)")
+        let mosquittoSub = try #require(Peers.which("mosquitto_sub"))
+        let session = ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-c", "-i", "mq-restart", "-x", "3600", "-q", "1", "-t", "mq/restart"]
+        let subscribed = try Peers.run(mosquittoSub, session + ["-E"], timeout: 30)
+        #expect(subscribed.status == 0, "\(subscribed.stderr)")
+
+        var publisher = try await TestClient.connect(port: port)
+        try await publisher.open(Packets.connect("restart-publisher", cleanStart: true))
+        for n in 1...3 {
+            try await publisher.publishAndWait("paho/restart", "p\(n)", qos: .atLeastOnce, id: UInt16(n))
+            try await publisher.publishAndWait("mq/restart", "q\(n)", qos: .atLeastOnce, id: UInt16(10 + n))
+        }
+        await publisher.close()
+        server.terminate()
+        try await server.startAgain()
+
+        let resumed = try Peers.run("/usr/bin/python3", [Peers.script("paho_restart.py"), "\(port)", "resume", "3"], timeout: 40)
+        #expect(resumed.status == 0, "\(resumed.stdout)\(resumed.stderr)")
+        #expect(resumed.stdout.contains("session_present=True"))
+        #expect(resumed.stdout.components(separatedBy: "\n").filter { $0.hasPrefix("message ") } == ["message p1", "message p2", "message p3"])
+        let drained = try Peers.run(mosquittoSub, session + ["-C", "3"], timeout: 30)
+        #expect(drained.stdout.components(separatedBy: "\n").filter { !$0.isEmpty } == ["q1", "q2", "q3"], "\(drained.stderr)")
+        server.terminate()
+    }
+
     @Test("Crash test: SIGKILL at 20 random moments loses no acknowledged QoS 1/2 message and duplicates no QoS 2 message")
     func crashLosesNothingAcknowledged() async throws {
         let rounds = 20
