@@ -20,6 +20,8 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Messages the publisher may be ahead of the subscriber.") var window = 1000
     @Option(help: "Give up after this many seconds.") var timeout: Int64 = 120
     @Option(help: "A label for the output line.") var label = "broker"
+    @Flag(help: "The subscriber keeps a persistent session (clean session 0), so a store holds its messages.")
+    var persistent = false
 
     func run() async throws {
         guard let qos = QoS(rawValue: UInt8(qos)) else { throw ValidationError("--qos must be 0, 1 or 2") }
@@ -37,7 +39,7 @@ struct Bench: AsyncParsableCommand {
         let progress = BenchProgress(count: count)
         let topic = try TopicName("tern/bench/\(UInt32.random(in: 0...UInt32.max))")
 
-        let subscriber = try await connect(loop: loop, clientID: "bench-sub-\(UInt16.random(in: 0...9999))", handler: {
+        let subscriber = try await connect(loop: loop, clientID: "bench-sub-\(UInt16.random(in: 0...9999))", cleanSession: !persistent, handler: {
             SubscriberHandler(progress: progress)
         })
         try await subscriber.writeAndFlush(
@@ -47,7 +49,7 @@ struct Bench: AsyncParsableCommand {
 
         let message = ByteBuffer(repeating: 0x61, count: payload)
         let window = self.window
-        let publisher = try await connect(loop: loop, clientID: "bench-pub-\(UInt16.random(in: 0...9999))", handler: {
+        let publisher = try await connect(loop: loop, clientID: "bench-pub-\(UInt16.random(in: 0...9999))", cleanSession: true, handler: {
             PublisherHandler(progress: progress, topic: topic, payload: message, qos: qos, window: window)
         })
         let start = NIODeadline.now()
@@ -67,6 +69,7 @@ struct Bench: AsyncParsableCommand {
     private func connect(
         loop: any EventLoop,
         clientID: String,
+        cleanSession: Bool,
         handler: @escaping @Sendable () -> any ChannelHandler
     ) async throws -> any Channel {
         let channel = try await ClientBootstrap(group: loop)
@@ -79,7 +82,7 @@ struct Bench: AsyncParsableCommand {
                 }
             }
             .connect(host: host, port: port).get()
-        try await channel.writeAndFlush(MQTTPacket.connect(Connect(protocolVersion: .v3_1_1, clientIdentifier: clientID, keepAlive: 600))).get()
+        try await channel.writeAndFlush(MQTTPacket.connect(Connect(protocolVersion: .v3_1_1, clientIdentifier: clientID, cleanStart: cleanSession, keepAlive: 600))).get()
         return channel
     }
 }

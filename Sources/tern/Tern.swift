@@ -6,6 +6,6 @@ struct Tern: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tern",
         abstract: "An MQTT 5.0 / 3.1.1 broker and its tools.",
-        subcommands: [Serve.self, Pub.self, Sub.self, Passwd.self, Sessions.self, Bench.self]
+        subcommands: [Serve.self, Pub.self, Sub.self, Passwd.self, Sessions.self, Bench.self, BenchStore.self]
     )
 }
