@@ -3,12 +3,29 @@ import TernBrokerCore
 
 /// Actions held back until the store has committed the changes they depend on.
 ///
-/// A PUBACK or PUBREC promises that a message is safe; a PUBLISH to a subscriber hands out a
-/// packet identifier that a restarted broker must still know. So every action produced together
-/// with store changes waits for the commit of those changes (write-ahead). Actions for a
-/// connection that already has held actions wait behind them, so each connection sees its
-/// packets in the order the state produced them.
+/// Of the actions produced together with store changes, those that promise the change wait for
+/// its commit (write-ahead):
+/// - everything but CONNACK and a QoS 0/1 PUBLISH sent back to the client whose packet made the
+///   change: its PUBACK or PUBREC says the message is safe, its SUBACK that the subscription is;
+/// - a QoS 2 PUBLISH or PUBREL to anyone: a QoS 2 delivery must never be repeated as new after a
+///   restart, so the state that remembers it must be on disk before the subscriber sees it.
+///
+/// A QoS 0/1 PUBLISH to a subscriber leaves at once: if the broker dies before the commit, the
+/// publisher was not acknowledged and sends again, and a QoS 1 duplicate is allowed (§4.3.2).
+/// Actions for a connection that already has held actions wait behind them, so each connection
+/// sees its packets in the order the state produced them.
 struct HeldActions {
+    static func mustWait(_ action: BrokerAction, current: ConnectionID?) -> Bool {
+        switch action {
+        case .send(_, .publish(let publish)): return publish.qos == .exactlyOnce
+        case .send(_, .pubrel): return true
+        // CONNACK's Session Present is true of the state it answers; if that state is lost to a
+        // crash, the next CONNACK says so. Holding it would add a commit to every connect.
+        case .send(_, .connack): return false
+        case .send(let id, _), .close(let id): return id == current
+        }
+    }
+
     private var entries: Deque<(ticket: UInt64, id: ConnectionID, action: BrokerAction)> = []
     private var heldPerConnection: [ConnectionID: Int] = [:]
 

@@ -3,6 +3,9 @@ public import NIOCore
 public import NIOPosix
 public import ServiceLifecycle
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 public import TernBrokerCore
 import TernCodec
 import TernStore
@@ -170,6 +173,7 @@ public final class MQTTBroker: Service, Sendable {
             // No connection exists yet: wills published at start-up only reach stored sessions.
             shared.state.restore(snapshot, now: .now()).summary
         }
+        releaseFreedMemory()
         logger.info(
             "store restored",
             metadata: [
@@ -222,9 +226,10 @@ public final class MQTTBroker: Service, Sendable {
             for action in actions {
                 switch action {
                 case .send(let id, _), .close(let id):
-                    // Write-ahead: nothing that depends on a change leaves before the change is on
-                    // disk, and a connection with held actions gets everything after them, in order.
-                    if let wait = ticket ?? shared.held.ticket(holding: id) {
+                    // Write-ahead: what promises a change (an acknowledgement to the client whose
+                    // packet made it, a QoS 2 step) waits until the change is on disk, and a
+                    // connection with held actions gets everything after them, in order.
+                    if let wait = shared.held.ticket(holding: id) ?? ticket.flatMap({ HeldActions.mustWait(action, current: current) ? $0 : nil }) {
                         shared.held.hold(action, for: id, until: wait)
                     } else if id == current {
                         own.append(action)
@@ -271,3 +276,14 @@ public final class MQTTBroker: Service, Sendable {
 
 /// The version reported in `$SYS/broker/version`.
 let ternVersion = "tern 0.1.0"
+
+/// Hands memory freed after a restore (the rows read, the snapshot) back to the system: glibc keeps
+/// freed heap otherwise, and a large store would leave the broker looking twice its size.
+private func releaseFreedMemory() {
+    #if canImport(Glibc)
+    // Looked up at run time: Swift's Glibc module does not export malloc_trim.
+    typealias MallocTrim = @convention(c) (Int) -> Int32
+    guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim") else { return }
+    _ = unsafeBitCast(symbol, to: MallocTrim.self)(0)
+    #endif
+}

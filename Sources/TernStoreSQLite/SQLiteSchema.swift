@@ -159,9 +159,16 @@ enum SQLiteSchema {
             }
             sessions[key]!.subscriptions.append(SessionSubscription(filter: filter, options: options, identifier: (row[3] as Int64?).map { UInt32(clamping: $0) }))
         }
+        let messageCount = try Int.fetchOne(db, sql: "SELECT count(*) FROM messages") ?? 0
+        snapshot.messages.reserveCapacity(messageCount)
         let messageRows = try Row.fetchCursor(db, sql: "SELECT id, body, expires_at FROM messages")
         while let row = try messageRows.next() {
-            snapshot.messages[UInt64(row[0] as Int64)] = try message(row[1], expiresAt: row[2])
+            // Read in place: the body is copied once, into the ByteBuffer the message slices.
+            let decoded = try row.withUnsafeData(atIndex: 1) { body in
+                guard let body else { throw StoreCorruption("a stored message has no body") }
+                return try message(body, expiresAt: row[2])
+            }
+            snapshot.messages[UInt64(row[0] as Int64)] = decoded
         }
         let deliveryRows = try Row.fetchCursor(db, sql: "SELECT seq, session, message, flags, subscription_ids, packet_id FROM deliveries ORDER BY seq")
         while let row = try deliveryRows.next() {

@@ -205,8 +205,14 @@ public final class SQLiteStore: TernStore {
         queue.markStopped()
     }
 
+    /// Writes one batch. Deliveries and messages are written at the end of the batch, so that a
+    /// delivery acknowledged before its batch was committed (the usual case for a connected
+    /// subscriber) is never written at all, and neither is a message nobody refers to any more.
     private func write(_ batch: [StoreChange], db: Database, figures: inout Figures) throws {
         var removable: Set<UInt64> = []
+        var pendingMessages: [UInt64: ApplicationMessage] = [:]
+        var pendingDeliveries: [UInt64: (session: UInt64, delivery: StoredDelivery)] = [:]
+        var sessionsChanged = false
         func reference(_ id: UInt64) { figures.references[id, default: 0] += 1 }
         func release(_ id: UInt64) {
             let count = (figures.references[id] ?? 0) - 1
@@ -220,8 +226,14 @@ public final class SQLiteStore: TernStore {
         for change in batch {
             switch change {
             case .putSession(let header):
+                sessionsChanged = true
                 try SQLiteSchema.putSession(header, db: db)
             case .deleteSession(let key):
+                sessionsChanged = true
+                for (sequence, pending) in pendingDeliveries where pending.session == key {
+                    pendingDeliveries[sequence] = nil
+                    release(pending.delivery.messageID)
+                }
                 let messageIDs = try Int64.fetchAll(db.cachedStatement(sql: "SELECT message FROM deliveries WHERE session = ?"), arguments: [Int64(key)])
                 for id in messageIDs { release(UInt64(id)) }
                 for table in ["deliveries", "subscriptions", "releases", "inbound_qos2"] {
@@ -238,27 +250,24 @@ public final class SQLiteStore: TernStore {
                 try db.cachedStatement(sql: "DELETE FROM subscriptions WHERE session = ? AND filter = ?").execute(arguments: [Int64(key), filter])
             case .putMessage(let id, let message):
                 removable.remove(id)
-                try db.cachedStatement(sql: "INSERT OR IGNORE INTO messages(id, body, expires_at) VALUES (?, ?, ?)")
-                    .execute(arguments: [
-                        Int64(id), Data(StoredMessageCoding.encode(message).readableBytesView),
-                        message.expiresAt?.millisecondsSinceEpoch,
-                    ])
+                if pendingMessages[id] == nil { pendingMessages[id] = message }
             case .putDelivery(let key, let delivery):
                 removable.remove(delivery.messageID)
                 reference(delivery.messageID)
-                try db.cachedStatement(
-                    sql: "INSERT OR REPLACE INTO deliveries(seq, session, message, flags, subscription_ids, packet_id) VALUES (?, ?, ?, ?, ?, ?)"
-                ).execute(arguments: [
-                    Int64(delivery.sequence), Int64(key), Int64(delivery.messageID),
-                    Int(delivery.qos.rawValue) | (delivery.retain ? 4 : 0),
-                    SQLiteSchema.encodeIdentifiers(delivery.subscriptionIdentifiers),
-                    delivery.packetIdentifier.map { Int($0) },
-                ])
+                pendingDeliveries[delivery.sequence] = (key, delivery)
             case .deliverySent(let sequence, let packetIdentifier):
-                try db.cachedStatement(sql: "UPDATE deliveries SET packet_id = ? WHERE seq = ?").execute(arguments: [Int(packetIdentifier), Int64(sequence)])
+                if pendingDeliveries[sequence] != nil {
+                    pendingDeliveries[sequence]!.delivery.packetIdentifier = packetIdentifier
+                } else {
+                    try db.cachedStatement(sql: "UPDATE deliveries SET packet_id = ? WHERE seq = ?").execute(arguments: [Int(packetIdentifier), Int64(sequence)])
+                }
             case .deleteDelivery(let sequence, let messageID):
-                try db.cachedStatement(sql: "DELETE FROM deliveries WHERE seq = ?").execute(arguments: [Int64(sequence)])
-                if db.changesCount > 0 { release(messageID) }
+                if pendingDeliveries.removeValue(forKey: sequence) != nil {
+                    release(messageID)
+                } else {
+                    try db.cachedStatement(sql: "DELETE FROM deliveries WHERE seq = ?").execute(arguments: [Int64(sequence)])
+                    if db.changesCount > 0 { release(messageID) }
+                }
             case .putRelease(let key, let packetIdentifier):
                 try db.cachedStatement(sql: "INSERT OR IGNORE INTO releases(session, packet_id) VALUES (?, ?)").execute(arguments: [Int64(key), Int(packetIdentifier)])
             case .deleteRelease(let key, let packetIdentifier):
@@ -277,12 +286,32 @@ public final class SQLiteStore: TernStore {
                 try db.cachedStatement(sql: "DELETE FROM retained WHERE topic = ?").execute(arguments: [topic])
             }
         }
+        for (id, message) in pendingMessages where figures.references[id] != nil {
+            try db.cachedStatement(sql: "INSERT OR IGNORE INTO messages(id, body, expires_at) VALUES (?, ?, ?)")
+                .execute(arguments: [
+                    Int64(id), Data(StoredMessageCoding.encode(message).readableBytesView),
+                    message.expiresAt?.millisecondsSinceEpoch,
+                ])
+        }
+        for (_, pending) in pendingDeliveries.sorted(by: { $0.key < $1.key }) {
+            let delivery = pending.delivery
+            try db.cachedStatement(
+                sql: "INSERT OR REPLACE INTO deliveries(seq, session, message, flags, subscription_ids, packet_id) VALUES (?, ?, ?, ?, ?, ?)"
+            ).execute(arguments: [
+                Int64(delivery.sequence), Int64(pending.session), Int64(delivery.messageID),
+                Int(delivery.qos.rawValue) | (delivery.retain ? 4 : 0),
+                SQLiteSchema.encodeIdentifiers(delivery.subscriptionIdentifiers),
+                delivery.packetIdentifier.map { Int($0) },
+            ])
+        }
         // A message goes with its last reference; SQLite reuses the freed pages.
         for id in removable where figures.references[id] == nil {
             try db.cachedStatement(sql: "DELETE FROM messages WHERE id = ?").execute(arguments: [Int64(id)])
         }
         figures.statistics.messages = figures.references.count
-        figures.statistics.sessions = try Int.fetchOne(db.cachedStatement(sql: "SELECT count(*) FROM sessions")) ?? 0
+        if sessionsChanged {
+            figures.statistics.sessions = try Int.fetchOne(db.cachedStatement(sql: "SELECT count(*) FROM sessions")) ?? 0
+        }
     }
 }
 

@@ -92,13 +92,21 @@ struct Serve: AsyncParsableCommand {
             if !settings.location.isEmpty {
                 try? FileManager.default.createDirectory(atPath: settings.location, withIntermediateDirectories: true)
             }
+            let opening = ContinuousClock.now
             do {
                 configuration.options.store = try SQLiteStore(path: settings.path, durability: settings.storeDurability, logger: logger)
             } catch {
                 FileHandle.standardError.write(Data("tern: cannot open the store \(settings.path): \(error)\n".utf8))
                 throw ExitCode(3)
             }
-            logger.info("persistence on", metadata: ["store": "\(settings.path)", "durability": "\(settings.durability)"])
+            let opened = ContinuousClock.now - opening
+            logger.info(
+                "persistence on",
+                metadata: [
+                    "store": "\(settings.path)", "durability": "\(settings.durability)",
+                    "read-ms": "\(opened.components.seconds * 1000 + opened.components.attoseconds / 1_000_000_000_000_000)",
+                ]
+            )
         }
 
         let broker = MQTTBroker(options: configuration.options, logger: logger)
