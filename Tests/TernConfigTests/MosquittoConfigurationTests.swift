@@ -89,7 +89,7 @@ struct MosquittoConfigurationTests {
         #expect(persistence.autosaveInterval == 30)
         #expect(persistence.autosaveOnChanges)
         #expect(persistence.durability == .lossWindow)
-        #expect(configuration.options.broker.persistentClientExpiration == 2 * 86_400)
+        #expect(configuration.options.broker.persistentClientExpiration == UInt32(172_800))  // 2d
         #expect(configuration.warnings.isEmpty)
         #expect(try MosquittoConfiguration.parse("persistence_location data/", file: "p.conf").persistence.path == "data/tern.db")
     }
