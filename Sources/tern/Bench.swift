@@ -72,16 +72,7 @@ struct Bench: AsyncParsableCommand {
         cleanSession: Bool,
         handler: @escaping @Sendable () -> any ChannelHandler
     ) async throws -> any Channel {
-        let channel = try await ClientBootstrap(group: loop)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(MQTTPacketDecoder(protocolVersion: .v3_1_1)))
-                    try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(MQTTPacketEncoder(protocolVersion: .v3_1_1)))
-                    try channel.pipeline.syncOperations.addHandler(handler())
-                }
-            }
-            .connect(host: host, port: port).get()
+        let channel = try await openBenchChannel(loop: loop, host: host, port: port, handler: handler)
         try await channel.writeAndFlush(MQTTPacket.connect(Connect(protocolVersion: .v3_1_1, clientIdentifier: clientID, cleanStart: cleanSession, keepAlive: 600))).get()
         return channel
     }
@@ -190,4 +181,23 @@ final class PublisherHandler: ChannelInboundHandler {
         }
         if wrote { context.flush() }
     }
+}
+
+/// A 3.1.1 client connection for the load generators: the codec, then `handler`. CONNECT is up to the caller.
+func openBenchChannel(
+    loop: any EventLoop,
+    host: String,
+    port: Int,
+    handler: @escaping @Sendable () -> any ChannelHandler
+) async throws -> any Channel {
+    try await ClientBootstrap(group: loop)
+        .channelOption(.socketOption(.tcp_nodelay), value: 1)
+        .channelInitializer { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(MQTTPacketDecoder(protocolVersion: .v3_1_1)))
+                try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(MQTTPacketEncoder(protocolVersion: .v3_1_1)))
+                try channel.pipeline.syncOperations.addHandler(handler())
+            }
+        }
+        .connect(host: host, port: port).get()
 }

@@ -149,16 +149,9 @@ final class BenchConnection: ChannelInboundHandler, Sendable {
 
     static func open(loop: any EventLoop, port: Int, clientID: String, cleanSession: Bool, counter: BenchCounter) async throws -> any Channel {
         let connected = loop.makePromise(of: Void.self)
-        let channel = try await ClientBootstrap(group: loop)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(MQTTPacketDecoder(protocolVersion: .v3_1_1)))
-                    try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(MQTTPacketEncoder(protocolVersion: .v3_1_1)))
-                    try channel.pipeline.syncOperations.addHandler(BenchConnection(counter: counter, connected: connected))
-                }
-            }
-            .connect(host: "127.0.0.1", port: port).get()
+        let channel = try await openBenchChannel(loop: loop, host: "127.0.0.1", port: port) {
+            BenchConnection(counter: counter, connected: connected)
+        }
         try await channel.writeAndFlush(
             MQTTPacket.connect(Connect(protocolVersion: .v3_1_1, clientIdentifier: clientID, cleanStart: cleanSession, keepAlive: 600))
         ).get()
