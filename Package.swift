@@ -132,6 +132,7 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: [
                 "TernBroker",
+                "TernStoreSQLite",
                 "TernBrokerTesting",
                 "TernBrokerCore",
                 "TernCodec",
