@@ -431,6 +431,23 @@ struct SQLiteStoreFileTests {
         #expect(try reopened.load().isEmpty)
     }
 
+    @Test("loss_window: nothing waits (no ticket), and the change is committed within the interval")
+    func lossWindowCommitsWithinInterval() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tern-window-\(UUID().uuidString).db").path
+        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        let store = try SQLiteStore(path: path, durability: .lossWindow(interval: .milliseconds(200), changes: 0))
+        _ = try store.load()
+        let (stream, continuation) = AsyncStream<UInt64>.makeStream()
+        store.start { continuation.yield($0) }
+        let header = StoredSessionHeader(key: 1, clientID: "w", protocolVersion: .v5, expiryInterval: 60, expiresAt: nil, attached: true)
+        let started = ContinuousClock.now
+        #expect(store.submit([.putSession(header)]) == nil)
+        for await _ in stream { break }
+        #expect(ContinuousClock.now - started >= .milliseconds(150))
+        #expect(try StoreListing.read(path: path).entries.map(\.clientID) == ["w"])
+        store.close()
+    }
+
     @Test("Group commit: a submitted change's ticket is reported once it is on disk")
     func commitTicketsReported() async throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("tern-ticket-\(UUID().uuidString).db").path
