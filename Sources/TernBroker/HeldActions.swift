@@ -15,7 +15,7 @@ import TernBrokerCore
 /// Actions for a connection that already has held actions wait behind them, so each connection
 /// sees its packets in the order the state produced them.
 struct HeldActions {
-    static func mustWait(_ action: BrokerAction, current: ConnectionID?) -> Bool {
+    private static func mustWait(_ action: BrokerAction, current: ConnectionID?) -> Bool {
         switch action {
         case .send(_, .publish(let publish)): return publish.qos == .exactlyOnce
         case .send(_, .pubrel): return true
@@ -29,10 +29,18 @@ struct HeldActions {
     private var entries: Deque<(ticket: UInt64, id: ConnectionID, action: BrokerAction)> = []
     private var heldPerConnection: [ConnectionID: Int] = [:]
 
-    /// The ticket to wait for if `id` already has held actions, else `nil`.
-    func ticket(holding id: ConnectionID) -> UInt64? {
-        guard heldPerConnection[id] != nil else { return nil }
-        return entries.last?.ticket
+    /// The ticket `action` must wait for: the last held one if its connection already has held
+    /// actions, else `ticket` (the commit of this event's changes, if any) when the action promises
+    /// them; `nil` when it may leave now.
+    func wait(for action: BrokerAction, ticket: UInt64?, current: ConnectionID?) -> UInt64? {
+        // The usual case, and the only one without a store: nothing held, nothing to commit.
+        if entries.isEmpty, ticket == nil { return nil }
+        switch action {
+        case .send(let id, _), .close(let id):
+            if heldPerConnection[id] != nil { return entries.last?.ticket }
+        }
+        guard let ticket, Self.mustWait(action, current: current) else { return nil }
+        return ticket
     }
 
     mutating func hold(_ action: BrokerAction, for id: ConnectionID, until ticket: UInt64) {

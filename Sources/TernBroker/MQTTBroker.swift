@@ -229,7 +229,7 @@ public final class MQTTBroker: Service, Sendable {
                     // Write-ahead: what promises a change (an acknowledgement to the client whose
                     // packet made it, a QoS 2 step) waits until the change is on disk, and a
                     // connection with held actions gets everything after them, in order.
-                    if let wait = shared.held.ticket(holding: id) ?? ticket.flatMap({ HeldActions.mustWait(action, current: current) ? $0 : nil }) {
+                    if let wait = shared.held.wait(for: action, ticket: ticket, current: current) {
                         shared.held.hold(action, for: id, until: wait)
                     } else if id == current {
                         own.append(action)
@@ -264,12 +264,14 @@ public final class MQTTBroker: Service, Sendable {
     }
 
     private func publishSystemTopics() {
+        // Read outside the lock: a store's figures may touch the file system.
+        let store = options.store?.statistics
         withState { state in
             state.statistics.messagesReceived = counters.packetsReceived.load(ordering: .relaxed)
             state.statistics.messagesSent = counters.packetsSent.load(ordering: .relaxed)
             state.statistics.bytesReceived = counters.bytesReceived.load(ordering: .relaxed)
             state.statistics.bytesSent = counters.bytesSent.load(ordering: .relaxed)
-            return state.publishSystemTopics(now: .now(), version: ternVersion, store: options.store?.statistics)
+            return state.publishSystemTopics(now: .now(), version: ternVersion, store: store)
         }
     }
 }

@@ -58,8 +58,7 @@ extension BrokerState {
         case .exactlyOnce:
             if !tooLarge {
                 sessions[clientID]?.inboundQoS2Pending.insert(packet.packetIdentifier)
-                let key = sessions[clientID]?.storeKey ?? 0
-                record(.putInboundQoS2(session: key, packetIdentifier: packet.packetIdentifier), session: key)
+                record(for: clientID) { .putInboundQoS2(session: $0, packetIdentifier: packet.packetIdentifier) }
             }
             actions.append(.send(connection, .pubrec(PublishAcknowledgement(packetIdentifier: packet.packetIdentifier, reasonCode: code))))
         }
@@ -70,10 +69,7 @@ extension BrokerState {
     public mutating func publishRelease(_ connection: ConnectionID, _ packet: PublishAcknowledgement) -> [BrokerAction] {
         guard let (clientID, version) = connections[connection] else { return [] }
         let known = sessions[clientID]?.inboundQoS2Pending.remove(packet.packetIdentifier) != nil
-        if known {
-            let key = sessions[clientID]?.storeKey ?? 0
-            record(.deleteInboundQoS2(session: key, packetIdentifier: packet.packetIdentifier), session: key)
-        }
+        if known { record(for: clientID) { .deleteInboundQoS2(session: $0, packetIdentifier: packet.packetIdentifier) } }
         let code: ReasonCode = known || version != .v5 ? .success : .packetIdentifierNotFound
         return [.send(connection, .pubcomp(PublishAcknowledgement(packetIdentifier: packet.packetIdentifier, reasonCode: code)))]
     }
@@ -252,9 +248,8 @@ extension BrokerState {
         guard let outcome = sessions[clientID]?.acknowledge(type, packet) else { return [] }
         if let reply = outcome.reply { actions.append(.send(connection, reply)) }
         if let finished = outcome.finished { recordDeliveryEnded(finished) }
-        let key = sessions[clientID]?.storeKey ?? 0
-        if outcome.released { record(.putRelease(session: key, packetIdentifier: packet.packetIdentifier), session: key) }
-        if outcome.completed { record(.deleteRelease(session: key, packetIdentifier: packet.packetIdentifier), session: key) }
+        if outcome.released { record(for: clientID) { .putRelease(session: $0, packetIdentifier: packet.packetIdentifier) } }
+        if outcome.completed { record(for: clientID) { .deleteRelease(session: $0, packetIdentifier: packet.packetIdentifier) } }
         drainQueue(clientID, now: now, into: &actions)
         return actions
     }

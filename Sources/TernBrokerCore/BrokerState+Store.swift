@@ -88,6 +88,12 @@ extension BrokerState {
         guard recordsChanges, session != 0 else { return }
         storeChanges.append(change)
     }
+
+    /// Records the change `make` builds from the store key of `clientID`'s session, if it is stored.
+    mutating func record(for clientID: String, _ make: (UInt64) -> StoreChange) {
+        guard recordsChanges, let key = sessions[clientID]?.storeKey, key != 0 else { return }
+        storeChanges.append(make(key))
+    }
 }
 
 // MARK: - Restoring from a store

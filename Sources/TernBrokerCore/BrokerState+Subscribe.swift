@@ -18,8 +18,7 @@ extension BrokerState {
             )
             let remembered = SessionSubscription(filter: subscription.filter, options: options, identifier: identifier)
             sessions[clientID]?.subscriptions[subscription.filter.string] = remembered
-            let key = sessions[clientID]?.storeKey ?? 0
-            record(.putSubscription(session: key, remembered), session: key)
+            record(for: clientID) { .putSubscription(session: $0, remembered) }
             codes.append(ReasonCode(rawValue: options.qos.rawValue))
             // §4.8.2: retained messages are not sent for a shared subscription.
             guard !subscription.filter.isShared else { continue }
@@ -53,8 +52,7 @@ extension BrokerState {
         for filter in packet.filters {
             let existed = topics.unsubscribe(filter, clientID: clientID)
             sessions[clientID]?.subscriptions[filter.string] = nil
-            let key = sessions[clientID]?.storeKey ?? 0
-            if existed { record(.deleteSubscription(session: key, filter: filter.string), session: key) }
+            if existed { record(for: clientID) { .deleteSubscription(session: $0, filter: filter.string) } }
             codes.append(existed ? .success : .noSubscriptionExisted)
         }
         return [.send(connection, .unsuback(SubscribeAcknowledgement(packetIdentifier: packet.packetIdentifier, reasonCodes: codes)))]
