@@ -30,6 +30,20 @@ extension BrokerState {
             }
         }
 
+        if checksAccess, let identity = sessions[clientID]?.identity,
+            !mayPublish(packet.topic.string, clientID: clientID, identity: identity)
+        {
+            // Dropped; a v5 QoS 1/2 sender is told 0x87, a 3.1.1 one gets the only answer it can read.
+            statistics.publishMessagesDropped += 1
+            let ack = PublishAcknowledgement(packetIdentifier: packet.packetIdentifier, reasonCode: version == .v5 ? .notAuthorized : .success)
+            switch packet.qos {
+            case .atMostOnce: break
+            case .atLeastOnce: actions.append(.send(connection, .puback(ack)))
+            case .exactlyOnce: actions.append(.send(connection, .pubrec(ack)))
+            }
+            return actions
+        }
+
         let tooLarge = configuration.messageSizeLimit > 0 && packet.payload.readableBytes > configuration.messageSizeLimit
         var delivered = 0
         if !tooLarge {
@@ -114,8 +128,10 @@ extension BrokerState {
         var perClient: [String: Delivery] = [:]
         var order: [String] = []
         var sharedDeliveries: [(String, Delivery)] = []
+        let checking = checksAccess
         for match in matches {
             let entry = match.entry
+            if checking, let session = sessions[entry.clientID], !mayReceive(topicString, session: session) { continue }
             if entry.options.noLocal, entry.clientID == message.publisherClientID { continue }  // §3.8.3.1
             let qos = min(message.qos, entry.options.qos)
             let retain = entry.options.retainAsPublished ? message.retain : false

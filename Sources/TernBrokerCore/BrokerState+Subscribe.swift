@@ -5,11 +5,16 @@ extension BrokerState {
     /// subscription's Retain Handling asks (MQTT 5.0 §3.8.4, §3.3.1.3).
     public mutating func subscribe(_ connection: ConnectionID, _ packet: Subscribe, now: BrokerInstant) -> [BrokerAction] {
         var actions: [BrokerAction] = []
-        guard let (clientID, _) = connections[connection] else { return [] }
+        guard let (clientID, version) = connections[connection] else { return [] }
         let identifier = packet.properties.subscriptionIdentifiers.first
+        let identity = checksAccess ? sessions[clientID]?.identity : nil
         var codes: [ReasonCode] = []
         var retainedToSend: [(TopicFilter, SubscriptionOptions)] = []
         for subscription in packet.subscriptions {
+            if let identity, !maySubscribe(subscription.filter, clientID: clientID, identity: identity) {
+                codes.append(version == .v5 ? .notAuthorized : .unspecifiedError)  // 3.1.1 §3.9.3: 0x80 Failure
+                continue
+            }
             var options = subscription.options
             options.qos = min(options.qos, configuration.maxQoS)
             let existed = topics.subscribe(
@@ -32,6 +37,7 @@ extension BrokerState {
         for (filter, options) in retainedToSend {
             for (topic, message) in retained.sorted(by: { $0.key < $1.key }) where filter.matches(topic) {
                 if message.isExpired(at: now) { continue }
+                if identity != nil, let session = sessions[clientID], !mayReceive(topic, session: session) { continue }
                 // §3.3.1.3: messages sent because of a new subscription keep RETAIN = 1.
                 let delivery = Delivery(
                     message: message,

@@ -16,6 +16,12 @@ public struct BrokerState: Sendable {
     /// Wills waiting for their Will Delay Interval, by client identifier.
     public internal(set) var pendingWills: [String: (message: ApplicationMessage, deadline: BrokerInstant)] = [:]
     public var statistics = BrokerStatistics()
+    /// `acl_file`: who may publish, subscribe and receive where; `nil` allows everything. With
+    /// `per_listener_settings true` a listener's own policy in ``listenerPolicies`` replaces it.
+    public var accessControl: AccessControlList?
+    /// Each listener's `allow_anonymous` and `acl_file` under `per_listener_settings true`, by the
+    /// listener number the I/O layer passes to ``connect(_:_:credentials:listener:now:)``.
+    public var listenerPolicies: [Int: AccessPolicy] = [:]
     var assignedIdentifierCounter: UInt64 = 0
     /// Whether changes to stored sessions are recorded for a store (``takeStoreChanges()``).
     /// Off when the broker keeps its state in memory only.
@@ -56,6 +62,7 @@ extension BrokerState {
         _ connection: ConnectionID,
         _ packet: Connect,
         credentials: Credentials = .none,
+        listener: Int? = nil,
         now: BrokerInstant
     ) -> [BrokerAction] {
         var actions: [BrokerAction] = []
@@ -72,10 +79,12 @@ extension BrokerState {
         // user, so that the answer does not tell whether the user exists; a client without a user
         // name needs allow_anonymous (else 0x87, 3.1.1: 5), and so does one whose user name there
         // is no password file to check against.
+        let identity = ClientIdentity(username: packet.username, listener: listener)
+        let allowAnonymous = listener.flatMap { listenerPolicies[$0]?.allowAnonymous } ?? configuration.allowAnonymous
         switch credentials {
         case .invalid: return refuse(.badUserNameOrPassword)
-        case .none where !configuration.allowAnonymous: return refuse(.notAuthorized)
-        case .unchecked where !configuration.allowAnonymous: return refuse(.badUserNameOrPassword)
+        case .none where !allowAnonymous: return refuse(.notAuthorized)
+        case .unchecked where !allowAnonymous: return refuse(.badUserNameOrPassword)
         case .none, .unchecked, .valid: break
         }
         if version == .v5, packet.properties.authenticationMethod != nil {
@@ -98,6 +107,10 @@ extension BrokerState {
                 clientID = "\(configuration.autoIDPrefix)\(startedAt.millisecondsSinceEpoch)-\(assignedIdentifierCounter)"
             } while sessions[clientID] != nil
             assignedIdentifier = clientID
+        }
+        // As Mosquitto does: a will the client could not publish itself is refused at CONNECT.
+        if let will = packet.will, !mayPublish(will.topic.string, clientID: clientID, identity: identity) {
+            return refuse(.notAuthorized)
         }
 
         // §3.1.2.11.2: absent means 0. 3.1.1's Clean Session 0 is a session that never expires.
@@ -131,6 +144,7 @@ extension BrokerState {
         let clientReceiveMaximum = version == .v5 ? Int(packet.properties.receiveMaximum ?? .max) : Int.max
         session.sendWindow = max(1, min(clientReceiveMaximum, configuration.maxInflightMessages))
         session.clientMaximumPacketSize = packet.properties.maximumPacketSize.map { Int($0) }
+        session.identity = identity
         sessions[clientID] = session
         connections[connection] = (clientID, version)
         recordSession(clientID)
@@ -149,7 +163,10 @@ extension BrokerState {
             if granted != packet.keepAlive { properties.serverKeepAlive = granted }
         }
         actions.append(.send(connection, .connack(ConnAck(sessionPresent: sessionPresent, properties: properties))))
-        if sessionPresent { resume(clientID, now: now, into: &actions) }
+        if sessionPresent {
+            recheckAccess(clientID)
+            resume(clientID, now: now, into: &actions)
+        }
         return actions
     }
 

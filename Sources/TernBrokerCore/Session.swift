@@ -103,6 +103,9 @@ public struct Session: Sendable {
     var sendWindow: Int = 20
     /// The client's Maximum Packet Size, if it set one.
     var clientMaximumPacketSize: Int?
+    /// Who the ACLs see: set by each CONNECT, unknown for a session restored from the store until
+    /// its client comes back (its messages are queued, then checked when it does).
+    var identity: ClientIdentity?
 
     init(clientID: String, protocolVersion: ProtocolVersion, expiryInterval: UInt32) {
         self.clientID = clientID

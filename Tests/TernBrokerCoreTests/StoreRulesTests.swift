@@ -23,6 +23,10 @@ final class StoreHarness {
     let path: String
     var store: any TernStore
     var state: BrokerState
+    /// The ACL every state this harness makes starts with, across restarts.
+    var accessControl: AccessControlList? {
+        didSet { state.accessControl = accessControl }
+    }
 
     init(_ kind: StoreKind, configuration: BrokerConfiguration = BrokerConfiguration(), now: BrokerInstant = t0) throws {
         self.kind = kind
@@ -63,6 +67,7 @@ final class StoreHarness {
         store = try Self.open(kind, path: path, existing: store)
         state = BrokerState(configuration: configuration, now: now)
         state.recordsChanges = true
+        state.accessControl = accessControl
         let snapshot = try store.load()
         let result = state.restore(snapshot, now: now)
         store.start { _ in }
