@@ -3,13 +3,47 @@ public import TernStore
 
 /// Everything an embedded or command-line broker is started with.
 public struct BrokerOptions: Sendable {
-    /// One address and port to accept MQTT connections on.
+    /// One place to accept MQTT connections: a TCP address and port or a Unix socket, speaking
+    /// MQTT or MQTT over WebSockets, with or without TLS (Mosquitto's `listener` block).
     public struct Listener: Sendable, Hashable {
+        /// What the bytes on the connection carry.
+        public enum Transport: String, Sendable, Hashable {
+            /// MQTT packets directly (`protocol mqtt`).
+            case mqtt
+            /// MQTT packets in binary WebSocket frames, subprotocol `mqtt` (`protocol websockets`).
+            case webSockets = "websockets"
+        }
+
         public var host: String
         public var port: Int
-        public init(host: String, port: Int) {
+        /// A Unix socket path to listen on instead of `host` and `port`.
+        public var unixSocketPath: String?
+        public var transport: Transport = .mqtt
+        /// TLS on this listener, when set.
+        public var tls: TLSSettings?
+        /// This listener's own `allow_anonymous`, `password_file` and `acl_file`
+        /// (`per_listener_settings true`); `nil` uses the broker-wide ones.
+        public var security: ListenerSecurity?
+
+        public init(host: String, port: Int, transport: Transport = .mqtt, tls: TLSSettings? = nil, security: ListenerSecurity? = nil) {
             self.host = host
             self.port = port
+            self.transport = transport
+            self.tls = tls
+            self.security = security
+        }
+
+        /// A listener on a Unix socket (Mosquitto's `listener 0 /path/to/socket`).
+        public init(unixSocketPath: String, transport: Transport = .mqtt, security: ListenerSecurity? = nil) {
+            self.init(host: "", port: 0, transport: transport, security: security)
+            self.unixSocketPath = unixSocketPath
+        }
+
+        /// How logs name it.
+        public var name: String {
+            let scheme = (transport == .webSockets ? "ws" : "mqtt") + (tls == nil ? "" : "s")
+            if let unixSocketPath { return "\(scheme) unix:\(unixSocketPath)" }
+            return "\(scheme) \(host):\(port)"
         }
     }
 
@@ -17,7 +51,8 @@ public struct BrokerOptions: Sendable {
     public var listeners: [Listener] = [Listener(host: "127.0.0.1", port: 1883), Listener(host: "::1", port: 1883)]
     /// The protocol limits and switches, with Mosquitto's names.
     public var broker = BrokerConfiguration()
-    /// How long a new connection may take to complete its CONNECT, in seconds.
+    /// How long a new connection may take to complete its TLS handshake, WebSocket upgrade and
+    /// CONNECT, in seconds.
     public var connectTimeout: Int64 = 10
     /// `sys_interval`: seconds between `$SYS` updates; 0 turns them off.
     public var sysInterval: Int64 = 10
@@ -26,6 +61,13 @@ public struct BrokerOptions: Sendable {
     public var authenticators: [any EnhancedAuthentication] = []
     /// `password_file`: the users allowed to connect, in mosquitto_passwd's format.
     public var passwordFile: PasswordFile?
+    /// Where ``passwordFile`` was read from, so that ``MQTTBroker/reloadSecurity()`` (SIGHUP) can
+    /// read it again.
+    public var passwordFilePath: String?
+    /// `acl_file`: who may publish, subscribe and receive where. `nil` allows everything.
+    public var accessControl: AccessControlList?
+    /// Where ``accessControl`` was read from, for ``MQTTBroker/reloadSecurity()``.
+    public var accessControlPath: String?
     /// Where sessions with a non-zero Session Expiry Interval, their subscriptions, queued and
     /// in-flight messages, retained messages and wills are kept across restarts. `nil` keeps
     /// everything in memory only (`persistence false`). The broker loads it before it listens,
@@ -33,4 +75,20 @@ public struct BrokerOptions: Sendable {
     public var store: (any TernStore)?
 
     public init() {}
+}
+
+/// One listener's own authentication and authorization (`per_listener_settings true`).
+public struct ListenerSecurity: Sendable, Hashable {
+    /// `allow_anonymous`; Mosquitto 2's default for a configured listener is `false`.
+    public var allowAnonymous: Bool = false
+    public var passwordFile: PasswordFile?
+    public var passwordFilePath: String?
+    public var accessControl: AccessControlList?
+    public var accessControlPath: String?
+
+    public init(allowAnonymous: Bool = false, passwordFile: PasswordFile? = nil, accessControl: AccessControlList? = nil) {
+        self.allowAnonymous = allowAnonymous
+        self.passwordFile = passwordFile
+        self.accessControl = accessControl
+    }
 }

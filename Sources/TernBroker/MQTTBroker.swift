@@ -48,6 +48,7 @@ public final class MQTTBroker: Service, Sendable {
     let shared: Mutex<Shared>
     let connectionCounter = Atomic<UInt64>(0)
     let counters = TrafficCounters()
+    let passwordFiles: Mutex<PasswordFiles>
     let listening: EventLoopPromise<[SocketAddress]>
 
     /// - Parameters:
@@ -64,7 +65,15 @@ public final class MQTTBroker: Service, Sendable {
         self.logger = logger
         var state = BrokerState(configuration: options.broker, now: .now())
         state.recordsChanges = options.store != nil
+        state.accessControl = options.accessControl
+        var passwords = PasswordFiles(global: options.passwordFile)
+        for (index, listener) in options.listeners.enumerated() {
+            guard let security = listener.security else { continue }
+            state.listenerPolicies[index] = AccessPolicy(allowAnonymous: security.allowAnonymous, accessControl: security.accessControl)
+            passwords.perListener[index] = security.passwordFile
+        }
         self.shared = Mutex(Shared(state: state))
+        self.passwordFiles = Mutex(passwords)
         self.listening = group.any().makePromise(of: [SocketAddress].self)
     }
 
@@ -95,10 +104,13 @@ public final class MQTTBroker: Service, Sendable {
         defer { options.store?.close() }
         var channels: [any Channel] = []
         do {
-            for listener in options.listeners {
-                let channel = try await makeBootstrap().bind(host: listener.host, port: listener.port).get()
+            for (index, listener) in options.listeners.enumerated() {
+                let channel = try await bind(listener, index: index)
                 channels.append(channel)
-                logger.info("listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
+                logger.info(
+                    "listening",
+                    metadata: ["listener": "\(listener.name)", "address": "\(channel.localAddress.map { "\($0)" } ?? "?")"]
+                )
             }
         } catch {
             for channel in channels { try? await channel.close() }
@@ -131,21 +143,6 @@ public final class MQTTBroker: Service, Sendable {
         ticker.cancel()
         sysTicker?.cancel()
         await disconnectEveryone()
-    }
-
-    private func makeBootstrap() -> ServerBootstrap {
-        ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 256)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.maxMessagesPerRead, value: 16)
-            .childChannelInitializer { [self] channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let id = ConnectionID(self.connectionCounter.wrappingAdd(1, ordering: .relaxed).newValue)
-                    let handler = MQTTConnectionHandler(broker: self, id: id)
-                    try channel.pipeline.syncOperations.addHandler(handler)
-                }
-            }
     }
 
     /// Sends DISCONNECT 0x8B to every MQTT 5 client and closes every connection.

@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import NIOSSL
 import TernBrokerCore
 import TernCodec
 
@@ -12,6 +13,8 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     let broker: MQTTBroker
     let id: ConnectionID
+    /// The index of the listener the client came through, in ``BrokerOptions/listeners``.
+    let listener: Int
     private var processor: NIOSingleStepByteToMessageProcessor<MQTTPacketDecoder>
     private var machine: ConnectionStateMachine
     private var context: ChannelHandlerContext?
@@ -32,9 +35,10 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private var packetsWritten: UInt64 = 0
     private var bytesWritten: UInt64 = 0
 
-    init(broker: MQTTBroker, id: ConnectionID) {
+    init(broker: MQTTBroker, id: ConnectionID, listener: Int) {
         self.broker = broker
         self.id = id
+        self.listener = listener
         let limit = broker.options.broker.maxPacketSize
         self.processor = NIOSingleStepByteToMessageProcessor(
             MQTTPacketDecoder(maximumPacketSize: limit > 0 ? limit : MQTTPacketDecoder.protocolMaximumPacketSize),
@@ -49,6 +53,8 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         broker.register(id, handle: MQTTBroker.Handle(eventLoop: context.eventLoop, handler: NIOLoopBound(self, eventLoop: context.eventLoop)))
+        // Added after a WebSocket upgrade, the channel is already active.
+        if context.channel.isActive { startConnectTimer(context: context) }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -58,11 +64,17 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        // A client that never completes its CONNECT is dropped after the connect timeout.
+        startConnectTimer(context: context)
+        context.fireChannelActive()
+    }
+
+    /// A client that never completes its TLS handshake or its CONNECT is dropped after the
+    /// connect timeout.
+    private func startConnectTimer(context: ChannelHandlerContext) {
+        guard timer == nil, !attached else { return }
         timer = context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(broker.options.connectTimeout)) { [self] in
             if !attached { close(reason: "no CONNECT within \(broker.options.connectTimeout) s") }
         }
-        context.fireChannelActive()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -139,9 +151,11 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                 outboundAliases = OutboundTopicAliases(maximum: connect.properties.topicAliasMaximum ?? 0)
             }
             attached = true
-            let credentials = checkCredentials(connect)
+            var connect = connect
+            let credentials = checkCredentials(&connect)
+            let listener = broker.policyListener(self.listener)
             own = broker.withState(current: id, outbox: &outbox) { state in
-                let actions = state.connect(id, connect, credentials: credentials, now: now)
+                let actions = state.connect(id, connect, credentials: credentials, listener: listener, now: now)
                 let granted = state.grantedKeepAlive(requested: connect.keepAlive)
                 self.startKeepAlive(seconds: granted)
                 return actions
@@ -161,12 +175,24 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     /// Checks the user name and password against the password file, on this event loop: PBKDF2
     /// with Mosquitto's 101 rounds takes microseconds. Failures are logged with the address.
-    private func checkCredentials(_ connect: Connect) -> Credentials {
+    /// With `use_identity_as_username`, the client certificate's Common Name replaces the user
+    /// name and no password is checked.
+    private func checkCredentials(_ connect: inout Connect) -> Credentials {
+        let address = context?.remoteAddress.map { "\($0)" } ?? "unknown"
+        if broker.options.listeners[listener].tls?.useIdentityAsUsername == true {
+            let certificate = try? context?.pipeline.syncOperations.nioSSL_peerCertificate()
+            guard let name = certificate?.subjectName.first(where: { $0.type == .commonName })?.value else {
+                broker.logger.warning("authentication failed: no client certificate Common Name", metadata: ["address": "\(address)"])
+                return .invalid
+            }
+            connect.username = name
+            connect.password = nil
+            return .valid
+        }
         guard let username = connect.username else { return .none }
-        guard let passwords = broker.options.passwordFile else { return .unchecked }
+        guard let passwords = broker.passwordFile(forListener: listener) else { return .unchecked }
         let password = connect.password.map { Array($0.readableBytesView) } ?? []
         if passwords.verify(username: username, password: password) { return .valid }
-        let address = context?.remoteAddress.map { "\($0)" } ?? "unknown"
         broker.logger.warning("authentication failed", metadata: ["address": "\(address)", "username": "\(username)"])
         return .invalid
     }

@@ -28,24 +28,43 @@ public struct MosquittoConfiguration: Sendable {
     /// Parses configuration text. `file` names it in errors and warnings.
     public static func parse(_ text: String, file: String) throws(ConfigurationError) -> MosquittoConfiguration {
         var parser = Parser(file: file)
+        var lines: [(number: Int, words: [String])] = []
         var lineNumber = 0
         for rawLine in text.split(separator: "\n", omittingEmptySubsequences: false) {
             lineNumber += 1
             let line = rawLine.trimmingSpaces
             if line.isEmpty || line.hasPrefix("#") { continue }
-            let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
-            try parser.apply(option: words[0], arguments: Array(words.dropFirst()), line: lineNumber)
+            lines.append((lineNumber, line.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)))
         }
-        return parser.finish()
+        // Read first, wherever it is: it decides where allow_anonymous, password_file and acl_file go.
+        for (number, words) in lines where words[0] == "per_listener_settings" {
+            parser.perListenerSettings = try parser.boolean(words[0], Array(words.dropFirst()), number)
+        }
+        for (number, words) in lines {
+            try parser.apply(option: words[0], arguments: Array(words.dropFirst()), line: number)
+        }
+        return try parser.finish()
     }
 
     struct Parser {
         let file: String
         var result = MosquittoConfiguration()
-        var listeners: [BrokerOptions.Listener] = []
+        /// The listener made by `port` and `bind_address`, and what the lines before the first
+        /// `listener` set for it.
+        var defaultListener = ListenerDraft(line: 0)
+        var listeners: [ListenerDraft] = []
         var defaultPort: Int?
-        var bindAddress: String?
         var allowAnonymousSet = false
+        var perListenerSettings = false
+
+        /// The listener that listener-specific lines apply to: the last `listener` so far, or the
+        /// default one before the first.
+        var current: ListenerDraft {
+            get { listeners.last ?? defaultListener }
+            set {
+                if listeners.isEmpty { defaultListener = newValue } else { listeners[listeners.count - 1] = newValue }
+            }
+        }
 
         init(file: String) { self.file = file }
 
@@ -104,14 +123,45 @@ public struct MosquittoConfiguration: Sendable {
             case "listener":
                 guard (1...2).contains(arguments.count) else { throw error(line, "listener expects a port and an optional address") }
                 let port = try port(arguments[0], line)
-                listeners.append(BrokerOptions.Listener(host: arguments.count == 2 ? arguments[1] : "0.0.0.0", port: port))
+                var draft = ListenerDraft(line: line)
+                if arguments.count == 2, port == 0, arguments[1].contains("/") {
+                    draft.listener = BrokerOptions.Listener(unixSocketPath: arguments[1])
+                } else {
+                    draft.listener = BrokerOptions.Listener(host: arguments.count == 2 ? arguments[1] : "0.0.0.0", port: port)
+                }
+                listeners.append(draft)
             case "port":
                 defaultPort = try port(try one(option, arguments, line), line)
             case "bind_address":
-                bindAddress = try one(option, arguments, line)
+                defaultListener.listener.host = try one(option, arguments, line)
+            case "per_listener_settings":
+                break  // read before every other line
+            case "protocol":
+                switch try one(option, arguments, line) {
+                case "mqtt": current.listener.transport = .mqtt
+                case "websockets": current.listener.transport = .webSockets
+                case let other: throw error(line, "protocol expects mqtt or websockets, not '\(other)'")
+                }
+            case "certfile", "keyfile", "cafile", "capath":
+                let path = try one(option, arguments, line)
+                guard FileManager.default.isReadableFile(atPath: path) else { throw error(line, "\(option) \(path) cannot be read") }
+                current.tls[option] = (path, line)
+            case "ciphers", "tls_version":
+                let value = try one(option, arguments, line)
+                if option == "tls_version", TLSSettings.Version(rawValue: value) == nil {
+                    throw error(line, "tls_version expects tlsv1.3, tlsv1.2 or tlsv1.1, not '\(value)'")
+                }
+                current.tls[option] = (value, line)
+            case "require_certificate", "use_identity_as_username":
+                current.tls[option] = (String(try boolean(option, arguments, line)), line)
             case "allow_anonymous":
-                broker.allowAnonymous = try boolean(option, arguments, line)
-                allowAnonymousSet = true
+                let allow = try boolean(option, arguments, line)
+                if perListenerSettings {
+                    current.security.allowAnonymous = allow
+                } else {
+                    broker.allowAnonymous = allow
+                    allowAnonymousSet = true
+                }
             case "max_inflight_messages":
                 let value = try integer(option, arguments, line, in: 0...65535)
                 broker.maxInflightMessages = value == 0 ? 65535 : value
@@ -161,12 +211,37 @@ public struct MosquittoConfiguration: Sendable {
                 }
             case "password_file":
                 let path = try one(option, arguments, line)
+                let file: PasswordFile
                 do {
-                    result.options.passwordFile = try PasswordFile.load(path: path)
+                    file = try PasswordFile.load(path: path)
                 } catch let error as PasswordFile.ParseError {
                     throw self.error(line, "password_file \(path) is not a password file: \(error)")
                 } catch {
                     throw self.error(line, "cannot read password_file \(path): \(error.localizedDescription)")
+                }
+                if perListenerSettings {
+                    current.security.passwordFile = file
+                    current.security.passwordFilePath = path
+                } else {
+                    result.options.passwordFile = file
+                    result.options.passwordFilePath = path
+                }
+            case "acl_file":
+                let path = try one(option, arguments, line)
+                let acl: AccessControlList
+                do {
+                    acl = try AccessControlList.load(path: path)
+                } catch let error as AccessControlList.ParseError {
+                    throw self.error(line, "acl_file \(path) is not an ACL file: \(error)")
+                } catch {
+                    throw self.error(line, "cannot read acl_file \(path): \(error.localizedDescription)")
+                }
+                if perListenerSettings {
+                    current.security.accessControl = acl
+                    current.security.accessControlPath = path
+                } else {
+                    result.options.accessControl = acl
+                    result.options.accessControlPath = path
                 }
             case "persistence":
                 result.persistence.enabled = try boolean(option, arguments, line)
@@ -186,19 +261,30 @@ public struct MosquittoConfiguration: Sendable {
                 case "loss_window": result.persistence.durability = .lossWindow
                 case let other: throw error(line, "persistence_durability expects commit or loss_window, not '\(other)'")
                 }
-            case "acl_file", "certfile", "keyfile", "cafile", "capath", "require_certificate",
-                "use_identity_as_username", "tls_version", "ciphers", "protocol", "per_listener_settings":
+            case "mount_point", "max_connections", "socket_domain", "http_dir", "use_username_as_clientid",
+                "use_subject_as_username", "crlfile", "psk_hint", "psk_file", "dhparamfile", "websockets_log_level":
                 result.warnings.append("\(file):\(line): \(option) is not supported yet; ignored")
             default:
                 result.warnings.append("\(file):\(line): unknown option '\(option)'; ignored")
             }
         }
 
-        func finish() -> MosquittoConfiguration {
+        func finish() throws(ConfigurationError) -> MosquittoConfiguration {
             var result = self.result
-            var all = listeners
+            var drafts = listeners
             if let defaultPort {
-                all.insert(BrokerOptions.Listener(host: bindAddress ?? "0.0.0.0", port: defaultPort), at: 0)
+                var draft = defaultListener
+                draft.listener.port = defaultPort
+                drafts.insert(draft, at: 0)
+            } else if defaultListener.isConfigured {
+                result.warnings.append("\(file): listener options before the first listener line apply to no listener without 'port'; ignored")
+            }
+            var all: [BrokerOptions.Listener] = []
+            for draft in drafts {
+                var listener = draft.listener
+                listener.tls = try draft.tlsSettings(file: file)
+                if perListenerSettings { listener.security = draft.security }
+                all.append(listener)
             }
             if !all.isEmpty {
                 result.options.listeners = all
@@ -206,6 +292,43 @@ public struct MosquittoConfiguration: Sendable {
                 if !allowAnonymousSet { result.options.broker.allowAnonymous = false }
             }
             return result
+        }
+    }
+
+    /// One `listener` block as it is read: the TLS lines are checked together at the end, when
+    /// it is known which of them the block has.
+    struct ListenerDraft {
+        var line: Int
+        var listener = BrokerOptions.Listener(host: "0.0.0.0", port: 1883)
+        /// The TLS options given, by name, with their values and lines.
+        var tls: [String: (value: String, line: Int)] = [:]
+        var security = ListenerSecurity()
+
+        init(line: Int) { self.line = line }
+
+        var isConfigured: Bool { !tls.isEmpty || listener.transport != .mqtt }
+
+        func tlsSettings(file: String) throws(ConfigurationError) -> TLSSettings? {
+            guard !tls.isEmpty else { return nil }
+            func error(_ option: String, _ reason: String) -> ConfigurationError {
+                ConfigurationError(file: file, line: tls[option]?.line ?? line, reason: reason)
+            }
+            guard let certificate = tls["certfile"]?.value, let key = tls["keyfile"]?.value else {
+                let given = tls.min { $0.value.line < $1.value.line }!.key
+                throw error(given, "\(given) needs certfile and keyfile in the same listener")
+            }
+            var settings = TLSSettings(certificateFile: certificate, privateKeyFile: key)
+            settings.caFile = tls["cafile"]?.value
+            settings.caPath = tls["capath"]?.value
+            settings.requireCertificate = tls["require_certificate"]?.value == "true"
+            settings.useIdentityAsUsername = tls["use_identity_as_username"]?.value == "true"
+            settings.ciphers = tls["ciphers"]?.value
+            if let version = tls["tls_version"]?.value { settings.minimumVersion = TLSSettings.Version(rawValue: version)! }
+            if settings.verifiesClients, settings.caFile == nil, settings.caPath == nil {
+                let option = settings.requireCertificate ? "require_certificate" : "use_identity_as_username"
+                throw error(option, "\(option) needs cafile or capath to check client certificates against")
+            }
+            return settings
         }
     }
 }

@@ -110,6 +110,12 @@ struct Serve: AsyncParsableCommand {
         }
 
         let broker = MQTTBroker(options: configuration.options, logger: logger)
+        // SIGHUP reloads the password and ACL files without dropping anyone, as in Mosquitto.
+        signal(SIGHUP, SIG_IGN)
+        let hangUp = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+        hangUp.setEventHandler { broker.reloadSecurity() }
+        hangUp.resume()
+        defer { hangUp.cancel() }
         let group = ServiceGroup(
             configuration: .init(services: [broker], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         )

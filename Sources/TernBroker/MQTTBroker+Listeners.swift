@@ -1,0 +1,91 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+import NIOWebSocket
+import TernBrokerCore
+import TernCodec
+
+extension MQTTBroker {
+    /// Binds one listener: TCP or a Unix socket, MQTT or WebSockets, with TLS when configured.
+    func bind(_ listener: BrokerOptions.Listener, index: Int) async throws -> any Channel {
+        let tls: NIOSSLContext?
+        do {
+            tls = try listener.tls?.makeContext()
+        } catch {
+            throw ListenerError(listener: listener.name, reason: "cannot load its TLS files: \(error)")
+        }
+        let bootstrap = makeBootstrap(listener, index: index, tls: tls)
+        if let path = listener.unixSocketPath {
+            return try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).get()
+        }
+        return try await bootstrap.bind(host: listener.host, port: listener.port).get()
+    }
+
+    private func makeBootstrap(_ listener: BrokerOptions.Listener, index: Int, tls: NIOSSLContext?) -> ServerBootstrap {
+        var bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+        if listener.unixSocketPath == nil {
+            bootstrap = bootstrap.childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+        }
+        return bootstrap.childChannelInitializer { [self] channel in
+            channel.eventLoop.makeCompletedFuture {
+                let id = ConnectionID(self.connectionCounter.wrappingAdd(1, ordering: .relaxed).newValue)
+                let operations = channel.pipeline.syncOperations
+                if let tls { try operations.addHandler(NIOSSLServerHandler(context: tls)) }
+                switch listener.transport {
+                case .mqtt:
+                    try operations.addHandler(MQTTConnectionHandler(broker: self, id: id, listener: index))
+                case .webSockets:
+                    try self.configureWebSocketUpgrade(channel, id: id, listener: index)
+                }
+            }
+        }
+    }
+
+    /// HTTP until the client upgrades to WebSocket with an MQTT subprotocol, then MQTT in binary
+    /// frames. A client that never finishes the upgrade is dropped after the connect timeout, as
+    /// one that never sends CONNECT is.
+    private func configureWebSocketUpgrade(_ channel: any Channel, id: ConnectionID, listener: Int) throws {
+        let maximumFrame = options.broker.maxPacketSize > 0 ? options.broker.maxPacketSize : MQTTPacketDecoder.protocolMaximumPacketSize
+        let upgrader = NIOWebSocketServerUpgrader(
+            maxFrameSize: min(maximumFrame + 5, Int(UInt32.max)),
+            automaticErrorHandling: true,
+            shouldUpgrade: { channel, head in
+                var headers = HTTPHeaders()
+                guard let subprotocol = chooseMQTTSubprotocol(head.headers) else {
+                    return channel.eventLoop.makeSucceededFuture(nil)
+                }
+                headers.add(name: "Sec-WebSocket-Protocol", value: subprotocol)
+                return channel.eventLoop.makeSucceededFuture(headers)
+            },
+            upgradePipelineHandler: { [self] channel, _ in
+                channel.eventLoop.makeCompletedFuture {
+                    let operations = channel.pipeline.syncOperations
+                    operations.removeHandler(name: WebSocketUpgradeRefusal.name, promise: nil)
+                    try operations.addHandler(WebSocketMQTTAdapter(masksFrames: false))
+                    try operations.addHandler(MQTTConnectionHandler(broker: self, id: id, listener: listener))
+                }
+            }
+        )
+        let deadline = channel.eventLoop.scheduleTask(in: .seconds(options.connectTimeout)) {
+            channel.close(promise: nil)
+        }
+        let operations = channel.pipeline.syncOperations
+        try operations.configureHTTPServerPipeline(
+            withServerUpgrade: (upgraders: [upgrader], completionHandler: { _ in deadline.cancel() })
+        )
+        try operations.addHandler(WebSocketUpgradeRefusal(), name: WebSocketUpgradeRefusal.name)
+        channel.closeFuture.whenComplete { _ in deadline.cancel() }
+    }
+}
+
+/// A listener that could not be started.
+public struct ListenerError: Error, CustomStringConvertible {
+    public var listener: String
+    public var reason: String
+    public var description: String { "listener \(listener): \(reason)" }
+}
