@@ -20,6 +20,7 @@ let package = Package(
         .library(name: "TernConfig", targets: ["TernConfig"]),
         .library(name: "TernBrokerTesting", targets: ["TernBrokerTesting"]),
         .library(name: "TernClient", targets: ["TernClient"]),
+        .library(name: "TernTransport", targets: ["TernTransport"]),
         .executable(name: "tern", targets: ["tern"]),
     ],
     dependencies: [
@@ -65,9 +66,18 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "TernTransport",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "TernBroker",
             dependencies: [
                 "TernBrokerCore",
+                "TernTransport",
                 "TernStore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -97,6 +107,7 @@ let package = Package(
             name: "TernClient",
             dependencies: [
                 "TernCodec",
+                "TernTransport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -117,6 +128,7 @@ let package = Package(
                 "TernCodec",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

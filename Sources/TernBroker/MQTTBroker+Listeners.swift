@@ -6,6 +6,7 @@ import NIOSSL
 import NIOWebSocket
 import TernBrokerCore
 import TernCodec
+import TernTransport
 
 extension MQTTBroker {
     /// Binds one listener: TCP or a Unix socket, MQTT or WebSockets, with TLS when configured.

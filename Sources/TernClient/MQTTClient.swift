@@ -75,21 +75,12 @@ public actor MQTTClient {
     ) async throws -> any Channel
     private let connector: Connector
 
-    static let tcpConnector: Connector = { group, host, port, timeout, initialize in
-        try await ClientBootstrap(group: group)
-            .connectTimeout(timeout.timeAmount)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelInitializer(initialize)
-            .connect(host: host, port: port)
-            .get()
-    }
-
     public init(
         configuration: MQTTClientConfiguration,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         logger: Logger = Logger(label: "tern.client")
     ) {
-        self.init(configuration: configuration, group: group, logger: logger, connector: Self.tcpConnector)
+        self.init(configuration: configuration, group: group, logger: logger, connector: Self.networkConnector(for: configuration))
     }
 
     init(configuration: MQTTClientConfiguration, group: any EventLoopGroup, logger: Logger, connector: @escaping Connector) {

@@ -1,3 +1,4 @@
+public import NIOSSL
 public import NIOCore
 public import TernCodec
 
@@ -105,11 +106,58 @@ public struct MQTTClientConfiguration: Sendable {
     public var acknowledgement: Acknowledgement = .automatic
     /// Where in-flight state is kept; in memory unless a durable store is given.
     public var store: any ClientStore = InMemoryClientStore()
+    /// TLS for the connection (`mqtts://`, `wss://`); `nil` connects in the clear. Start from
+    /// `TLSConfiguration.makeClientConfiguration()` and set `trustRoots` (a private CA, like
+    /// mosquitto_pub's `--cafile`), `certificateChain` and `privateKey` (a client certificate),
+    /// or `certificateVerification = .none` (`--insecure`).
+    public var tls: TLSConfiguration?
+    /// The name the server certificate is checked against and sent as SNI; `host` by default.
+    public var tlsServerName: String?
+    /// The HTTP path of MQTT over WebSocket (`ws://`, `wss://`), usually `/mqtt`; `nil` speaks
+    /// MQTT over TCP.
+    public var webSocketPath: String?
 
     public init(host: String = "127.0.0.1", port: Int = 1883, clientID: String) {
         self.host = host
         self.port = port
         self.clientID = clientID
+    }
+
+    /// A configuration for a broker URL: `mqtt://host[:1883]`, `mqtts://host[:8883]`,
+    /// `ws://host[:80][/path]` or `wss://host[:443][/path]`. The WebSocket path defaults to
+    /// `/mqtt`; TLS starts from the system's trust roots.
+    public init(url: String, clientID: String) throws(MQTTClientError) {
+        let parts = url.split(separator: "://", maxSplits: 1, omittingEmptySubsequences: false)
+        guard parts.count == 2 else {
+            throw MQTTClientError(.invalidArgument, reasonString: "'\(url)' is not a broker URL such as mqtt://host:1883")
+        }
+        let scheme = parts[0].lowercased()
+        var rest = parts[1]
+        var path: Substring = ""
+        if let slash = rest.firstIndex(of: "/") {
+            path = rest[slash...]
+            rest = rest[..<slash]
+        }
+        let defaults: [String: Int] = ["mqtt": 1883, "tcp": 1883, "mqtts": 8883, "ssl": 8883, "ws": 80, "wss": 443]
+        guard let defaultPort = defaults[scheme] else {
+            throw MQTTClientError(.invalidArgument, reasonString: "unknown scheme '\(scheme)': use mqtt, mqtts, ws or wss")
+        }
+        var host = rest
+        var port = defaultPort
+        if rest.hasPrefix("["), let close = rest.firstIndex(of: "]") {  // [::1]:1883
+            host = rest[rest.index(after: rest.startIndex)..<close]
+            let after = rest[rest.index(after: close)...]
+            if after.hasPrefix(":") { port = Int(after.dropFirst()) ?? -1 }
+        } else if let colon = rest.lastIndex(of: ":") {
+            host = rest[..<colon]
+            port = Int(rest[rest.index(after: colon)...]) ?? -1
+        }
+        guard !host.isEmpty, (1...65535).contains(port) else {
+            throw MQTTClientError(.invalidArgument, reasonString: "'\(url)' has no valid host and port")
+        }
+        self.init(host: String(host), port: port, clientID: clientID)
+        if scheme == "mqtts" || scheme == "ssl" || scheme == "wss" { tls = .makeClientConfiguration() }
+        if scheme == "ws" || scheme == "wss" { webSocketPath = path.isEmpty ? "/mqtt" : String(path) }
     }
 
     /// The Session Expiry Interval, spelled as a Swift value.

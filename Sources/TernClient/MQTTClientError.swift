@@ -24,6 +24,8 @@ public struct MQTTClientError: Error, Hashable, Sendable, CustomStringConvertibl
         case disconnectedByServer
         /// The client was shut down with ``MQTTClient/disconnect(reason:)``.
         case clientDisconnected
+        /// A configuration value cannot be used, such as a malformed broker URL.
+        case invalidArgument
     }
 
     public var code: Code

@@ -1,13 +1,19 @@
 import ArgumentParser
 import Foundation
 import NIOCore
+import NIOSSL
 import TernClient
 import TernCodec
 
 /// The connection flags mosquitto_pub and mosquitto_sub share, with their meanings.
 struct ClientOptions: ParsableArguments {
     @Option(name: .customShort("h"), help: "Broker host.") var host = "localhost"
-    @Option(name: .customShort("p"), help: "Broker port.") var port = 1883
+    @Option(name: .customShort("p"), help: "Broker port (1883; 8883 with TLS).") var port: Int?
+    @Option(name: .long, help: "Broker URL instead of -h/-p: mqtt://, mqtts://, ws://HOST:PORT/PATH or wss://.") var url: String?
+    @Option(name: .long, help: "Trust the broker certificate if it chains to these PEM certificates; turns TLS on.") var cafile: String?
+    @Option(name: .long, help: "Client certificate (PEM) to present; turns TLS on.") var cert: String?
+    @Option(name: .long, help: "Private key (PEM) of --cert.") var key: String?
+    @Flag(name: .long, help: "Do not check the broker certificate or its host name (testing only); turns TLS on.") var insecure = false
     @Option(name: .customShort("i"), help: "Client identifier.") var id: String?
     @Option(name: .customShort("I"), help: "Client identifier prefix; the process id is appended.") var idPrefix: String?
     @Flag(name: .customShort("c"), help: "Disable clean session / clean start: a persistent client.") var persistent = false
@@ -102,7 +108,18 @@ struct ClientOptions: ParsableArguments {
     func configuration(defaultPrefix: String) throws -> MQTTClientConfiguration {
         let pid = ProcessInfo.processInfo.processIdentifier
         let clientID = id ?? "\(idPrefix ?? defaultPrefix)\(pid)"
-        var configuration = MQTTClientConfiguration(host: host == "localhost" ? "127.0.0.1" : host, port: port, clientID: clientID)
+        var configuration: MQTTClientConfiguration
+        if let url {
+            do {
+                configuration = try MQTTClientConfiguration(url: url, clientID: clientID)
+            } catch {
+                throw ValidationError("--url: \(error.reasonString ?? "\(error)")")
+            }
+        } else {
+            let usesTLS = cafile != nil || cert != nil || insecure
+            configuration = MQTTClientConfiguration(host: host == "localhost" ? "127.0.0.1" : host, port: port ?? (usesTLS ? 8883 : 1883), clientID: clientID)
+        }
+        if let tls = try tlsConfiguration(base: configuration.tls) { configuration.tls = tls }
         configuration.protocolVersion = try version
         configuration.cleanStart = !persistent
         configuration.keepAlive = keepAlive
@@ -142,6 +159,26 @@ struct ClientOptions: ParsableArguments {
         }
         if let store { configuration.store = try FileClientStore(directory: store) }
         return configuration
+    }
+
+    /// TLS from --cafile, --cert, --key and --insecure, on top of what --url asked for.
+    private func tlsConfiguration(base: TLSConfiguration?) throws -> TLSConfiguration? {
+        guard base != nil || cafile != nil || cert != nil || insecure else { return nil }
+        var tls = base ?? .makeClientConfiguration()
+        do {
+            if let cafile { tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(cafile)) }
+            if let cert {
+                guard let key else { throw ValidationError("--cert needs --key") }
+                tls.certificateChain = try NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) }
+                tls.privateKey = .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
+            }
+        } catch let error as ValidationError {
+            throw error
+        } catch {
+            throw ValidationError("cannot load the TLS files: \(error)")
+        }
+        if insecure { tls.certificateVerification = .none }
+        return tls
     }
 
     func properties(for command: String) throws -> Properties {
