@@ -151,6 +151,8 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: [
                 "TernBroker",
+                "TernClient",
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 "TernStoreSQLite",
                 "TernBrokerTesting",
                 "TernBrokerCore",

@@ -114,6 +114,11 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if error is NIOSSLError || error is BoringSSLError {
+            // An untrusted, expired or missing client certificate, or a client that is not speaking TLS.
+            let address = context.remoteAddress.map { "\($0)" } ?? "unknown"
+            broker.logger.warning("TLS failed", metadata: ["address": "\(address)", "error": "\(error)"])
+        }
         close(reason: "\(error)")
     }
 

@@ -84,6 +84,8 @@ private func addWebSocketUpgrade(
         automaticErrorHandling: true,
         upgradePipelineHandler: { channel, _ in
             channel.eventLoop.makeCompletedFuture {
+                // The requester reads HTTP; from here on the connection carries WebSocket frames.
+                channel.pipeline.syncOperations.removeHandler(name: WebSocketUpgradeRequester.name, promise: nil)
                 try channel.pipeline.syncOperations.addHandler(WebSocketMQTTAdapter(masksFrames: true))
             }.flatMap { initialize(channel) }.map { upgraded.succeed() }
         }
@@ -97,13 +99,17 @@ private func addWebSocketUpgrade(
         leftOverBytesStrategy: .forwardBytes,
         withClientUpgrade: (upgraders: [upgrader], completionHandler: { _ in })
     )
-    try channel.pipeline.syncOperations.addHandler(WebSocketUpgradeRequester(request: request, upgraded: upgraded))
+    try channel.pipeline.syncOperations.addHandler(
+        WebSocketUpgradeRequester(request: request, upgraded: upgraded),
+        name: WebSocketUpgradeRequester.name
+    )
 }
 
 /// Sends the upgrade request once the connection (and its TLS) is up, and reports a refusal.
 private final class WebSocketUpgradeRequester: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundOut = HTTPClientRequestPart
+    static let name = "tern.websocket-upgrade-requester"
 
     let request: HTTPRequestHead
     let upgraded: EventLoopPromise<Void>
