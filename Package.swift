@@ -166,6 +166,7 @@ let package = Package(
             name: "InteropTests",
             dependencies: [
                 "TernBroker",
+                "TernBrokerCore",
                 "TernBrokerTesting",
                 "TernClient",
                 "TernCodec",

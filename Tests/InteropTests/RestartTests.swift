@@ -67,6 +67,12 @@ final class TernServer: @unchecked Sendable {
         return process.finish(timeout: 30)
     }
 
+    /// SIGHUP: reload the password and ACL files.
+    func hangUp() {
+        guard let process else { return }
+        kill(process.process.processIdentifier, SIGHUP)
+    }
+
     /// SIGKILL: no chance to save anything.
     func crash() {
         guard let process else { return }
