@@ -12,7 +12,8 @@ public import TernBroker
 /// - Parameters:
 ///   - configure: Adjusts the options; the listener is already set to 127.0.0.1:0 and `$SYS`
 ///     updates are off, so that tests see only their own traffic.
-///   - body: Runs while the broker listens; it gets the broker and its port.
+///   - body: Runs while the broker listens; it gets the broker and its first listener's port (0 when
+///     that is a Unix socket).
 public func withTestBroker<T>(
     _ configure: (inout BrokerOptions) -> Void = { _ in },
     _ body: (MQTTBroker, Int) async throws -> T
@@ -24,7 +25,7 @@ public func withTestBroker<T>(
     let broker = MQTTBroker(options: options)
     let task = Task { try await broker.run() }
     do {
-        let port = try await broker.waitUntilListening()[0].port!
+        let port = try await broker.waitUntilListening()[0].port ?? 0  // 0 for a Unix socket
         let result = try await body(broker, port)
         task.cancel()
         _ = await task.result

@@ -1,6 +1,7 @@
 import ArgumentParser
 import NIOCore
 import NIOPosix
+import NIOSSL
 import Synchronization
 import TernCodec
 
@@ -22,12 +23,19 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "A label for the output line.") var label = "broker"
     @Flag(help: "The subscriber keeps a persistent session (clean session 0), so a store holds its messages.")
     var persistent = false
+    @Option(help: "Connect over TLS, trusting the broker certificate if it chains to these PEM certificates.") var cafile: String?
 
     func run() async throws {
         guard let qos = QoS(rawValue: UInt8(qos)) else { throw ValidationError("--qos must be 0, 1 or 2") }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         do {
-            try await measure(qos: qos, loop: group.next())
+            var tls: NIOSSLContext?
+            if let cafile {
+                var configuration = TLSConfiguration.makeClientConfiguration()
+                configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(cafile))
+                tls = try NIOSSLContext(configuration: configuration)
+            }
+            try await measure(qos: qos, loop: group.next(), tls: tls)
         } catch {
             try? await group.shutdownGracefully()
             throw error
@@ -35,11 +43,11 @@ struct Bench: AsyncParsableCommand {
         try await group.shutdownGracefully()
     }
 
-    private func measure(qos: QoS, loop: any EventLoop) async throws {
+    private func measure(qos: QoS, loop: any EventLoop, tls: NIOSSLContext?) async throws {
         let progress = BenchProgress(count: count)
         let topic = try TopicName("tern/bench/\(UInt32.random(in: 0...UInt32.max))")
 
-        let subscriber = try await connect(loop: loop, clientID: "bench-sub-\(UInt16.random(in: 0...9999))", cleanSession: !persistent, handler: {
+        let subscriber = try await connect(loop: loop, clientID: "bench-sub-\(UInt16.random(in: 0...9999))", cleanSession: !persistent, tls: tls, handler: {
             SubscriberHandler(progress: progress)
         })
         try await subscriber.writeAndFlush(
@@ -49,7 +57,7 @@ struct Bench: AsyncParsableCommand {
 
         let message = ByteBuffer(repeating: 0x61, count: payload)
         let window = self.window
-        let publisher = try await connect(loop: loop, clientID: "bench-pub-\(UInt16.random(in: 0...9999))", cleanSession: true, handler: {
+        let publisher = try await connect(loop: loop, clientID: "bench-pub-\(UInt16.random(in: 0...9999))", cleanSession: true, tls: tls, handler: {
             PublisherHandler(progress: progress, topic: topic, payload: message, qos: qos, window: window)
         })
         let start = NIODeadline.now()
@@ -70,9 +78,10 @@ struct Bench: AsyncParsableCommand {
         loop: any EventLoop,
         clientID: String,
         cleanSession: Bool,
+        tls: NIOSSLContext?,
         handler: @escaping @Sendable () -> any ChannelHandler
     ) async throws -> any Channel {
-        let channel = try await openBenchChannel(loop: loop, host: host, port: port, handler: handler)
+        let channel = try await openBenchChannel(loop: loop, host: host, port: port, tls: tls, handler: handler)
         try await channel.writeAndFlush(MQTTPacket.connect(Connect(protocolVersion: .v3_1_1, clientIdentifier: clientID, cleanStart: cleanSession, keepAlive: 600))).get()
         return channel
     }
@@ -188,12 +197,14 @@ func openBenchChannel(
     loop: any EventLoop,
     host: String,
     port: Int,
+    tls: NIOSSLContext? = nil,
     handler: @escaping @Sendable () -> any ChannelHandler
 ) async throws -> any Channel {
     try await ClientBootstrap(group: loop)
         .channelOption(.socketOption(.tcp_nodelay), value: 1)
         .channelInitializer { channel in
             channel.eventLoop.makeCompletedFuture {
+                if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: "localhost")) }
                 try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(MQTTPacketDecoder(protocolVersion: .v3_1_1)))
                 try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(MQTTPacketEncoder(protocolVersion: .v3_1_1)))
                 try channel.pipeline.syncOperations.addHandler(handler())

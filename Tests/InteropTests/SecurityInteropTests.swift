@@ -110,6 +110,32 @@ struct SecurityInteropTests {
         }
     }
 
+    @Test(
+        "tern sub over wss:// and ws:// receives what tern pub sends over TLS with a client certificate, and mosquitto_sub over TLS too",
+        .enabled(if: Peers.mosquittoAvailable && ternExecutable != nil, "mosquitto-clients or the tern executable is missing")
+    )
+    func ternCLIOverTLSAndWebSockets() async throws {
+        let tern = try #require(ternExecutable)
+        let sub = try #require(Peers.which("mosquitto_sub"))
+        try await Self.withSecureBroker { broker, ports, certificates in
+            let secure = try Peers.Running(tern, ["sub", "--url", "wss://localhost:\(ports[3])/mqtt", "--cafile", certificates.caFile, "-u", "alice", "-t", "alice/#", "-C", "1", "-v"])
+            let plain = try Peers.Running(tern, ["sub", "--url", "ws://127.0.0.1:\(ports[2])/mqtt", "-u", "alice", "-V", "mqttv5", "-t", "alice/#", "-C", "1", "-v"])
+            let mosquitto = try Peers.Running(sub, ["-h", "localhost", "-p", "\(ports[0])", "--cafile", certificates.caFile, "-u", "alice", "-t", "alice/#", "-C", "1", "-v"])
+            try await Peers.waitForSubscriptions(broker, count: 3)
+            let published = try Peers.run(tern, [
+                "pub", "-h", "localhost", "-p", "\(ports[1])", "--cafile", certificates.caFile,
+                "--cert", certificates.clientCertificate, "--key", certificates.clientKey, "-t", "alice/cli", "-m", "hello", "-q", "1",
+            ])
+            #expect(published.status == 0, "\(published.stderr)")
+            for running in [secure, plain, mosquitto] {
+                let output = running.finish(timeout: 30)
+                #expect(output.stdout == "alice/cli hello\n", "\(output.stderr)")
+            }
+            let refused = try Peers.run(tern, ["pub", "-h", "localhost", "-p", "\(ports[0])", "--cafile", certificates.strangerCertificate, "-t", "alice/x", "-m", "m"])
+            #expect(refused.status != 0)
+        }
+    }
+
     @Test("SIGHUP to tern serve reloads the ACL file; a connected client stays connected and gets the new rules")
     func sighupReloads() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tern-hup-\(UUID().uuidString)").path
