@@ -171,6 +171,7 @@ let package = Package(
                 "TernClient",
                 "TernCodec",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             resources: [.copy("Scripts")],
             swiftSettings: swiftSettings
