@@ -184,20 +184,8 @@ extension AccessControlList.Rule {
 }
 
 extension [Substring] {
-    /// Whether these filter levels match a topic name (§4.7), `$` topics only by a literal first level.
-    func matches(topic: String) -> Bool {
-        let topicLevels = topic.split(separator: "/", omittingEmptySubsequences: false)
-        if topic.utf8.first == UInt8(ascii: "$"), let first = self.first, first == "+" || first == "#" { return false }
-        var index = 0
-        while index < count {
-            let level = self[index]
-            if level == "#" { return true }
-            guard index < topicLevels.count else { return false }
-            if level != "+", level != topicLevels[index] { return false }
-            index += 1
-        }
-        return index == topicLevels.count
-    }
+    /// Whether these filter levels match a topic name (§4.7).
+    func matches(topic: String) -> Bool { TopicFilter.matches(levels: self, topic: topic) }
 
     /// Whether every topic `filter` can match is matched by these filter levels.
     func covers(filter: [Substring]) -> Bool {

@@ -1,4 +1,5 @@
 import Foundation
+public import TernBroker
 
 /// Certificates made for one test with the `openssl` command: a private CA, a server certificate
 /// for `localhost` and 127.0.0.1, client certificates, an expired one, and one from a CA nobody
@@ -19,6 +20,22 @@ public struct FixtureCertificates: Sendable {
     /// Common Name `mallory`, signed by a CA the broker does not trust.
     public var strangerCertificate: String { directory + "/stranger.crt" }
     public var strangerKey: String { directory + "/stranger.key" }
+
+    /// TLS with the server certificate; clients are not asked for one.
+    public var serverTLS: TLSSettings {
+        var settings = TLSSettings(certificateFile: serverCertificate, privateKeyFile: serverKey)
+        settings.caFile = caFile
+        return settings
+    }
+
+    /// TLS that requires a client certificate from the fixture CA and takes its Common Name as
+    /// the user name (`require_certificate`, `use_identity_as_username`).
+    public var clientCertificateTLS: TLSSettings {
+        var settings = serverTLS
+        settings.requireCertificate = true
+        settings.useIdentityAsUsername = true
+        return settings
+    }
 
     /// Makes a fresh set in a new temporary directory.
     public static func make() throws -> FixtureCertificates {

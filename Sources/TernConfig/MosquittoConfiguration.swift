@@ -100,6 +100,18 @@ public struct MosquittoConfiguration: Sendable {
             return value
         }
 
+        /// Reads a file an option names; a bad line in it is reported with its own file and line
+        /// after this option's.
+        func load<Value>(_ option: String, _ path: String, _ line: Int, kind: String, _ read: (String) throws -> Value) throws(ConfigurationError) -> Value {
+            do {
+                return try read(path)
+            } catch where error is PasswordFile.ParseError || error is AccessControlList.ParseError {
+                throw self.error(line, "\(option) \(path) is not \(kind): \(error)")
+            } catch {
+                throw self.error(line, "cannot read \(option) \(path): \(error.localizedDescription)")
+            }
+        }
+
         /// Mosquitto's durations: a number and one of h, d, w, m (months) or y; seconds when bare.
         func duration(_ option: String, _ arguments: [String], _ line: Int) throws(ConfigurationError) -> UInt32 {
             let text = try one(option, arguments, line)
@@ -211,14 +223,7 @@ public struct MosquittoConfiguration: Sendable {
                 }
             case "password_file":
                 let path = try one(option, arguments, line)
-                let file: PasswordFile
-                do {
-                    file = try PasswordFile.load(path: path)
-                } catch let error as PasswordFile.ParseError {
-                    throw self.error(line, "password_file \(path) is not a password file: \(error)")
-                } catch {
-                    throw self.error(line, "cannot read password_file \(path): \(error.localizedDescription)")
-                }
+                let file = try load(option, path, line, kind: "a password file", PasswordFile.load(path:))
                 if perListenerSettings {
                     current.security.passwordFile = file
                     current.security.passwordFilePath = path
@@ -228,14 +233,7 @@ public struct MosquittoConfiguration: Sendable {
                 }
             case "acl_file":
                 let path = try one(option, arguments, line)
-                let acl: AccessControlList
-                do {
-                    acl = try AccessControlList.load(path: path)
-                } catch let error as AccessControlList.ParseError {
-                    throw self.error(line, "acl_file \(path) is not an ACL file: \(error)")
-                } catch {
-                    throw self.error(line, "cannot read acl_file \(path): \(error.localizedDescription)")
-                }
+                let acl = try load(option, path, line, kind: "an ACL file", AccessControlList.load(path:))
                 if perListenerSettings {
                     current.security.accessControl = acl
                     current.security.accessControlPath = path

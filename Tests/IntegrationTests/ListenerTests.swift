@@ -23,12 +23,8 @@ struct ListenerTests {
     ) async throws {
         let certificates = try FixtureCertificates.make()
         defer { certificates.remove() }
-        var tls = TLSSettings(certificateFile: certificates.serverCertificate, privateKeyFile: certificates.serverKey)
-        var identity = tls
-        identity.caFile = certificates.caFile
-        identity.requireCertificate = true
-        identity.useIdentityAsUsername = true
-        tls.caFile = certificates.caFile
+        let tls = certificates.serverTLS
+        let identity = certificates.clientCertificateTLS
         try await withTestBroker({ options in
             options.connectTimeout = connectTimeout
             options.listeners = [

@@ -22,12 +22,8 @@ struct SecurityInteropTests {
     static func withSecureBroker(_ body: (MQTTBroker, [Int], FixtureCertificates) async throws -> Void) async throws {
         let certificates = try FixtureCertificates.make()
         defer { certificates.remove() }
-        var tls = TLSSettings(certificateFile: certificates.serverCertificate, privateKeyFile: certificates.serverKey)
-        var identity = tls
-        identity.caFile = certificates.caFile
-        identity.requireCertificate = true
-        identity.useIdentityAsUsername = true
-        tls.caFile = certificates.caFile
+        let tls = certificates.serverTLS
+        let identity = certificates.clientCertificateTLS
         try await withTestBroker({ options in
             options.listeners = [
                 .init(host: "127.0.0.1", port: 0, tls: tls),
@@ -100,7 +96,7 @@ struct SecurityInteropTests {
         // An ACL-free broker: paho connects without a user name.
         let certificates = try FixtureCertificates.make()
         defer { certificates.remove() }
-        let settings = TLSSettings(certificateFile: certificates.serverCertificate, privateKeyFile: certificates.serverKey)
+        let settings = certificates.serverTLS
         try await withTestBroker({ options in
             options.listeners = [.init(host: "127.0.0.1", port: 0, transport: .webSockets, tls: tls ? settings : nil)]
         }) { _, port in
