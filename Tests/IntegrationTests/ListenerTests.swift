@@ -220,6 +220,66 @@ struct ListenerTests {
         }
     }
 
+    @Test("a WebSocket upgrade that never comes is dropped at the connect timeout")
+    func stalledUpgrade() async throws {
+        try await Self.withListeners(connectTimeout: 1) { _, ports, _ in
+            var silent = try await RawSocket.connect(port: ports[3])
+            try? await silent.send(Array("GET /mqtt HTTP/1.1\r\n".utf8))  // and never the rest
+            #expect(try await silent.closed())
+        }
+    }
+
+    @Test("capath: a directory of CA certificates checks client certificates as cafile does")
+    func caPath() async throws {
+        let certificates = try FixtureCertificates.make()
+        defer { certificates.remove() }
+        let directory = certificates.directory + "/cas"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: certificates.caFile, toPath: directory + "/ca.pem")
+        try "not a certificate\n".write(toFile: directory + "/README", atomically: true, encoding: .utf8)
+        var tls = certificates.clientCertificateTLS
+        tls.caFile = nil
+        tls.caPath = directory
+        try await withTestBroker({ options in
+            options.listeners = [.init(host: "127.0.0.1", port: 0, tls: tls)]
+        }) { _, port in
+            let alice = try Self.client("a", url: "mqtts://localhost:\(port)", certificates: certificates, clientCertificate: (certificates.clientCertificate, certificates.clientKey))
+            try await alice.connect()
+            await alice.disconnect()
+            let stranger = try Self.client("m", url: "mqtts://localhost:\(port)", certificates: certificates, clientCertificate: (certificates.strangerCertificate, certificates.strangerKey))
+            await #expect(throws: (any Error).self) { try await stranger.connect() }
+        }
+    }
+
+    @Test("per_listener_settings: each listener's allow_anonymous and password file apply to its own clients")
+    func perListenerLogins() async throws {
+        var passwords = PasswordFile()
+        passwords.set(username: "bob", password: Array("pw".utf8))
+        try await withTestBroker({ options in
+            options.listeners = [
+                .init(host: "127.0.0.1", port: 0, security: ListenerSecurity(allowAnonymous: true)),
+                .init(host: "127.0.0.1", port: 0, security: ListenerSecurity(allowAnonymous: false, passwordFile: passwords)),
+            ]
+        }) { broker, _ in
+            let ports = try await broker.waitUntilListening().map { $0.port! }
+            func login(port: Int, user: String?, password: String?) async throws -> ReasonCode {
+                var client = try await TestClient.connect(port: port)
+                var connect = Connect(protocolVersion: .v5, clientIdentifier: "c\(port)\(user ?? "-")\(password ?? "-")", cleanStart: true, keepAlive: 30)
+                connect.username = user
+                connect.password = password.map { ByteBuffer(string: $0) }
+                let code = try await client.handshake(connect).reasonCode
+                await client.close()
+                return code
+            }
+            #expect(try await login(port: ports[0], user: nil, password: nil) == .success)
+            #expect(try await login(port: ports[1], user: nil, password: nil) == .notAuthorized)
+            #expect(try await login(port: ports[1], user: "bob", password: "pw") == .success)
+            #expect(try await login(port: ports[1], user: "bob", password: "nope") == .badUserNameOrPassword)
+            // The first listener has no password file: a user name is not checked there.
+            #expect(try await login(port: ports[0], user: "bob", password: "nope") == .success)
+        }
+    }
+
     // MARK: Reloading
 
     @Test("reloadSecurity (SIGHUP) applies a changed ACL and password file without dropping connections; a broken file keeps the old rules")
