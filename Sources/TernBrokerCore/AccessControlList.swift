@@ -31,13 +31,19 @@ public struct AccessControlList: Sendable, Hashable {
 
     /// One `topic` or `pattern` line.
     public struct Rule: Sendable, Hashable {
-        public var access: Access
-        /// The filter's levels as written; for a pattern they may hold `%c` and `%u`.
-        public var levels: [String]
+        public let access: Access
+        /// The filter as written; for a pattern it may hold `%c` and `%u`.
+        public let filter: String
+        /// Its levels, split once here rather than at every check.
+        let levels: [Substring]
+        /// Whether any level holds `%`, so that only such patterns are filled in per client.
+        let substitutes: Bool
 
         public init(access: Access, filter: String) {
             self.access = access
-            self.levels = filter.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+            self.filter = filter
+            self.levels = filter.split(separator: "/", omittingEmptySubsequences: false)
+            self.substitutes = levels.contains { $0.utf8.contains(UInt8(ascii: "%")) }
         }
     }
 
@@ -112,12 +118,23 @@ public struct AccessControlList: Sendable, Hashable {
 
     /// Whether a client may publish to `topic`.
     public func mayPublish(topic: String, clientID: String, username: String?) -> Bool {
-        check(clientID: clientID, username: username) { $0.matches(topic: topic) } grants: { $0.allowsWrite }
+        let topicLevels = topic.split(separator: "/", omittingEmptySubsequences: false)
+        return check(clientID: clientID, username: username) {
+            TopicFilter.matches(levels: $0, topicLevels: topicLevels)
+        } grants: { $0.allowsWrite }
     }
 
     /// Whether a client may receive a message published to `topic`.
     public func mayReceive(topic: String, clientID: String, username: String?) -> Bool {
-        check(clientID: clientID, username: username) { $0.matches(topic: topic) } grants: { $0.allowsRead }
+        mayReceive(topicLevels: topic.split(separator: "/", omittingEmptySubsequences: false), clientID: clientID, username: username)
+    }
+
+    /// The same for a topic split into its levels, so that a message checked for many
+    /// subscribers is split once.
+    public func mayReceive(topicLevels: [Substring], clientID: String, username: String?) -> Bool {
+        check(clientID: clientID, username: username) {
+            TopicFilter.matches(levels: $0, topicLevels: topicLevels)
+        } grants: { $0.allowsRead }
     }
 
     /// Whether a client may subscribe to `filter` (its share name set aside): some read grant must
@@ -144,8 +161,12 @@ public struct AccessControlList: Sendable, Hashable {
             return true
         }
         let own = username.map { userRules[$0] ?? [] } ?? anonymousRules
-        for rule in own where !consider(rule, levels: rule.levels.map { Substring($0) }) { return false }
+        for rule in own where !consider(rule, levels: rule.levels) { return false }
         for pattern in patterns {
+            if !pattern.substitutes {
+                if !consider(pattern, levels: pattern.levels) { return false }
+                continue
+            }
             guard let levels = pattern.substituted(clientID: clientID, username: username) else { continue }
             if !consider(pattern, levels: levels) { return false }
         }
@@ -160,20 +181,27 @@ extension AccessControlList.Rule {
         var result: [Substring] = []
         result.reserveCapacity(levels.count)
         for level in levels {
-            guard level.contains("%") else {
-                result.append(Substring(level))
-                continue
-            }
-            var filled = level
-            if filled.contains("%c") {
+            // A whole level of %c or %u, the usual case, needs no new string.
+            if level == "%c" {
                 guard Self.isSafe(clientID) else { return nil }
-                filled = filled.replacing("%c", with: clientID)
-            }
-            if filled.contains("%u") {
+                result.append(Substring(clientID))
+            } else if level == "%u" {
                 guard let username, Self.isSafe(username) else { return nil }
-                filled = filled.replacing("%u", with: username)
+                result.append(Substring(username))
+            } else if level.utf8.contains(UInt8(ascii: "%")) {
+                var filled = String(level)
+                if filled.contains("%c") {
+                    guard Self.isSafe(clientID) else { return nil }
+                    filled = filled.replacing("%c", with: clientID)
+                }
+                if filled.contains("%u") {
+                    guard let username, Self.isSafe(username) else { return nil }
+                    filled = filled.replacing("%u", with: username)
+                }
+                result.append(Substring(filled))
+            } else {
+                result.append(level)
             }
-            result.append(Substring(filled))
         }
         return result
     }
@@ -184,9 +212,6 @@ extension AccessControlList.Rule {
 }
 
 extension [Substring] {
-    /// Whether these filter levels match a topic name (§4.7).
-    func matches(topic: String) -> Bool { TopicFilter.matches(levels: self, topic: topic) }
-
     /// Whether every topic `filter` can match is matched by these filter levels.
     func covers(filter: [Substring]) -> Bool {
         if filter.first?.first == "$", let first = self.first, first == "+" || first == "#" { return false }

@@ -92,8 +92,13 @@ extension TopicFilter {
     /// level, `#` the rest, and a topic starting with `$` only a filter whose first level is
     /// literal (§4.7.2). For filters held split, such as ACL rules.
     public static func matches(levels filterLevels: [Substring], topic: String) -> Bool {
-        let topicLevels = topic.split(separator: "/", omittingEmptySubsequences: false)
-        if topic.utf8.first == UInt8(ascii: "$"), let first = filterLevels.first, first == "+" || first == "#" {
+        matches(levels: filterLevels, topicLevels: topic.split(separator: "/", omittingEmptySubsequences: false))
+    }
+
+    /// The same, for a topic already split into its levels, so that one topic can be checked
+    /// against many filters without splitting it again.
+    public static func matches(levels filterLevels: [Substring], topicLevels: [Substring]) -> Bool {
+        if topicLevels.first?.first == "$", let first = filterLevels.first, first == "+" || first == "#" {
             return false
         }
         var index = 0
