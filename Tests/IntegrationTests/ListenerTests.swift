@@ -229,6 +229,25 @@ struct ListenerTests {
         }
     }
 
+    @Test("tls_version tlsv1.3 refuses a client that stops at TLS 1.2, and accepts one that does not")
+    func minimumVersion() async throws {
+        let certificates = try FixtureCertificates.make()
+        defer { certificates.remove() }
+        var tls = certificates.serverTLS
+        tls.minimumVersion = .tls1_3
+        try await withTestBroker({ options in
+            options.listeners = [.init(host: "127.0.0.1", port: 0, tls: tls)]
+        }) { _, port in
+            let old = try Self.client("old", url: "mqtts://localhost:\(port)", certificates: certificates)
+            var configuration = old.configuration
+            configuration.tls?.maximumTLSVersion = .tlsv12
+            await #expect(throws: (any Error).self) { try await MQTTClient(configuration: configuration).connect() }
+            let current = try Self.client("current", url: "mqtts://localhost:\(port)", certificates: certificates)
+            try await current.connect()
+            await current.disconnect()
+        }
+    }
+
     @Test("capath: a directory of CA certificates checks client certificates as cafile does")
     func caPath() async throws {
         let certificates = try FixtureCertificates.make()
