@@ -129,6 +129,9 @@ struct SecurityInteropTests {
             }
             let refused = try Peers.run(tern, ["pub", "-h", "localhost", "-p", "\(ports[0])", "--cafile", certificates.strangerCertificate, "-t", "alice/x", "-m", "m"])
             #expect(refused.status != 0)
+            // --insecure skips the check that just failed (and nothing else changes).
+            let insecure = try Peers.run(tern, ["pub", "-h", "localhost", "-p", "\(ports[0])", "--insecure", "-u", "alice", "-t", "alice/x", "-m", "m"])
+            #expect(insecure.status == 0, "\(insecure.stderr)")
         }
     }
 
