@@ -86,7 +86,9 @@ extension MQTTBroker {
 
 /// A listener that could not be started.
 public struct ListenerError: Error, CustomStringConvertible {
+    /// The listener, as ``BrokerOptions/Listener/name`` names it.
     public var listener: String
+    /// What went wrong.
     public var reason: String
     public var description: String { "listener \(listener): \(reason)" }
 }

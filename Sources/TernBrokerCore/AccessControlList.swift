@@ -21,7 +21,7 @@ public import TernCodec
 /// `deny` line wins over any grant. As in Mosquitto, a pattern whose `%c` or `%u` would put `+`,
 /// `#` or `/` into the filter never matches, so a client cannot widen its own access by its name.
 public struct AccessControlList: Sendable, Hashable {
-    /// What a `topic` or `pattern` line grants.
+    /// What a `topic` or `pattern` line grants: `deny` refuses whatever else would grant.
     public enum Access: String, Sendable, Hashable {
         case read, write, readwrite, deny
 
@@ -31,6 +31,7 @@ public struct AccessControlList: Sendable, Hashable {
 
     /// One `topic` or `pattern` line.
     public struct Rule: Sendable, Hashable {
+        /// What the line grants or refuses.
         public let access: Access
         /// The filter as written; for a pattern it may hold `%c` and `%u`.
         public let filter: String
@@ -49,8 +50,11 @@ public struct AccessControlList: Sendable, Hashable {
 
     /// A line that could not be read, with where it is.
     public struct ParseError: Error, Hashable, CustomStringConvertible {
+        /// The ACL file, as it was named.
         public var file: String
+        /// The line, counted from 1.
         public var line: Int
+        /// What was expected there.
         public var reason: String
         public var description: String { "\(file):\(line): \(reason)" }
     }
