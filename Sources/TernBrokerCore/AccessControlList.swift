@@ -37,14 +37,43 @@ public struct AccessControlList: Sendable, Hashable {
         public let filter: String
         /// Its levels, split once here rather than at every check.
         let levels: [Substring]
-        /// Whether any level holds `%`, so that only such patterns are filled in per client.
-        let substitutes: Bool
+        /// The same levels sorted into what they match, so that a topic is checked without
+        /// allocating: this runs for every PUBLISH and every delivery when an ACL is set.
+        let kinds: [LevelKind]
+
+        enum LevelKind: Sendable, Hashable {
+            case literal(Substring)
+            case singleLevel
+            case multiLevel
+            case clientID
+            case username
+            /// A level with `%c` or `%u` among other text, filled in when checked.
+            case template(Substring)
+        }
 
         public init(access: Access, filter: String) {
             self.access = access
             self.filter = filter
             self.levels = filter.split(separator: "/", omittingEmptySubsequences: false)
-            self.substitutes = levels.contains { $0.utf8.contains(UInt8(ascii: "%")) }
+            self.kinds = levels.map { level in
+                switch level {
+                case "+": .singleLevel
+                case "#": .multiLevel
+                case "%c": .clientID
+                case "%u": .username
+                default: level.utf8.contains(UInt8(ascii: "%")) ? .template(level) : .literal(level)
+                }
+            }
+        }
+
+        /// Whether any level is filled in per client.
+        var substitutes: Bool {
+            kinds.contains { kind in
+                switch kind {
+                case .clientID, .username, .template: true
+                default: false
+                }
+            }
         }
     }
 
@@ -122,22 +151,15 @@ public struct AccessControlList: Sendable, Hashable {
 
     /// Whether a client may publish to `topic`.
     public func mayPublish(topic: String, clientID: String, username: String?) -> Bool {
-        let topicLevels = topic.split(separator: "/", omittingEmptySubsequences: false)
-        return check(clientID: clientID, username: username) {
-            TopicFilter.matches(levels: $0, topicLevels: topicLevels)
+        check(clientID: clientID, username: username) {
+            $0.matches(topic: topic, clientID: clientID, username: username)
         } grants: { $0.allowsWrite }
     }
 
     /// Whether a client may receive a message published to `topic`.
     public func mayReceive(topic: String, clientID: String, username: String?) -> Bool {
-        mayReceive(topicLevels: topic.split(separator: "/", omittingEmptySubsequences: false), clientID: clientID, username: username)
-    }
-
-    /// The same for a topic split into its levels, so that a message checked for many
-    /// subscribers is split once.
-    public func mayReceive(topicLevels: [Substring], clientID: String, username: String?) -> Bool {
         check(clientID: clientID, username: username) {
-            TopicFilter.matches(levels: $0, topicLevels: topicLevels)
+            $0.matches(topic: topic, clientID: clientID, username: username)
         } grants: { $0.allowsRead }
     }
 
@@ -146,71 +168,105 @@ public struct AccessControlList: Sendable, Hashable {
     /// a granted filter reaches but a `deny` line refuses are held back one by one at delivery.
     public func maySubscribe(filter: TopicFilter, clientID: String, username: String?) -> Bool {
         let levels = filter.filter.split(separator: "/", omittingEmptySubsequences: false)
-        return check(clientID: clientID, username: username) { $0.covers(filter: levels) } grants: { $0.allowsRead }
+        return check(clientID: clientID, username: username) { rule in
+            guard let ruleLevels = rule.substitutes ? rule.substituted(clientID: clientID, username: username) : rule.levels else {
+                return false
+            }
+            return ruleLevels.covers(filter: levels)
+        } grants: { $0.allowsRead }
     }
 
-    /// Runs `applies` over the client's rules with `%c` and `%u` filled in: a `deny` that applies
-    /// refuses, otherwise a rule that applies and `grants` allows, otherwise it is refused.
+    /// Runs `applies` over the client's rules and the patterns: a `deny` that applies refuses,
+    /// otherwise a rule that applies and `grants` allows, otherwise it is refused.
     private func check(
         clientID: String,
         username: String?,
-        _ applies: ([Substring]) -> Bool,
+        _ applies: (Rule) -> Bool,
         grants: (Access) -> Bool
     ) -> Bool {
         var granted = false
-        func consider(_ rule: Rule, levels: [Substring]) -> Bool {
-            guard applies(levels) else { return true }
-            if rule.access == .deny { return false }
-            if grants(rule.access) { granted = true }
+        /// `false` when a `deny` applies.
+        func consider(_ rules: [Rule]) -> Bool {
+            for rule in rules where applies(rule) {
+                if rule.access == .deny { return false }
+                if grants(rule.access) { granted = true }
+            }
             return true
         }
         let own = username.map { userRules[$0] ?? [] } ?? anonymousRules
-        for rule in own where !consider(rule, levels: rule.levels) { return false }
-        for pattern in patterns {
-            if !pattern.substitutes {
-                if !consider(pattern, levels: pattern.levels) { return false }
-                continue
-            }
-            guard let levels = pattern.substituted(clientID: clientID, username: username) else { continue }
-            if !consider(pattern, levels: levels) { return false }
-        }
+        guard consider(own), consider(patterns) else { return false }
         return granted
     }
 }
 
 extension AccessControlList.Rule {
+    /// Whether this rule, with `%c` and `%u` filled in, matches a topic name (MQTT 5.0 §4.7),
+    /// reading the topic in place. A wildcard first level never matches a `$` topic (§4.7.2).
+    func matches(topic: String, clientID: String, username: String?) -> Bool {
+        let bytes = topic.utf8
+        if bytes.first == UInt8(ascii: "$"), let first = kinds.first, first == .singleLevel || first == .multiLevel { return false }
+        // The start of the next topic level, or nil once the last level has been read.
+        var position: String.UTF8View.Index? = bytes.startIndex
+        for kind in kinds {
+            if kind == .multiLevel { return true }  // `#` also matches the parent level (§4.7.1.2)
+            guard let start = position else { return false }
+            let end = bytes[start...].firstIndex(of: UInt8(ascii: "/")) ?? bytes.endIndex
+            let level = bytes[start..<end]
+            position = end == bytes.endIndex ? nil : bytes.index(after: end)
+            switch kind {
+            case .singleLevel, .multiLevel:
+                continue
+            case .literal(let text):
+                guard text.utf8.elementsEqual(level) else { return false }
+            case .clientID:
+                guard Self.isSafe(clientID), clientID.utf8.elementsEqual(level) else { return false }
+            case .username:
+                guard let username, Self.isSafe(username), username.utf8.elementsEqual(level) else { return false }
+            case .template(let text):
+                guard let filled = Self.fill(text, clientID: clientID, username: username), filled.utf8.elementsEqual(level) else { return false }
+            }
+        }
+        return position == nil
+    }
+
     /// The pattern's levels with `%c` and `%u` filled in, or `nil` when it cannot apply: `%u`
     /// without a user name, or a value that holds a wildcard or a level separator.
     func substituted(clientID: String, username: String?) -> [Substring]? {
         var result: [Substring] = []
         result.reserveCapacity(levels.count)
-        for level in levels {
-            // A whole level of %c or %u, the usual case, needs no new string.
-            if level == "%c" {
+        for (level, kind) in zip(levels, kinds) {
+            switch kind {
+            case .clientID:
                 guard Self.isSafe(clientID) else { return nil }
                 result.append(Substring(clientID))
-            } else if level == "%u" {
+            case .username:
                 guard let username, Self.isSafe(username) else { return nil }
                 result.append(Substring(username))
-            } else if level.utf8.contains(UInt8(ascii: "%")) {
-                var filled = String(level)
-                if filled.contains("%c") {
-                    guard Self.isSafe(clientID) else { return nil }
-                    filled = filled.replacing("%c", with: clientID)
-                }
-                if filled.contains("%u") {
-                    guard let username, Self.isSafe(username) else { return nil }
-                    filled = filled.replacing("%u", with: username)
-                }
+            case .template(let text):
+                guard let filled = Self.fill(text, clientID: clientID, username: username) else { return nil }
                 result.append(Substring(filled))
-            } else {
+            case .literal, .singleLevel, .multiLevel:
                 result.append(level)
             }
         }
         return result
     }
 
-    private static func isSafe(_ value: String) -> Bool {
+    /// A level with `%c` or `%u` inside other text, filled in; `nil` when it cannot apply.
+    static func fill(_ text: Substring, clientID: String, username: String?) -> String? {
+        var filled = String(text)
+        if filled.contains("%c") {
+            guard isSafe(clientID) else { return nil }
+            filled = filled.replacing("%c", with: clientID)
+        }
+        if filled.contains("%u") {
+            guard let username, isSafe(username) else { return nil }
+            filled = filled.replacing("%u", with: username)
+        }
+        return filled
+    }
+
+    static func isSafe(_ value: String) -> Bool {
         !value.utf8.contains { $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "#") || $0 == UInt8(ascii: "/") }
     }
 }

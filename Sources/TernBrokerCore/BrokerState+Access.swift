@@ -20,12 +20,8 @@ extension BrokerState {
     /// Whether a session may be sent a message on `topic`. A session restored from the store whose
     /// client has not come back yet is not judged: its queue is checked when it does.
     func mayReceive(_ topic: String, session: Session) -> Bool {
-        mayReceive(topicLevels: topic.split(separator: "/", omittingEmptySubsequences: false), session: session)
-    }
-
-    func mayReceive(topicLevels: [Substring], session: Session) -> Bool {
         guard let identity = session.identity, let acl = accessControl(for: identity) else { return true }
-        return acl.mayReceive(topicLevels: topicLevels, clientID: session.clientID, username: identity.username)
+        return acl.mayReceive(topic: topic, clientID: session.clientID, username: identity.username)
     }
 
     func maySubscribe(_ filter: TopicFilter, clientID: String, identity: ClientIdentity) -> Bool {

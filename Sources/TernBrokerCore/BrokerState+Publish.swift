@@ -129,10 +129,9 @@ extension BrokerState {
         var order: [String] = []
         var sharedDeliveries: [(String, Delivery)] = []
         let checking = checksAccess
-        let topicLevels = checking ? topicString.split(separator: "/", omittingEmptySubsequences: false) : []
         for match in matches {
             let entry = match.entry
-            if checking, let session = sessions[entry.clientID], !mayReceive(topicLevels: topicLevels, session: session) { continue }
+            if checking, let session = sessions[entry.clientID], !mayReceive(topicString, session: session) { continue }
             if entry.options.noLocal, entry.clientID == message.publisherClientID { continue }  // §3.8.3.1
             let qos = min(message.qos, entry.options.qos)
             let retain = entry.options.retainAsPublished ? message.retain : false

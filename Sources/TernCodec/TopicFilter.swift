@@ -85,20 +85,9 @@ public struct TopicFilter: Hashable, Sendable, CustomStringConvertible, Comparab
 extension TopicFilter {
     /// Whether this filter (ignoring any share name) matches `topic` (§4.7).
     public func matches(_ topic: String) -> Bool {
-        Self.matches(levels: filter.split(separator: "/", omittingEmptySubsequences: false), topic: topic)
-    }
-
-    /// Whether a filter given as its levels (split at `/`) matches `topic` (§4.7): `+` one whole
-    /// level, `#` the rest, and a topic starting with `$` only a filter whose first level is
-    /// literal (§4.7.2). For filters held split, such as ACL rules.
-    public static func matches(levels filterLevels: [Substring], topic: String) -> Bool {
-        matches(levels: filterLevels, topicLevels: topic.split(separator: "/", omittingEmptySubsequences: false))
-    }
-
-    /// The same, for a topic already split into its levels, so that one topic can be checked
-    /// against many filters without splitting it again.
-    public static func matches(levels filterLevels: [Substring], topicLevels: [Substring]) -> Bool {
-        if topicLevels.first?.first == "$", let first = filterLevels.first, first == "+" || first == "#" {
+        let filterLevels = filter.split(separator: "/", omittingEmptySubsequences: false)
+        let topicLevels = topic.split(separator: "/", omittingEmptySubsequences: false)
+        if topic.utf8.first == UInt8(ascii: "$"), let first = filterLevels.first, first == "+" || first == "#" {
             return false
         }
         var index = 0

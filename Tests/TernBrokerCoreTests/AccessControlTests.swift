@@ -70,6 +70,24 @@ struct AccessControlTests {
         #expect(!acl.maySubscribe(filter: try TopicFilter("users/#"), clientID: "x", username: "#"))
     }
 
+    @Test("§4.7.1 level matching: + takes one level (an empty one too), # the parent and below, literals whole levels")
+    func levelMatching() throws {
+        let acl = try AccessControlList(parsing: "topic write a/+\ntopic write b/#\ntopic write c\npattern write dev_%c/x\n", file: "acl")
+        func may(_ topic: String, _ clientID: String = "k") -> Bool { acl.mayPublish(topic: topic, clientID: clientID, username: nil) }
+        #expect(may("a/1"))
+        #expect(may("a/"))
+        #expect(!may("a"))
+        #expect(!may("a/1/2"))
+        #expect(may("b"))
+        #expect(may("b/1/2"))
+        #expect(may("c"))
+        #expect(!may("c/"))
+        #expect(!may("cc"))
+        #expect(may("dev_k/x"))
+        #expect(!may("dev_j/x"))
+        #expect(!may("dev_+/x", "+"))
+    }
+
     @Test("§4.7.2 a grant starting with a wildcard does not reach $ topics")
     func dollarTopics() throws {
         let acl = try AccessControlList(parsing: "topic readwrite #\n", file: "acl")
