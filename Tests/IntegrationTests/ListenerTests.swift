@@ -303,11 +303,9 @@ struct ListenerTests {
 
     @Test("reloadSecurity (SIGHUP) applies a changed ACL and password file without dropping connections; a broken file keeps the old rules")
     func reload() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tern-reload-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let aclPath = directory + "/acl"
-        let passwordPath = directory + "/passwd"
+        let directory = try TemporaryDirectory(prefix: "reload")
+        let aclPath = directory.file("acl")
+        let passwordPath = directory.file("passwd")
         try "topic readwrite old/#\n".write(toFile: aclPath, atomically: true, encoding: .utf8)
         try "".write(toFile: passwordPath, atomically: true, encoding: .utf8)
         try await withTestBroker({ options in
@@ -345,6 +343,7 @@ struct ListenerTests {
             await bob.close()
             await client.close()
         }
+        _ = directory.path  // the files are needed until the broker has stopped
     }
 }
 

@@ -137,13 +137,11 @@ struct SecurityInteropTests {
 
     @Test("SIGHUP to tern serve reloads the ACL file; a connected client stays connected and gets the new rules")
     func sighupReloads() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tern-hup-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let aclPath = directory + "/acl"
+        let directory = try TemporaryDirectory(prefix: "hup")
+        let aclPath = directory.file("acl")
         try "topic readwrite old/#\n".write(toFile: aclPath, atomically: true, encoding: .utf8)
-        try "listener 1883 127.0.0.1\nallow_anonymous true\nacl_file \(aclPath)\n".write(toFile: directory + "/tern.conf", atomically: true, encoding: .utf8)
-        let server = try TernServer(extraArguments: ["-c", directory + "/tern.conf"])
+        try "listener 1883 127.0.0.1\nallow_anonymous true\nacl_file \(aclPath)\n".write(toFile: directory.file("tern.conf"), atomically: true, encoding: .utf8)
+        let server = try TernServer(extraArguments: ["-c", directory.file("tern.conf")])
         try await server.start()
         var client = try await TestClient.connect(port: server.port)
         _ = try await client.handshake(Packets.connect("stays", cleanStart: true))
@@ -165,5 +163,6 @@ struct SecurityInteropTests {
         #expect(code == .success)
         await client.close()
         #expect(server.terminate()?.status == 0)
+        _ = directory.path  // the files are needed until the server has stopped
     }
 }
