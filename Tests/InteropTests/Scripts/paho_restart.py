@@ -35,6 +35,9 @@ result = {}
 
 def on_connect(client, userdata, flags, reason_code, properties):
     result["session_present"] = flags["session present"]
+    # Printed here, on the network thread that also runs on_message: printed from the main
+    # thread it could interleave with a 'message' line that arrives right after CONNACK.
+    print("session_present=%s" % bool(result["session_present"]), flush=True)
     connected.set()
 
 
@@ -47,7 +50,6 @@ client.connect("127.0.0.1", PORT, clean_start=(PHASE == "subscribe"), properties
 client.loop_start()
 if not connected.wait(TIMEOUT):
     raise SystemExit("no CONNACK")
-print("session_present=%s" % bool(result["session_present"]), flush=True)
 
 if PHASE == "subscribe":
     subscribed = threading.Event()
