@@ -1,7 +1,8 @@
 // swift-tools-version:6.1
 import PackageDescription
 
-// Layering (see README "Layout"): codec <- broker core <- broker <- config <- executable, and codec <- client.
+// Layering (see README "Layout"): codec <- broker core <- broker <- config <- executable, and codec <- client;
+// TernTransport (WebSocket framing) is shared by broker and client, which never depend on each other.
 // The broker never names SQLite; only the executable chooses a store.
 let swiftSettings: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
