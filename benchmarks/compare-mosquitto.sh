@@ -7,23 +7,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 count=${1:-200000}
-command -v mosquitto >/dev/null || { echo "mosquitto is not installed (apt-get install mosquitto)"; exit 1; }
-
-swift build -c release --product tern >/dev/null
-tern=.build/release/tern
-work=$(mktemp -d)
+source benchmarks/common.sh
 mosquitto_port=28840
 tern_port=28841
 printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$mosquitto_port" > "$work/mosquitto.conf"
-
-mosquitto -c "$work/mosquitto.conf" > "$work/mosquitto.log" 2>&1 &
-mosquitto_pid=$!
-"$tern" serve -p "$tern_port" > "$work/tern.log" 2>&1 &
-tern_pid=$!
-trap 'kill "$mosquitto_pid" "$tern_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+run_broker "$work/mosquitto.log" mosquitto -c "$work/mosquitto.conf"
+run_broker "$work/tern.log" "$tern" serve -p "$tern_port"
 sleep 1
 
-rate() { sed -E 's/.*rate=([0-9]+).*/\1/'; }
 echo "mosquitto: $(mosquitto -h 2>&1 | head -1)"
 for qos in 0 1; do
     # At QoS 0 a large window measures throughput rather than round-trip latency; at QoS 1 both

@@ -15,27 +15,18 @@ cd "$(dirname "$0")/.."
 count=${1:-100000}
 sessions=${2:-1000}
 queued=${3:-100000}
-command -v mosquitto >/dev/null || { echo "mosquitto is not installed (apt-get install mosquitto)"; exit 1; }
-
-swift build -c release --product tern >/dev/null
-tern=$PWD/.build/release/tern
-work=$(mktemp -d)
-pids=()
-trap 'for p in "${pids[@]:-}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$work"' EXIT
-rate() { sed -E 's/.*rate=([0-9]+).*/\1/'; }
+source benchmarks/common.sh
 rss_mb() { awk '/VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 
 start_mosquitto() {  # port dir
     printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\nuser root\nmax_queued_messages 0\nmax_inflight_messages 1000\n' \
         "$1" "$2" > "$2/mosquitto.conf"
-    mosquitto -c "$2/mosquitto.conf" > "$2/mosquitto.log" 2>&1 &
-    pid=$!; pids+=("$pid")
+    run_broker "$2/mosquitto.log" mosquitto -c "$2/mosquitto.conf"
 }
 start_tern() {  # port dir
     printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\nmax_queued_messages 0\nmax_inflight_messages 1000\n' \
         "$1" "$2" > "$2/tern.conf"
-    "$tern" serve -c "$2/tern.conf" > "$2/tern.log" 2>&1 &
-    pid=$!; pids+=("$pid")
+    run_broker "$2/tern.log" "$tern" serve -c "$2/tern.conf"
 }
 stop() { kill -TERM "$1"; while kill -0 "$1" 2>/dev/null; do sleep 0.05; done; }
 

@@ -8,12 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 count=${1:-200000}
-command -v mosquitto >/dev/null || { echo "mosquitto is not installed (apt-get install mosquitto)"; exit 1; }
 command -v openssl >/dev/null || { echo "openssl is not installed"; exit 1; }
-
-swift build -c release --product tern >/dev/null
-tern=.build/release/tern
-work=$(mktemp -d)
+source benchmarks/common.sh
 (
     cd "$work"
     openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:prime256v1 -out ca.key 2>/dev/null
@@ -28,14 +24,10 @@ keyfile $work/server.key"
 printf 'user root\nallow_anonymous true\nlistener 28850 127.0.0.1\nlistener 28851 127.0.0.1\n%s\n' "$tls_lines" > "$work/mosquitto.conf"
 printf 'allow_anonymous true\nlistener 28852 127.0.0.1\nlistener 28853 127.0.0.1\n%s\n' "$tls_lines" > "$work/tern.conf"
 
-mosquitto -c "$work/mosquitto.conf" > "$work/mosquitto.log" 2>&1 &
-mosquitto_pid=$!
-"$tern" serve -c "$work/tern.conf" > "$work/tern.log" 2>&1 &
-tern_pid=$!
-trap 'kill "$mosquitto_pid" "$tern_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+run_broker "$work/mosquitto.log" mosquitto -c "$work/mosquitto.conf"
+run_broker "$work/tern.log" "$tern" serve -c "$work/tern.conf"
 sleep 1
 
-rate() { sed -E 's/.*rate=([0-9]+).*/\1/'; }
 bench() { "$tern" bench -h 127.0.0.1 -p "$1" -q 0 -c "$count" --window 10000 --timeout 120 --label "$2" "${@:3}"; }
 echo "mosquitto: $(mosquitto -h 2>&1 | head -1)"
 mp=$(bench 28850 "mosquitto tcp")

@@ -183,7 +183,8 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     /// With `use_identity_as_username`, the client certificate's Common Name replaces the user
     /// name and no password is checked.
     private func checkCredentials(_ connect: inout Connect) -> Credentials {
-        let address = context?.remoteAddress.map { "\($0)" } ?? "unknown"
+        // Formatted only when a failure is logged, not for every CONNECT.
+        var address: String { context?.remoteAddress.map { "\($0)" } ?? "unknown" }
         if broker.options.listeners[listener].tls?.useIdentityAsUsername == true {
             let certificate = try? context?.pipeline.syncOperations.nioSSL_peerCertificate()
             guard let name = certificate?.subjectName.first(where: { $0.type == .commonName })?.value else {

@@ -9,8 +9,9 @@ extension BrokerState {
         return accessControl
     }
 
-    /// Whether any ACL is configured, so that the hot path skips every check when none is.
-    var checksAccess: Bool { accessControl != nil || listenerPolicies.values.contains { $0.accessControl != nil } }
+    mutating func updateChecksAccess() {
+        checksAccess = accessControl != nil || listenerPolicies.values.contains { $0.accessControl != nil }
+    }
 
     func mayPublish(_ topic: String, clientID: String, identity: ClientIdentity) -> Bool {
         guard let acl = accessControl(for: identity) else { return true }

@@ -18,10 +18,17 @@ public struct BrokerState: Sendable {
     public var statistics = BrokerStatistics()
     /// `acl_file`: who may publish, subscribe and receive where; `nil` allows everything. With
     /// `per_listener_settings true` a listener's own policy in ``listenerPolicies`` replaces it.
-    public var accessControl: AccessControlList?
+    public var accessControl: AccessControlList? {
+        didSet { updateChecksAccess() }
+    }
     /// Each listener's `allow_anonymous` and `acl_file` under `per_listener_settings true`, by the
     /// listener number the I/O layer passes to ``connect(_:_:credentials:listener:now:)``.
-    public var listenerPolicies: [Int: AccessPolicy] = [:]
+    public var listenerPolicies: [Int: AccessPolicy] = [:] {
+        didSet { updateChecksAccess() }
+    }
+    /// Whether any ACL is configured: kept up to date here so that every PUBLISH and delivery
+    /// without an ACL pays one load, not a walk over the listener policies.
+    var checksAccess = false
     var assignedIdentifierCounter: UInt64 = 0
     /// Whether changes to stored sessions are recorded for a store (``takeStoreChanges()``).
     /// Off when the broker keeps its state in memory only.

@@ -112,6 +112,23 @@ public struct MosquittoConfiguration: Sendable {
             }
         }
 
+        /// Puts a file's contents and path on the current listener under `per_listener_settings
+        /// true`, otherwise on the whole broker.
+        mutating func assign<Value>(
+            _ value: Value,
+            path: String,
+            listener: (WritableKeyPath<ListenerSecurity, Value?>, WritableKeyPath<ListenerSecurity, String?>),
+            broker: (WritableKeyPath<BrokerOptions, Value?>, WritableKeyPath<BrokerOptions, String?>)
+        ) {
+            if perListenerSettings {
+                current.security[keyPath: listener.0] = value
+                current.security[keyPath: listener.1] = path
+            } else {
+                result.options[keyPath: broker.0] = value
+                result.options[keyPath: broker.1] = path
+            }
+        }
+
         /// Mosquitto's durations: a number and one of h, d, w, m (months) or y; seconds when bare.
         func duration(_ option: String, _ arguments: [String], _ line: Int) throws(ConfigurationError) -> UInt32 {
             let text = try one(option, arguments, line)
@@ -224,23 +241,11 @@ public struct MosquittoConfiguration: Sendable {
             case "password_file":
                 let path = try one(option, arguments, line)
                 let file = try load(option, path, line, kind: "a password file", PasswordFile.load(path:))
-                if perListenerSettings {
-                    current.security.passwordFile = file
-                    current.security.passwordFilePath = path
-                } else {
-                    result.options.passwordFile = file
-                    result.options.passwordFilePath = path
-                }
+                assign(file, path: path, listener: (\.passwordFile, \.passwordFilePath), broker: (\.passwordFile, \.passwordFilePath))
             case "acl_file":
                 let path = try one(option, arguments, line)
                 let acl = try load(option, path, line, kind: "an ACL file", AccessControlList.load(path:))
-                if perListenerSettings {
-                    current.security.accessControl = acl
-                    current.security.accessControlPath = path
-                } else {
-                    result.options.accessControl = acl
-                    result.options.accessControlPath = path
-                }
+                assign(acl, path: path, listener: (\.accessControl, \.accessControlPath), broker: (\.accessControl, \.accessControlPath))
             case "persistence":
                 result.persistence.enabled = try boolean(option, arguments, line)
             case "persistence_location":
