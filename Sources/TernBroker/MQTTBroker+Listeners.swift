@@ -9,6 +9,11 @@ import TernCodec
 import TernTransport
 
 extension MQTTBroker {
+    /// When a connection's unwritten bytes pass `high`, it stops being writable and the state
+    /// holds back its messages (QoS 1/2 queued, QoS 0 dropped) until they fall below `low`. This
+    /// bounds what a client that does not read costs: `high` plus what was already on its way.
+    static let writeBufferWaterMark = ChannelOptions.Types.WriteBufferWaterMark(low: 32 * 1024, high: 128 * 1024)
+
     /// Binds one listener: TCP or a Unix socket, MQTT or WebSockets, with TLS when configured.
     func bind(_ listener: BrokerOptions.Listener, index: Int) async throws -> any Channel {
         let tls: NIOSSLContext?
@@ -29,6 +34,7 @@ extension MQTTBroker {
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelOption(.writeBufferWaterMark, value: MQTTBroker.writeBufferWaterMark)
         if listener.unixSocketPath == nil {
             bootstrap = bootstrap.childChannelOption(.socketOption(.tcp_nodelay), value: 1)
         }

@@ -27,25 +27,28 @@ import TernStore
 /// ```
 ///
 /// The state is shared across event loops behind one `Mutex`. Each packet takes the lock once;
-/// the packets it produces for other connections are grouped per event loop and handed over in
-/// one hop, and each connection flushes once per read burst, not once per packet.
+/// the actions it produces are appended, in order, to each connection's ``OutboundQueue``, and the
+/// connections on other event loops are woken with one hop per loop per read burst. Each
+/// connection flushes once per burst, not once per packet.
 public final class MQTTBroker: Service, Sendable {
     struct Handle: Sendable {
         let eventLoop: any EventLoop
         let handler: NIOLoopBound<MQTTConnectionHandler>
+        /// The connection's ordered outbound path, appended to from any loop.
+        let outbound: ConnectionOutbound
     }
 
     struct Shared: ~Copyable {
         var state: BrokerState
         var handles: [ConnectionID: Handle] = [:]
-        /// Actions waiting for the store to commit the changes they depend on.
-        var held = HeldActions()
     }
 
     public let options: BrokerOptions
     let group: any EventLoopGroup
     let logger: Logger
     let shared: Mutex<Shared>
+    /// The store's last commit, and the connections whose queues wait for a later one.
+    let commits = CommitWaiters()
     let connectionCounter = Atomic<UInt64>(0)
     let counters = TrafficCounters()
     let passwordFiles: Mutex<PasswordFiles>
@@ -187,14 +190,11 @@ public final class MQTTBroker: Service, Sendable {
         withState { _ in [] }
     }
 
-    /// Releases the actions that waited for a commit, in the order they were held.
+    /// Wakes the connections whose queues waited for this commit; each writes what it released
+    /// in its own queue's order, so a newer action never passes a released one.
     private func committed(upTo ticket: UInt64) {
         var outbox = Outbox()
-        shared.withLock { shared in
-            for (id, action) in shared.held.release(upTo: ticket) {
-                if let handle = shared.handles[id] { outbox.add(action, for: id, handle: handle) }
-            }
-        }
+        for handle in commits.commit(upTo: ticket) { outbox.wake(handle) }
         outbox.dispatch()
     }
 
@@ -203,47 +203,52 @@ public final class MQTTBroker: Service, Sendable {
 
     // MARK: Driving the state
 
-    /// Runs `body` on the shared state under the lock. The actions for `current`, the connection
-    /// whose event loop calls this, are returned so that its handler writes them inside its read
-    /// burst; actions for other connections are added to `outbox`, which the caller dispatches
-    /// once per read burst, with one hop per event loop.
+    /// Runs `body` on the shared state under the lock and appends the actions it returns to the
+    /// queues of their connections, in the order `body` produced them. An action that promises a
+    /// store change (``WriteAhead``) carries the ticket of its commit. Connections other than
+    /// `current`, the one whose event loop calls this, are added to `outbox`, which the caller
+    /// dispatches once per read burst; `current` takes from its own queue when this returns.
     func withState(
         current: ConnectionID?,
         outbox: inout Outbox,
         _ body: (inout BrokerState) -> [BrokerAction]
-    ) -> [BrokerAction] {
+    ) {
         shared.withLock { shared in
             let actions = body(&shared.state)
-            var ticket: UInt64?
+            var ticket: UInt64 = 0
             if let store = options.store {
                 let changes = shared.state.takeStoreChanges()
-                if !changes.isEmpty { ticket = store.submit(changes) }
+                if !changes.isEmpty { ticket = store.submit(changes) ?? 0 }
             }
-            var own: [BrokerAction] = []
+            // Consecutive actions usually go to the same connection (a burst of deliveries, an
+            // acknowledgement and the queue it released): look its handle up once.
+            var last: (id: ConnectionID, handle: Handle)?
             for action in actions {
+                let id: ConnectionID
                 switch action {
-                case .send(let id, _), .close(let id):
-                    // Write-ahead: what promises a change (an acknowledgement to the client whose
-                    // packet made it, a QoS 2 step) waits until the change is on disk, and a
-                    // connection with held actions gets everything after them, in order.
-                    if let wait = shared.held.wait(for: action, ticket: ticket, current: current) {
-                        shared.held.hold(action, for: id, until: wait)
-                    } else if id == current {
-                        own.append(action)
-                    } else if let handle = shared.handles[id] {
-                        outbox.add(action, for: id, handle: handle)
-                    }
+                case .send(let target, _), .close(let target): id = target
                 }
+                let handle: Handle
+                if let last, last.id == id {
+                    handle = last.handle
+                } else if let found = shared.handles[id] {
+                    handle = found
+                    last = (id, found)
+                } else {
+                    continue  // the connection is gone
+                }
+                let wait = ticket != 0 && WriteAhead.mustWait(action, current: current) ? ticket : 0
+                let wake = handle.outbound.queue.withLock { $0.append(action, after: wait) }
+                if wake, id != current { outbox.wake(handle) }
             }
-            return own
         }
     }
 
-    /// Runs `body` on the shared state for an event that belongs to no connection, and carries
-    /// out its actions at once.
+    /// Runs `body` on the shared state for an event that belongs to no connection, and wakes the
+    /// connections it produced actions for at once.
     func withState(_ body: (inout BrokerState) -> [BrokerAction]) {
         var outbox = Outbox()
-        _ = withState(current: nil, outbox: &outbox, body)
+        withState(current: nil, outbox: &outbox, body)
         outbox.dispatch()
     }
 
@@ -253,7 +258,9 @@ public final class MQTTBroker: Service, Sendable {
 
     func connectionEnded(_ id: ConnectionID) {
         withState { state in state.connectionClosed(id, now: .now()) }
-        shared.withLock { _ = $0.handles.removeValue(forKey: id) }
+        let handle = shared.withLock { $0.handles.removeValue(forKey: id) }
+        handle?.outbound.queue.withLock { $0.removeAll() }
+        commits.forget(id)
     }
 
     private func tick() {

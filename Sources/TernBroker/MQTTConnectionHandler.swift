@@ -27,6 +27,14 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private var keepAliveTimeout: TimeAmount?
     private var timer: Scheduled<Void>?
     private var outbox = Outbox()
+    /// This connection's ordered outbound path: every packet it is sent goes through it.
+    private let outbound = ConnectionOutbound()
+    private var handle: MQTTBroker.Handle?
+    /// Whether ``drainOutbound(flush:)`` is running: a drain asked for while it writes (a
+    /// writability change fired by a write) runs after it, so the queue's order holds.
+    private var draining = false
+    private var drainAgain = false
+    private var unflushedBytes = 0
     private var outboundAliases = OutboundTopicAliases(maximum: 0)
     /// Authentication Method and Data to add to the CONNACK of an enhanced authentication.
     private var connackAuthentication: Properties?
@@ -52,7 +60,9 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        broker.register(id, handle: MQTTBroker.Handle(eventLoop: context.eventLoop, handler: NIOLoopBound(self, eventLoop: context.eventLoop)))
+        let handle = MQTTBroker.Handle(eventLoop: context.eventLoop, handler: NIOLoopBound(self, eventLoop: context.eventLoop), outbound: outbound)
+        self.handle = handle
+        broker.register(id, handle: handle)
         // Added after a WebSocket upgrade, the channel is already active.
         if context.channel.isActive { startConnectTimer(context: context) }
     }
@@ -61,6 +71,7 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         // The context holds this handler; letting go of it breaks the cycle when the channel ends.
         stopTimer()
         self.context = nil
+        self.handle = nil
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -113,6 +124,19 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         context.fireChannelReadComplete()
     }
 
+    /// Backpressure: while the socket does not keep up, the state keeps this client's QoS 1/2
+    /// messages in its session queue and drops its QoS 0 messages; when it catches up, the queue
+    /// drains in order.
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if attached, !closing {
+            let writable = context.channel.isWritable
+            let id = self.id
+            broker.withState(current: id, outbox: &outbox) { $0.writabilityChanged(id, writable: writable, now: .now()) }
+            drainOutbound(flush: true)
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if error is NIOSSLError || error is BoringSSLError {
             // An untrusted, expired or missing client certificate, or a client that is not speaking TLS.
@@ -127,7 +151,9 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private func handle(_ packet: MQTTPacket) {
         switch machine.received(packet) {
         case .reply(let reply):
-            write(reply)
+            // Behind whatever the state already queued for this connection, like everything else.
+            _ = outbound.queue.withLock { $0.append(.send(id, reply), after: 0) }
+            drainOutbound(flush: false)
         case .close(let code, let reason):
             refuse(TernError(code, reason))
         case .forward(let packet):
@@ -148,7 +174,6 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private func forward(_ packet: MQTTPacket) {
         let now = BrokerInstant.now()
         let id = self.id
-        let own: [BrokerAction]
         switch packet {
         case .connect(let connect):
             version = connect.protocolVersion
@@ -159,23 +184,23 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             var connect = connect
             let credentials = checkCredentials(&connect)
             let listener = broker.policyListener(self.listener)
-            own = broker.withState(current: id, outbox: &outbox) { state in
+            broker.withState(current: id, outbox: &outbox) { state in
                 let actions = state.connect(id, connect, credentials: credentials, listener: listener, now: now)
                 let granted = state.grantedKeepAlive(requested: connect.keepAlive)
                 self.startKeepAlive(seconds: granted)
                 return actions
             }
-        case .publish(let publish): own = broker.withState(current: id, outbox: &outbox) { $0.publish(id, publish, now: now) }
-        case .puback(let ack): own = broker.withState(current: id, outbox: &outbox) { $0.acknowledge(id, .puback, ack, now: now) }
-        case .pubrec(let ack): own = broker.withState(current: id, outbox: &outbox) { $0.acknowledge(id, .pubrec, ack, now: now) }
-        case .pubcomp(let ack): own = broker.withState(current: id, outbox: &outbox) { $0.acknowledge(id, .pubcomp, ack, now: now) }
-        case .pubrel(let ack): own = broker.withState(current: id, outbox: &outbox) { $0.publishRelease(id, ack) }
-        case .subscribe(let subscribe): own = broker.withState(current: id, outbox: &outbox) { $0.subscribe(id, subscribe, now: now) }
-        case .unsubscribe(let unsubscribe): own = broker.withState(current: id, outbox: &outbox) { $0.unsubscribe(id, unsubscribe) }
-        case .disconnect(let disconnect): own = broker.withState(current: id, outbox: &outbox) { $0.disconnect(id, disconnect, now: now) }
-        default: own = []
+        case .publish(let publish): broker.withState(current: id, outbox: &outbox) { $0.publish(id, publish, now: now) }
+        case .puback(let ack): broker.withState(current: id, outbox: &outbox) { $0.acknowledge(id, .puback, ack, now: now) }
+        case .pubrec(let ack): broker.withState(current: id, outbox: &outbox) { $0.acknowledge(id, .pubrec, ack, now: now) }
+        case .pubcomp(let ack): broker.withState(current: id, outbox: &outbox) { $0.acknowledge(id, .pubcomp, ack, now: now) }
+        case .pubrel(let ack): broker.withState(current: id, outbox: &outbox) { $0.publishRelease(id, ack) }
+        case .subscribe(let subscribe): broker.withState(current: id, outbox: &outbox) { $0.subscribe(id, subscribe, now: now) }
+        case .unsubscribe(let unsubscribe): broker.withState(current: id, outbox: &outbox) { $0.unsubscribe(id, unsubscribe) }
+        case .disconnect(let disconnect): broker.withState(current: id, outbox: &outbox) { $0.disconnect(id, disconnect, now: now) }
+        default: return
         }
-        apply(own, flush: false)
+        drainOutbound(flush: false)
     }
 
     /// Checks the user name and password against the password file, on this event loop: PBKDF2
@@ -203,16 +228,40 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         return .invalid
     }
 
-    /// Carries out the broker's actions for this connection. Called on this connection's loop.
-    func apply(_ actions: [BrokerAction], flush: Bool) {
-        for action in actions {
-            switch action {
-            case .send(_, let packet): write(packet)
-            case .close: close(reason: nil)
-            }
+    /// Writes, in order, what this connection's queue holds, up to the first action that waits
+    /// for a store commit not yet made; that commit wakes it again. Called on this connection's
+    /// loop: after each of its own packets, and when another loop or a commit wakes it.
+    func drainOutbound(flush: Bool) {
+        if draining {
+            drainAgain = true
+            return
         }
+        guard let handle, !closing else { return }
+        draining = true
+        defer { draining = false }
+        repeat {
+            drainAgain = false
+            let committed = broker.commits.committed
+            let (ready, blockedOn) = outbound.queue.withLock { $0.take(committed: committed) }
+            for entry in ready {
+                switch entry.action {
+                case .send(_, let packet): write(packet)
+                case .close:
+                    close(reason: nil)
+                    return
+                }
+                // A long batch is handed to the socket as it goes, so that a client that reads
+                // keeps its connection writable and only one that does not sees backpressure.
+                if unflushedBytes >= Self.flushThreshold { flushIfNeeded() }
+            }
+            if let blockedOn, !broker.commits.wait(id, for: blockedOn, handle: handle) { drainAgain = true }
+        } while drainAgain && !closing
         if flush { flushIfNeeded() }
     }
+
+    /// Unflushed bytes after which a drain flushes before going on: below the write buffer's
+    /// high water mark (``MQTTBroker/writeBufferWaterMark``).
+    static let flushThreshold = 64 * 1024
 
     private func write(_ packet: MQTTPacket) {
         guard let context, !closing else { return }
@@ -234,6 +283,7 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         }
         packetsWritten += 1
         bytesWritten += UInt64(buffer.readableBytes)
+        unflushedBytes += buffer.readableBytes
         context.write(wrapOutboundOut(buffer), promise: nil)
         needsFlush = true
     }
@@ -241,6 +291,7 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private func flushIfNeeded() {
         guard needsFlush, let context else { return }
         needsFlush = false
+        unflushedBytes = 0
         context.flush()
         broker.counters.packetsSent.add(packetsWritten, ordering: .relaxed)
         broker.counters.bytesSent.add(bytesWritten, ordering: .relaxed)
@@ -252,6 +303,8 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     /// code on MQTT 5, or for an unknown protocol level a 3.1.1-style CONNACK "unacceptable
     /// protocol version", which every client version can read (§3.1.2.2).
     private func refuse(_ error: TernError) {
+        // What the state queued before the broken packet goes first.
+        drainOutbound(flush: false)
         broker.logger.notice(
             "closing connection",
             metadata: ["connection": "\(id)", "reason": "\(error.reasonCode)", "detail": "\(error.reason)"]
@@ -259,6 +312,7 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         if attached, version == .v5 {
             write(.disconnect(Disconnect(reasonCode: error.reasonCode)))
         } else if !attached, error.reasonCode == .unsupportedProtocolVersion, let context {
+            // Before CONNECT nothing can be queued for the connection: write at once.
             context.write(wrapOutboundOut(ByteBuffer(bytes: [0x20, 0x02, 0x00, 0x01])), promise: nil)
             needsFlush = true
         }

@@ -16,8 +16,13 @@ public struct BrokerStatistics: Sendable, Hashable {
     public var publishMessagesSent: UInt64 = 0
     public var bytesReceived: UInt64 = 0
     public var bytesSent: UInt64 = 0
-    /// Messages dropped because a queue was full (`max_queued_messages`/`max_queued_bytes`).
+    /// Messages dropped because of a limit: a queue was full (`max_queued_messages`,
+    /// `max_queued_bytes`), a payload over `message_size_limit`, an ACL, or backpressure.
     public var publishMessagesDropped: UInt64 = 0
+    /// Of those, QoS 0 messages dropped because the client's connection was not keeping up.
+    public var publishMessagesDroppedBackpressure: UInt64 = 0
+    /// How many times a connection stopped keeping up with what it was sent.
+    public var backpressureEvents: UInt64 = 0
     /// Messages not sent because they exceeded the client's Maximum Packet Size.
     public var publishMessagesDroppedTooLarge: UInt64 = 0
     /// Messages discarded because their Message Expiry Interval passed.

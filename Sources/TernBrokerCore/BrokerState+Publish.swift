@@ -166,13 +166,19 @@ extension BrokerState {
         defer { sessions[clientID] = session }
         if delivery.qos == .atMostOnce {
             if let connection = session.connection {
+                guard session.writable else {
+                    // Backpressure: QoS 0 is not queued for a client that does not keep up, as in Mosquitto.
+                    statistics.publishMessagesDropped += 1
+                    statistics.publishMessagesDroppedBackpressure += 1
+                    return
+                }
                 send(delivery, packetIdentifier: 0, session: &session, connection: connection, now: now, into: &actions)
             } else if configuration.queueQoS0Messages {
                 enqueue(delivery, session: &session)
             }
             return
         }
-        if let connection = session.connection, session.inflight.count < session.sendWindow, session.queue.isEmpty {
+        if let connection = session.connection, session.writable, session.inflight.count < session.sendWindow, session.queue.isEmpty {
             let id = session.allocatePacketIdentifier()
             if send(delivery, packetIdentifier: id, session: &session, connection: connection, now: now, into: &actions) {
                 var delivery = delivery
@@ -233,7 +239,7 @@ extension BrokerState {
         // to the queue alive and make the mutations below copy it.
         guard var session = sessions.removeValue(forKey: clientID) else { return }
         defer { sessions[clientID] = session }
-        guard let connection = session.connection else { return }
+        guard let connection = session.connection, session.writable else { return }
         while session.inflight.count < session.sendWindow, let delivery = session.queue.popFirst() {
             session.queuedBytes -= delivery.message.payload.readableBytes
             if delivery.qos == .atMostOnce {
@@ -249,6 +255,24 @@ extension BrokerState {
                 recordDeliveryEnded(delivery)  // expired or too large: it never blocks the queue behind it
             }
         }
+    }
+
+    /// Handles a change in whether a connection's socket keeps up with what it is sent. While it
+    /// does not, its QoS 1/2 messages wait in its session queue (within `max_queued_messages` and
+    /// `max_queued_bytes`) and its QoS 0 messages are dropped; when it catches up, the queue
+    /// drains in order. Other clients are not affected either way.
+    public mutating func writabilityChanged(_ connection: ConnectionID, writable: Bool, now: BrokerInstant) -> [BrokerAction] {
+        guard let (clientID, _) = connections[connection], let session = sessions[clientID],
+            session.connection == connection, session.writable != writable
+        else { return [] }
+        sessions[clientID]?.writable = writable
+        var actions: [BrokerAction] = []
+        if writable {
+            drainQueue(clientID, now: now, into: &actions)
+        } else {
+            statistics.backpressureEvents += 1
+        }
+        return actions
     }
 
     /// Handles PUBACK, PUBREC or PUBCOMP from a client for an outbound message (§4.3).

@@ -14,12 +14,17 @@ extension BrokerState {
             ("clients/connected", "\(connected)"),
             ("clients/disconnected", "\(total - connected)"),
             ("clients/total", "\(total)"),
-            ("messages/received", "\(statistics.publishMessagesReceived)"),
-            ("messages/sent", "\(statistics.publishMessagesSent)"),
+            // Mosquitto's meanings: every packet here, PUBLISH packets under publish/.
+            ("messages/received", "\(statistics.messagesReceived)"),
+            ("messages/sent", "\(statistics.messagesSent)"),
             ("publish/messages/received", "\(statistics.publishMessagesReceived)"),
             ("publish/messages/sent", "\(statistics.publishMessagesSent)"),
             ("publish/messages/dropped", "\(statistics.publishMessagesDropped + statistics.publishMessagesDroppedTooLarge)"),
             ("publish/messages/expired", "\(statistics.publishMessagesExpired)"),
+            // Tern's own: backpressure, as it happens (see writabilityChanged).
+            ("publish/messages/dropped/backpressure", "\(statistics.publishMessagesDroppedBackpressure)"),
+            ("clients/backpressured", "\(backpressuredCount)"),
+            ("clients/backpressure events", "\(statistics.backpressureEvents)"),
             ("bytes/received", "\(statistics.bytesReceived)"),
             ("bytes/sent", "\(statistics.bytesSent)"),
             ("subscriptions/count", "\(topics.count)"),
@@ -42,5 +47,12 @@ extension BrokerState {
             route(message, now: now, into: &actions)
         }
         return actions
+    }
+}
+
+extension BrokerState {
+    /// How many connected clients are not keeping up with what they are sent now.
+    var backpressuredCount: Int {
+        sessions.values.reduce(0) { $0 + ($1.connection != nil && !$1.writable ? 1 : 0) }
     }
 }

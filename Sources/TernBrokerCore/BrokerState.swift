@@ -151,6 +151,7 @@ extension BrokerState {
         let clientReceiveMaximum = version == .v5 ? Int(packet.properties.receiveMaximum ?? .max) : Int.max
         session.sendWindow = max(1, min(clientReceiveMaximum, configuration.maxInflightMessages))
         session.clientMaximumPacketSize = packet.properties.maximumPacketSize.map { Int($0) }
+        session.writable = true
         session.identity = identity
         sessions[clientID] = session
         connections[connection] = (clientID, version)

@@ -101,6 +101,9 @@ public struct Session: Sendable {
     var nextPacketIdentifier: UInt16 = 1
     /// The client's Receive Maximum: how many QoS 1/2 PUBLISH may await acknowledgement.
     var sendWindow: Int = 20
+    /// Whether the connection's socket keeps up. While it does not, QoS 1/2 messages stay in the
+    /// queue and QoS 0 messages are dropped (backpressure); it is reset by every CONNECT.
+    public internal(set) var writable = true
     /// The client's Maximum Packet Size, if it set one.
     var clientMaximumPacketSize: Int?
     /// Who the ACLs see: set by each CONNECT, unknown for a session restored from the store until

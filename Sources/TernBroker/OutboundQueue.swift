@@ -1,0 +1,76 @@
+import DequeModule
+import Synchronization
+import TernBrokerCore
+
+/// The one ordered path of packets to a connection.
+///
+/// Every action the broker's state produces for a connection is appended here, under the state's
+/// lock, in the order the state produced it: live deliveries from any event loop, queued messages
+/// released by an acknowledgement, redeliveries on resume, replies, and actions that must wait for
+/// a store commit. The connection's own event loop takes them out in that order and writes them.
+///
+/// An action that waits for a commit carries the ticket of that commit and blocks what follows it
+/// on this connection, and nothing else, until the ticket is committed.
+struct OutboundQueue {
+    struct Entry {
+        var action: BrokerAction
+        /// The store commit the action waits for; 0 when it may leave at once.
+        var ticket: UInt64
+    }
+
+    private var entries: Deque<Entry> = []
+    /// How many entries wait for a commit; while none do, a take empties the queue.
+    private var waiting = 0
+    /// Whether a wake-up of the connection's event loop is already on its way: producers on other
+    /// loops schedule one per burst, not one per action.
+    private var wakeScheduled = false
+
+    var isEmpty: Bool { entries.isEmpty }
+    var count: Int { entries.count }
+
+    /// Appends `action`, which may leave once `ticket` is committed (0: at once).
+    /// - Returns: whether the caller must wake the connection's event loop: true for the first
+    ///   action since the loop last took from the queue.
+    mutating func append(_ action: BrokerAction, after ticket: UInt64) -> Bool {
+        // Tickets only grow, and an entry never leaves before the one ahead of it, so an action
+        // behind a held one is not held by a ticket of its own: the queue's order holds it.
+        entries.append(Entry(action: action, ticket: ticket))
+        if ticket != 0 { waiting += 1 }
+        if wakeScheduled { return false }
+        wakeScheduled = true
+        return true
+    }
+
+    /// Takes, in order, every action that may leave now that `committed` is on disk.
+    /// - Returns: those actions, and the ticket the first remaining one waits for, if any.
+    mutating func take(committed: UInt64) -> (ready: Deque<Entry>, blockedOn: UInt64?) {
+        wakeScheduled = false
+        if waiting == 0 {
+            var ready: Deque<Entry> = []
+            swap(&ready, &entries)
+            return (ready, nil)
+        }
+        var ready: Deque<Entry> = []
+        while let first = entries.first {
+            if first.ticket > committed { return (ready, first.ticket) }
+            entries.removeFirst()
+            if first.ticket != 0 { waiting -= 1 }
+            ready.append(first)
+        }
+        return (ready, nil)
+    }
+
+    /// Drops everything, for a connection that is gone.
+    mutating func removeAll() {
+        entries.removeAll()
+        waiting = 0
+        wakeScheduled = true  // nothing will take from it again: no wake-up is worth sending
+    }
+}
+
+/// A connection's ``OutboundQueue``, shared by the event loops that produce for it and the one
+/// that writes it. The lock is held only to append one action or to take a batch, never while
+/// writing, so producers on other loops never wait for this connection's socket.
+final class ConnectionOutbound: Sendable {
+    let queue = Mutex(OutboundQueue())
+}
