@@ -158,8 +158,11 @@ let package = Package(
                 "TernBrokerTesting",
                 "TernBrokerCore",
                 "TernCodec",
+                "TernStore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "DequeModule", package: "swift-collections"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -165,7 +165,7 @@ public final class MQTTBroker: Service, Sendable {
     // MARK: The store
 
     /// Loads the store into the state before any client can connect, then starts its writer.
-    private func restore(from store: any TernStore) throws {
+    func restore(from store: any TernStore) throws {
         let started = ContinuousClock.now
         let snapshot = try store.load()
         let loaded = ContinuousClock.now - started
