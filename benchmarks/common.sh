@@ -2,7 +2,10 @@
 # mode, makes a work directory, and stops every broker it started, by PID, on exit.
 #
 # Gives: $tern, $work, rate (reads a `tern bench` line's rate), run_broker LOG COMMAND... (starts a
-# broker in the background and records its PID in $pid and in the list stopped on exit).
+# broker in the background and records its PID in $pid and in the list stopped on exit),
+# wait_for_port PORT (until something accepts there, at most 10 s), build_mqttbench (builds the
+# independent C generator into $work and prints its path), summarize_runs FILE (per broker and QoS:
+# order, loss, median rate, CPU and RSS, and the ratio Tern / Mosquitto, from mqttbench's JSON lines).
 command -v mosquitto >/dev/null || { echo "mosquitto is not installed (apt-get install mosquitto)"; exit 1; }
 
 swift build -c release --product tern >/dev/null
@@ -18,4 +21,41 @@ run_broker() {  # log command...
     pid=$!
     disown "$pid"  # stopped by PID on exit, without the shell's "Killed" notice
     pids+=("$pid")
+}
+wait_for_port() {  # port
+    for _ in $(seq 1 200); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.05
+    done
+    echo "nothing accepts on port $1" >&2
+    exit 1
+}
+build_mqttbench() {
+    ../shared/tools/mqttbench/build.sh "$work/mqttbench" >/dev/null
+    echo "$work/mqttbench"
+}
+summarize_runs() {  # mqttbench --json file with broker= tags
+    python3 - "$1" <<'PY'
+import json, statistics, sys
+runs = [json.loads(line) for line in open(sys.argv[1])]
+groups = {}
+for run in runs:
+    groups.setdefault((run["qos"], run.get("layout"), run["payload"], run["broker"]), []).append(run)
+print(f"{'scenario':<28} {'broker':<10} {'runs':>4} {'ooo':>6} {'lost':>6} {'median msg/s':>13} {'CPU %':>6} {'peak RSS MB':>11} {'p50 us':>8} {'p99 us':>8}")
+keys = sorted({k[:3] for k in groups})
+for key in keys:
+    medians = {}
+    for broker in ("mosquitto", "tern"):
+        g = groups.get(key + (broker,), [])
+        if not g:
+            continue
+        rate = statistics.median(r["recv_rate"] for r in g)
+        medians[broker] = rate
+        name = f"QoS {key[0]} {key[1]} {key[2]} B" + (f" @{g[0]['rate_target']}/s" if g[0].get("rate_target") else "")
+        print(f"{name:<28} {broker:<10} {len(g):>4} {sum(r['dup_or_ooo'] for r in g):>6} {sum(r['lost'] for r in g):>6} "
+              f"{rate:>13.0f} {statistics.median(r['broker_cpu_pct'] for r in g):>6.0f} {max(r['rss_peak_kb'] for r in g) / 1024:>11.1f} "
+              f"{statistics.median(r['lat_p50_us'] for r in g):>8.0f} {statistics.median(r['lat_p99_us'] for r in g):>8.0f}")
+    if len(medians) == 2:
+        print(f"{'':<28} tern/mosquitto = {medians['tern'] / medians['mosquitto']:.2f}")
+PY
 }

@@ -258,13 +258,23 @@ public final class MQTTBroker: Service, Sendable {
 
     func connectionEnded(_ id: ConnectionID) {
         withState { state in state.connectionClosed(id, now: .now()) }
-        let handle = shared.withLock { $0.handles.removeValue(forKey: id) }
+        let (handle, freed) = shared.withLock { ($0.handles.removeValue(forKey: id), $0.state.takeFreedQueueBytes()) }
         handle?.outbound.queue.withLock { $0.removeAll() }
         commits.forget(id)
+        releaseMemoryIfLarge(freed)
     }
 
     private func tick() {
         withState { state in state.tick(now: .now()) }
+        releaseMemoryIfLarge(shared.withLock { $0.state.takeFreedQueueBytes() })
+    }
+
+    /// Once a session with a long queue has ended, gives the freed heap back to the system, on a
+    /// thread of its own: glibc keeps it otherwise, and a broker that once queued a gigabyte for a
+    /// stalled client would go on looking that size after the client left.
+    private func releaseMemoryIfLarge(_ freedBytes: Int) {
+        guard freedBytes >= 8 << 20 else { return }
+        NIOThreadPool.singleton.submit { _ in releaseFreedMemory() }
     }
 
     private func publishSystemTopics() {

@@ -39,10 +39,19 @@ public struct BrokerState: Sendable {
     var lastDeliverySequence: UInt64 = 0
     var lastRecordedMessageID: UInt64 = 0
     let startedAt: BrokerInstant
+    /// Payload bytes of the queues of sessions that ended since ``takeFreedQueueBytes()`` was last
+    /// called: the I/O layer hands that much freed heap back to the system once it is large.
+    var freedQueueBytes = 0
 
     public init(configuration: BrokerConfiguration = BrokerConfiguration(), now: BrokerInstant) {
         self.configuration = configuration
         self.startedAt = now
+    }
+
+    /// Payload bytes queued for sessions that have ended since the last call.
+    public mutating func takeFreedQueueBytes() -> Int {
+        defer { freedQueueBytes = 0 }
+        return freedQueueBytes
     }
 
     /// How many clients are connected now.
@@ -259,6 +268,7 @@ extension BrokerState {
             route(pending.message, now: now, into: &actions)
         }
         guard let session = sessions.removeValue(forKey: clientID) else { return }
+        freedQueueBytes += session.queuedBytes
         record(.deleteSession(key: session.storeKey), session: session.storeKey)
         for subscription in session.subscriptions.values {
             topics.unsubscribe(subscription.filter, clientID: clientID)
