@@ -37,6 +37,9 @@ public enum SequencedLoad {
         public var count: Int
         /// Publish until this much time has passed, or `count` messages, whichever comes first.
         public var duration: Duration?
+        /// With `duration`: go on past it until this many messages are published, so that a
+        /// loaded machine still puts the load a test needs through the broker.
+        public var minimumCount = 0
         public var payloadSize: Int = 16
         /// The QoS of message number `n`.
         public var qos: @Sendable (Int) -> QoS
@@ -276,7 +279,7 @@ private final class PublisherHandler: ChannelInboundHandler {
         guard connected, !finished else { return }
         var wrote = false
         while next < publication.count, context.channel.isWritable {
-            if let stopAt, NIODeadline.now() >= stopAt { break }
+            if let stopAt, next >= publication.minimumCount, NIODeadline.now() >= stopAt { break }
             let qos = publication.qos(next)
             if qos != .atMostOnce, inflight.count >= window { break }
             if let (pacer, ahead) = publication.pacing, next - pacer.receivedCount >= ahead {
@@ -301,7 +304,7 @@ private final class PublisherHandler: ChannelInboundHandler {
             next += 1
         }
         if wrote { context.flush() }
-        let timeUp = stopAt.map { NIODeadline.now() >= $0 } ?? false
+        let timeUp = stopAt.map { next >= publication.minimumCount && NIODeadline.now() >= $0 } ?? false
         if (next >= publication.count || timeUp), inflight.isEmpty {
             finished = true
             context.writeAndFlush(wrapOutboundOut(.disconnect(Disconnect())), promise: nil)

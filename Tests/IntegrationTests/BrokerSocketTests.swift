@@ -174,11 +174,14 @@ struct SystemTopicTests {
             let wanted = [
                 "version", "uptime", "clients/connected", "clients/total", "messages/received", "messages/sent",
                 "bytes/received", "bytes/sent", "subscriptions/count", "retained messages/count", "publish/messages/dropped",
+                "publish/messages/received", "publish/messages/dropped/backpressure", "clients/backpressured",
+                "clients/backpressure events",
             ]
             // The retained values of an earlier round come first; read until a round counts this client.
             func current() -> Bool {
                 wanted.allSatisfy { values[$0] != nil } && values["clients/connected"] == "1"
                     && values["subscriptions/count"] == "1" && (Int(values["bytes/received"] ?? "") ?? 0) > 0
+                    && (Int(values["messages/received"] ?? "") ?? 0) >= 2
             }
             while !current() {
                 guard let packet = try await client.next(seconds: 20) else { break }
@@ -190,6 +193,10 @@ struct SystemTopicTests {
             #expect(values["clients/connected"] == "1")
             #expect(values["subscriptions/count"] == "1")
             #expect(Int(values["bytes/received"] ?? "") ?? 0 > 0)
+            // Mosquitto's meanings: messages/ counts every packet (CONNECT, SUBSCRIBE), publish/ only PUBLISH.
+            #expect(Int(values["messages/received"] ?? "") ?? 0 >= 2)
+            #expect(values["publish/messages/received"] == "0")
+            #expect(values["clients/backpressured"] == "0")
             await client.close()
         }
     }

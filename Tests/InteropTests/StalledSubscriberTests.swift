@@ -55,7 +55,7 @@ struct StalledSubscriberTests {
         return value
     }
 
-    @Test("QoS 0, 1 KiB, 5 s at full speed: RSS under 100 MB, the healthy subscriber gets all in order", .timeLimit(.minutes(2)))
+    @Test("QoS 0, 1 KiB, ≥ 5 s at full speed: RSS under 100 MB, the healthy subscriber gets all in order", .timeLimit(.minutes(2)))
     func qos0() async throws {
         try await stalled(qos: .atMostOnce)
     }
@@ -78,6 +78,8 @@ struct StalledSubscriberTests {
 
         var publication = SequencedLoad.Publication(clientID: "loader", publisher: 1, topic: "load/a", count: 50_000_000, qos: { _ in qos })
         publication.duration = .seconds(5)
+        // At least 25 MB toward the stalled client, however slow the machine is today.
+        publication.minimumCount = 25_000
         publication.payloadSize = 1024
         // Closed loop against the healthy subscriber, as a benchmark's window: as fast as the
         // broker delivers to a client that reads.
@@ -104,9 +106,8 @@ struct StalledSubscriberTests {
         #expect(check.duplicates == 0, "\(check)")
         #expect(peak < 100_000_000, "tern serve peaked at \(peak) bytes (started at \(start))")
         // Without backpressure the 1 KiB messages pile up in the stalled connection's buffers:
-        // 60 MB in 5 s on a debug build here. With it, what waits is bounded by the write buffer.
+        // 60 MB for 32,000 messages on a debug build here. With it, what waits is bounded by the write buffer.
         #expect(peak - start < 30_000_000, "tern serve grew from \(start) to \(peak) bytes")
-        #expect(count > 10_000, "the publisher managed only \(count) messages in 5 s")
 
         if qos == .atLeastOnce {
             // 20 in flight (max_inflight_messages) and 100 queued; every other message dropped.
@@ -125,6 +126,6 @@ struct StalledSubscriberTests {
             after = BrokerMemoryTests.residentBytes(of: pid)
         }
         #expect(after <= start + 20_000_000, "tern serve: \(start) bytes before, \(peak) at peak, \(after) after")
-        print("stalled subscriber QoS \(qos.rawValue): \(count) messages in 5 s, RSS \(start / 1_000_000) MB before, \(peak / 1_000_000) MB peak, \(after / 1_000_000) MB after")
+        print("stalled subscriber QoS \(qos.rawValue): \(count) messages, RSS \(start / 1_000_000) MB before, \(peak / 1_000_000) MB peak, \(after / 1_000_000) MB after")
     }
 }
