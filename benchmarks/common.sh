@@ -5,7 +5,9 @@
 # broker in the background and records its PID in $pid and in the list stopped on exit),
 # wait_for_port PORT (until something accepts there, at most 10 s), build_mqttbench (builds the
 # independent C generator into $work and prints its path), summarize_runs FILE (per broker and QoS:
-# order, loss, median rate, CPU and RSS, and the ratio Tern / Mosquitto, from mqttbench's JSON lines).
+# order, loss, median rate, CPU and RSS, and the ratio Tern / Mosquitto, from mqttbench's JSON lines),
+# start_both_brokers MOSQUITTO_PORT TERN_PORT (both with the same configuration, anonymous and
+# max_queued_messages 1000000; sets $mosquitto_pid and $tern_pid once both accept).
 command -v mosquitto >/dev/null || { echo "mosquitto is not installed (apt-get install mosquitto)"; exit 1; }
 
 swift build -c release --product tern >/dev/null
@@ -58,4 +60,14 @@ for key in keys:
     if len(medians) == 2:
         print(f"{'':<28} tern/mosquitto = {medians['tern'] / medians['mosquitto']:.2f}")
 PY
+}
+start_both_brokers() {  # mosquitto-port tern-port
+    printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000000\n' "$1" > "$work/mosquitto.conf"
+    printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000000\n' "$2" > "$work/tern.conf"
+    run_broker "$work/mosquitto.log" mosquitto -c "$work/mosquitto.conf"
+    mosquitto_pid=$pid
+    run_broker "$work/tern.log" "$tern" serve -c "$work/tern.conf"
+    tern_pid=$pid
+    wait_for_port "$1"
+    wait_for_port "$2"
 }

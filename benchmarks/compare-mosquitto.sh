@@ -13,7 +13,7 @@ tern_port=28841
 printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$mosquitto_port" > "$work/mosquitto.conf"
 run_broker "$work/mosquitto.log" mosquitto -c "$work/mosquitto.conf"
 run_broker "$work/tern.log" "$tern" serve -p "$tern_port"
-sleep 1
+wait_for_port 28840; wait_for_port 28841
 
 echo "mosquitto: $(mosquitto -h 2>&1 | head -1)"
 for qos in 0 1; do

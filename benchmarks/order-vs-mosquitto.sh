@@ -18,14 +18,7 @@ source benchmarks/common.sh
 mqttbench=$(build_mqttbench)
 mosquitto_port=28850
 tern_port=28851
-printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000000\n' "$mosquitto_port" > "$work/mosquitto.conf"
-printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000000\n' "$tern_port" > "$work/tern.conf"
-run_broker "$work/mosquitto.log" mosquitto -c "$work/mosquitto.conf"
-mosquitto_pid=$pid
-run_broker "$work/tern.log" "$tern" serve -c "$work/tern.conf"
-tern_pid=$pid
-wait_for_port "$mosquitto_port"
-wait_for_port "$tern_port"
+start_both_brokers "$mosquitto_port" "$tern_port"
 
 echo "mosquitto: $(mosquitto -h 2>&1 | head -1)"
 results=$work/results.json

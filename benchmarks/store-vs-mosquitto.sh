@@ -35,7 +35,7 @@ echo "== 1. QoS 1 throughput, persistent subscriber, $count messages"
 for broker in mosquitto tern; do
     dir="$work/$broker-throughput"; mkdir -p "$dir"
     port=$([ "$broker" = mosquitto ] && echo 28850 || echo 28851)
-    "start_$broker" "$port" "$dir"; sleep 1
+    "start_$broker" "$port" "$dir"; wait_for_port "$port"
     line=$("$tern" bench -p "$port" -q 1 -c "$count" --window 1000 --persistent --timeout 300 --label "$broker")
     echo "$line"
     eval "${broker}_rate=$(echo "$line" | rate)"
@@ -47,7 +47,7 @@ echo "== 2. $sessions persistent sessions, $queued queued QoS 1 messages, gracef
 for broker in mosquitto tern; do
     dir="$work/$broker-restart"; mkdir -p "$dir"
     port=$([ "$broker" = mosquitto ] && echo 28852 || echo 28853)
-    "start_$broker" "$port" "$dir"; sleep 1
+    "start_$broker" "$port" "$dir"; wait_for_port "$port"
     "$tern" bench-store fill -p "$port" --sessions "$sessions" --messages "$queued"
     stop "$pid"
     size=$(du -cb "$dir"/*.db* 2>/dev/null | tail -1 | cut -f1)

@@ -26,7 +26,7 @@ printf 'allow_anonymous true\nlistener 28852 127.0.0.1\nlistener 28853 127.0.0.1
 
 run_broker "$work/mosquitto.log" mosquitto -c "$work/mosquitto.conf"
 run_broker "$work/tern.log" "$tern" serve -c "$work/tern.conf"
-sleep 1
+for port in 28850 28851 28852 28853; do wait_for_port "$port"; done
 
 bench() { "$tern" bench -h 127.0.0.1 -p "$1" -q 0 -c "$count" --window 10000 --timeout 120 --label "$2" "${@:3}"; }
 echo "mosquitto: $(mosquitto -h 2>&1 | head -1)"

@@ -19,6 +19,14 @@ struct OrderedDeliveryTests {
         return MQTTBroker(options: options)
     }
 
+    /// A broker with a store whose commits the test makes, started as `run()` would start it.
+    func makeStoredBroker() throws -> (MQTTBroker, ManualStore) {
+        let store = ManualStore()
+        let broker = makeBroker { $0.store = store }
+        try broker.restore(from: store)
+        return (broker, store)
+    }
+
     func connect(_ client: EmbeddedConnection, _ id: String, receiveMaximum: UInt16? = nil, expiry: UInt32? = nil) throws {
         var properties = Properties()
         properties.receiveMaximum = receiveMaximum
@@ -64,9 +72,7 @@ struct OrderedDeliveryTests {
 
     @Test("an action held for a commit holds back what follows it on that connection, and nothing else")
     func heldActionBlocksOnlyItsConnection() throws {
-        let store = ManualStore()
-        let broker = makeBroker { $0.store = store }
-        try broker.restore(from: store)
+        let (broker, store) = try makeStoredBroker()
         let subscriber = try EmbeddedConnection(broker, id: 1)
         let publisher = try EmbeddedConnection(broker, id: 2)
         let bystander = try EmbeddedConnection(broker, id: 3)
@@ -111,9 +117,7 @@ struct OrderedDeliveryTests {
 
     @Test("a reply the connection makes itself (PINGRESP) waits behind what the state queued before it")
     func replyBehindHeldActions() throws {
-        let store = ManualStore()
-        let broker = makeBroker { $0.store = store }
-        try broker.restore(from: store)
+        let (broker, store) = try makeStoredBroker()
         let publisher = try EmbeddedConnection(broker, id: 1)
         try connect(publisher, "p", expiry: 3600)
         store.commit(upTo: store.lastTicket)
