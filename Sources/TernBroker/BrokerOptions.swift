@@ -25,7 +25,13 @@ public struct BrokerOptions: Sendable {
         /// (`per_listener_settings true`); `nil` uses the broker-wide ones.
         public var security: ListenerSecurity?
 
-        public init(host: String, port: Int, transport: Transport = .mqtt, tls: TLSSettings? = nil, security: ListenerSecurity? = nil) {
+        public init(
+            host: String,
+            port: Int,
+            transport: Transport = .mqtt,
+            tls: TLSSettings? = nil,
+            security: ListenerSecurity? = nil
+        ) {
             self.host = host
             self.port = port
             self.transport = transport
@@ -86,7 +92,11 @@ public struct ListenerSecurity: Sendable, Hashable {
     public var accessControl: AccessControlList?
     public var accessControlPath: String?
 
-    public init(allowAnonymous: Bool = false, passwordFile: PasswordFile? = nil, accessControl: AccessControlList? = nil) {
+    public init(
+        allowAnonymous: Bool = false,
+        passwordFile: PasswordFile? = nil,
+        accessControl: AccessControlList? = nil
+    ) {
         self.allowAnonymous = allowAnonymous
         self.passwordFile = passwordFile
         self.accessControl = accessControl

@@ -57,7 +57,9 @@ extension MQTTBroker {
     /// frames. A client that never finishes the upgrade is dropped after the connect timeout, as
     /// one that never sends CONNECT is.
     private func configureWebSocketUpgrade(_ channel: any Channel, id: ConnectionID, listener: Int) throws {
-        let maximumFrame = options.broker.maxPacketSize > 0 ? options.broker.maxPacketSize : MQTTPacketDecoder.protocolMaximumPacketSize
+        let maximumFrame =
+            options.broker.maxPacketSize > 0
+            ? options.broker.maxPacketSize : MQTTPacketDecoder.protocolMaximumPacketSize
         let upgrader = NIOWebSocketServerUpgrader(
             maxFrameSize: min(maximumFrame + 5, Int(UInt32.max)),
             automaticErrorHandling: true,

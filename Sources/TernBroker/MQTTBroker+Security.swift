@@ -56,8 +56,16 @@ extension MQTTBroker {
         var policies = oldPolicies
         for (index, listener) in options.listeners.enumerated() {
             guard let security = listener.security else { continue }
-            passwords.perListener[index] = reload(security.passwordFilePath, old: passwords.perListener[index], PasswordFile.load(path:))
-            policies[index]?.accessControl = reload(security.accessControlPath, old: oldPolicies[index]?.accessControl, AccessControlList.load(path:))
+            passwords.perListener[index] = reload(
+                security.passwordFilePath,
+                old: passwords.perListener[index],
+                PasswordFile.load(path:)
+            )
+            policies[index]?.accessControl = reload(
+                security.accessControlPath,
+                old: oldPolicies[index]?.accessControl,
+                AccessControlList.load(path:)
+            )
         }
         passwordFiles.withLock { $0 = passwords }
         withState { state in

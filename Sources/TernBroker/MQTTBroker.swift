@@ -3,12 +3,13 @@ public import NIOCore
 public import NIOPosix
 public import ServiceLifecycle
 import Synchronization
-#if canImport(Glibc)
-import Glibc
-#endif
 public import TernBrokerCore
 import TernCodec
 import TernStore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// The broker: listeners on SwiftNIO around the pure ``BrokerState``.
 ///
@@ -72,7 +73,10 @@ public final class MQTTBroker: Service, Sendable {
         var passwords = PasswordFiles(global: options.passwordFile)
         for (index, listener) in options.listeners.enumerated() {
             guard let security = listener.security else { continue }
-            state.listenerPolicies[index] = AccessPolicy(allowAnonymous: security.allowAnonymous, accessControl: security.accessControl)
+            state.listenerPolicies[index] = AccessPolicy(
+                allowAnonymous: security.allowAnonymous,
+                accessControl: security.accessControl
+            )
             passwords.perListener[index] = security.passwordFile
         }
         self.shared = Mutex(Shared(state: state))
@@ -112,7 +116,9 @@ public final class MQTTBroker: Service, Sendable {
                 channels.append(channel)
                 logger.info(
                     "listening",
-                    metadata: ["listener": "\(listener.name)", "address": "\(channel.localAddress.map { "\($0)" } ?? "?")"]
+                    metadata: [
+                        "listener": "\(listener.name)", "address": "\(channel.localAddress.map { "\($0)" } ?? "?")",
+                    ]
                 )
             }
         } catch {
@@ -182,7 +188,8 @@ public final class MQTTBroker: Service, Sendable {
                 "queued-messages": "\(summary.queuedMessages)",
                 "inflight-messages": "\(summary.inflightMessages)",
                 "retained-messages": "\(summary.retainedMessages)",
-                "load-ms": "\(loaded.components.seconds * 1000 + loaded.components.attoseconds / 1_000_000_000_000_000)",
+                "load-ms":
+                    "\(loaded.components.seconds * 1000 + loaded.components.attoseconds / 1_000_000_000_000_000)",
             ]
         )
         store.start { [self] ticket in self.committed(upTo: ticket) }
@@ -297,9 +304,9 @@ let ternVersion = "tern 0.1.0"
 /// freed heap otherwise, and a large store would leave the broker looking twice its size.
 private func releaseFreedMemory() {
     #if canImport(Glibc)
-    // Looked up at run time: Swift's Glibc module does not export malloc_trim.
-    typealias MallocTrim = @convention(c) (Int) -> Int32
-    guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim") else { return }
-    _ = unsafeBitCast(symbol, to: MallocTrim.self)(0)
+        // Looked up at run time: Swift's Glibc module does not export malloc_trim.
+        typealias MallocTrim = @convention(c) (Int) -> Int32
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim") else { return }
+        _ = unsafeBitCast(symbol, to: MallocTrim.self)(0)
     #endif
 }

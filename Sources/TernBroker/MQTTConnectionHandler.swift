@@ -60,7 +60,11 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        let handle = MQTTBroker.Handle(eventLoop: context.eventLoop, handler: NIOLoopBound(self, eventLoop: context.eventLoop), outbound: outbound)
+        let handle = MQTTBroker.Handle(
+            eventLoop: context.eventLoop,
+            handler: NIOLoopBound(self, eventLoop: context.eventLoop),
+            outbound: outbound
+        )
         self.handle = handle
         broker.register(id, handle: handle)
         // Added after a WebSocket upgrade, the channel is already active.
@@ -131,7 +135,9 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         if attached, !closing {
             let writable = context.channel.isWritable
             let id = self.id
-            broker.withState(current: id, outbox: &outbox) { $0.writabilityChanged(id, writable: writable, now: .now()) }
+            broker.withState(current: id, outbox: &outbox) {
+                $0.writabilityChanged(id, writable: writable, now: .now())
+            }
             drainOutbound(flush: true)
         }
         context.fireChannelWritabilityChanged()
@@ -165,7 +171,10 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             connackAuthentication = properties
             forward(.connect(connect))
         case .refuseConnect(let connack):
-            broker.logger.notice("refusing connection", metadata: ["connection": "\(id)", "reason": "\(connack.reasonCode)"])
+            broker.logger.notice(
+                "refusing connection",
+                metadata: ["connection": "\(id)", "reason": "\(connack.reasonCode)"]
+            )
             write(.connack(connack))
             close(reason: nil)
         }
@@ -191,13 +200,19 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                 return actions
             }
         case .publish(let publish): broker.withState(current: id, outbox: &outbox) { $0.publish(id, publish, now: now) }
-        case .puback(let ack): broker.withState(current: id, outbox: &outbox) { $0.acknowledge(id, .puback, ack, now: now) }
-        case .pubrec(let ack): broker.withState(current: id, outbox: &outbox) { $0.acknowledge(id, .pubrec, ack, now: now) }
-        case .pubcomp(let ack): broker.withState(current: id, outbox: &outbox) { $0.acknowledge(id, .pubcomp, ack, now: now) }
+        case .puback(let ack):
+            broker.withState(current: id, outbox: &outbox) { $0.acknowledge(id, .puback, ack, now: now) }
+        case .pubrec(let ack):
+            broker.withState(current: id, outbox: &outbox) { $0.acknowledge(id, .pubrec, ack, now: now) }
+        case .pubcomp(let ack):
+            broker.withState(current: id, outbox: &outbox) { $0.acknowledge(id, .pubcomp, ack, now: now) }
         case .pubrel(let ack): broker.withState(current: id, outbox: &outbox) { $0.publishRelease(id, ack) }
-        case .subscribe(let subscribe): broker.withState(current: id, outbox: &outbox) { $0.subscribe(id, subscribe, now: now) }
-        case .unsubscribe(let unsubscribe): broker.withState(current: id, outbox: &outbox) { $0.unsubscribe(id, unsubscribe) }
-        case .disconnect(let disconnect): broker.withState(current: id, outbox: &outbox) { $0.disconnect(id, disconnect, now: now) }
+        case .subscribe(let subscribe):
+            broker.withState(current: id, outbox: &outbox) { $0.subscribe(id, subscribe, now: now) }
+        case .unsubscribe(let unsubscribe):
+            broker.withState(current: id, outbox: &outbox) { $0.unsubscribe(id, unsubscribe) }
+        case .disconnect(let disconnect):
+            broker.withState(current: id, outbox: &outbox) { $0.disconnect(id, disconnect, now: now) }
         default: return
         }
         drainOutbound(flush: false)
@@ -213,7 +228,10 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         if broker.options.listeners[listener].tls?.useIdentityAsUsername == true {
             let certificate = try? context?.pipeline.syncOperations.nioSSL_peerCertificate()
             guard let name = certificate?.subjectName.first(where: { $0.type == .commonName })?.value else {
-                broker.logger.warning("authentication failed: no client certificate Common Name", metadata: ["address": "\(address)"])
+                broker.logger.warning(
+                    "authentication failed: no client certificate Common Name",
+                    metadata: ["address": "\(address)"]
+                )
                 return .invalid
             }
             connect.username = name
@@ -322,7 +340,9 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     func close(reason: String?) {
         guard !closing, let context else { return }
         outbox.dispatch()
-        if let reason { broker.logger.debug("closing connection", metadata: ["connection": "\(id)", "reason": "\(reason)"]) }
+        if let reason {
+            broker.logger.debug("closing connection", metadata: ["connection": "\(id)", "reason": "\(reason)"])
+        }
         flushIfNeeded()
         closing = true
         stopTimer()

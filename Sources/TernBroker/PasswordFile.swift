@@ -115,7 +115,9 @@ public struct PasswordFile: Sendable, Hashable {
             let computed = pbkdf2(password: password, salt: Array(salt), rounds: rounds, length: expected.count)
             return constantTimeEqual(computed, Array(expected))
         case (4, "", "6"):
-            guard let salt = Data(base64Encoded: String(fields[2])), let expected = Data(base64Encoded: String(fields[3])) else {
+            guard let salt = Data(base64Encoded: String(fields[2])),
+                let expected = Data(base64Encoded: String(fields[3]))
+            else {
                 return false
             }
             var hasher = SHA512()
@@ -130,9 +132,15 @@ public struct PasswordFile: Sendable, Hashable {
     static func pbkdf2(password: [UInt8], salt: [UInt8], rounds: Int, length: Int = 64) -> [UInt8] {
         // Mosquitto's 101 rounds are below swift-crypto's recommended minimum, hence the unchecked call:
         // compatibility with existing password files is the point.
-        guard let key = try? KDF.Insecure.PBKDF2.deriveKey(
-            from: password, salt: salt, using: .sha512, outputByteCount: length, unsafeUncheckedRounds: rounds
-        ) else { return [] }
+        guard
+            let key = try? KDF.Insecure.PBKDF2.deriveKey(
+                from: password,
+                salt: salt,
+                using: .sha512,
+                outputByteCount: length,
+                unsafeUncheckedRounds: rounds
+            )
+        else { return [] }
         return key.withUnsafeBytes { Array($0) }
     }
 

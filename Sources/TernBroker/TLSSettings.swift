@@ -82,7 +82,8 @@ public enum TLSSettingsError: Error, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .noCertificateAuthority: "require_certificate and use_identity_as_username need cafile or capath with at least one certificate"
+        case .noCertificateAuthority:
+            "require_certificate and use_identity_as_username need cafile or capath with at least one certificate"
         }
     }
 }

@@ -16,9 +16,14 @@ final class WebSocketUpgradeRefusal: ChannelInboundHandler, RemovableChannelHand
         headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
         headers.add(name: "Content-Length", value: "\(body.utf8.count)")
         headers.add(name: "Connection", value: "close")
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .badRequest, headers: headers))), promise: nil)
+        context.write(
+            wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .badRequest, headers: headers))),
+            promise: nil
+        )
         context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
+        }
     }
 }
 
@@ -27,6 +32,8 @@ extension WebSocketUpgradeRefusal: Sendable {}
 
 /// The subprotocol to answer a WebSocket upgrade request with, or `nil` when it offers none of MQTT's.
 func chooseMQTTSubprotocol(_ headers: HTTPHeaders) -> String? {
-    let offered = headers[canonicalForm: "Sec-WebSocket-Protocol"].map { $0.filter { $0 != " " && $0 != "\t" }.lowercased() }
+    let offered = headers[canonicalForm: "Sec-WebSocket-Protocol"].map {
+        $0.filter { $0 != " " && $0 != "\t" }.lowercased()
+    }
     return mqttWebSocketSubprotocols.first { offered.contains($0) }
 }

@@ -108,7 +108,9 @@ public struct AccessControlList: Sendable, Hashable {
             let (keyword, rest) = line.splitFirstWord()
             switch keyword {
             case "user":
-                guard !rest.isEmpty else { throw ParseError(file: file, line: number, reason: "user needs a user name") }
+                guard !rest.isEmpty else {
+                    throw ParseError(file: file, line: number, reason: "user needs a user name")
+                }
                 currentUser = String(rest)
                 if userRules[String(rest)] == nil { userRules[String(rest)] = [] }
             case "topic", "pattern":
@@ -126,9 +128,14 @@ public struct AccessControlList: Sendable, Hashable {
         }
     }
 
-    private static func rule(keyword: Substring, _ rest: Substring, file: String, line: Int) throws(ParseError) -> Rule {
+    private static func rule(keyword: Substring, _ rest: Substring, file: String, line: Int) throws(ParseError) -> Rule
+    {
         guard !rest.isEmpty else {
-            throw ParseError(file: file, line: line, reason: "\(keyword) needs a topic, optionally after read, write, readwrite or deny")
+            throw ParseError(
+                file: file,
+                line: line,
+                reason: "\(keyword) needs a topic, optionally after read, write, readwrite or deny"
+            )
         }
         let (first, afterFirst) = rest.splitFirstWord()
         var access = Access.readwrite
@@ -153,14 +160,18 @@ public struct AccessControlList: Sendable, Hashable {
     public func mayPublish(topic: String, clientID: String, username: String?) -> Bool {
         check(clientID: clientID, username: username) {
             $0.matches(topic: topic, clientID: clientID, username: username)
-        } grants: { $0.allowsWrite }
+        } grants: {
+            $0.allowsWrite
+        }
     }
 
     /// Whether a client may receive a message published to `topic`.
     public func mayReceive(topic: String, clientID: String, username: String?) -> Bool {
         check(clientID: clientID, username: username) {
             $0.matches(topic: topic, clientID: clientID, username: username)
-        } grants: { $0.allowsRead }
+        } grants: {
+            $0.allowsRead
+        }
     }
 
     /// Whether a client may subscribe to `filter` (its share name set aside): some read grant must
@@ -169,11 +180,16 @@ public struct AccessControlList: Sendable, Hashable {
     public func maySubscribe(filter: TopicFilter, clientID: String, username: String?) -> Bool {
         let levels = filter.filter.split(separator: "/", omittingEmptySubsequences: false)
         return check(clientID: clientID, username: username) { rule in
-            guard let ruleLevels = rule.substitutes ? rule.substituted(clientID: clientID, username: username) : rule.levels else {
+            guard
+                let ruleLevels = rule.substitutes
+                    ? rule.substituted(clientID: clientID, username: username) : rule.levels
+            else {
                 return false
             }
             return ruleLevels.covers(filter: levels)
-        } grants: { $0.allowsRead }
+        } grants: {
+            $0.allowsRead
+        }
     }
 
     /// Runs `applies` over the client's rules and the patterns: a `deny` that applies refuses,
@@ -204,7 +220,9 @@ extension AccessControlList.Rule {
     /// reading the topic in place. A wildcard first level never matches a `$` topic (§4.7.2).
     func matches(topic: String, clientID: String, username: String?) -> Bool {
         let bytes = topic.utf8
-        if bytes.first == UInt8(ascii: "$"), let first = kinds.first, first == .singleLevel || first == .multiLevel { return false }
+        if bytes.first == UInt8(ascii: "$"), let first = kinds.first, first == .singleLevel || first == .multiLevel {
+            return false
+        }
         // The start of the next topic level, or nil once the last level has been read.
         var position: String.UTF8View.Index? = bytes.startIndex
         for kind in kinds {
@@ -223,7 +241,9 @@ extension AccessControlList.Rule {
             case .username:
                 guard let username, Self.isSafe(username), username.utf8.elementsEqual(level) else { return false }
             case .template(let text):
-                guard let filled = Self.fill(text, clientID: clientID, username: username), filled.utf8.elementsEqual(level) else { return false }
+                guard let filled = Self.fill(text, clientID: clientID, username: username),
+                    filled.utf8.elementsEqual(level)
+                else { return false }
             }
         }
         return position == nil

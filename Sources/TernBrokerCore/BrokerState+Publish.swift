@@ -22,7 +22,9 @@ extension BrokerState {
             let pending = sessions[clientID]?.inboundQoS2Pending ?? []
             if pending.contains(packet.packetIdentifier) {
                 // A re-sent QoS 2 PUBLISH that is already ours: acknowledge, never deliver twice (§4.3.3).
-                actions.append(.send(connection, .pubrec(PublishAcknowledgement(packetIdentifier: packet.packetIdentifier))))
+                actions.append(
+                    .send(connection, .pubrec(PublishAcknowledgement(packetIdentifier: packet.packetIdentifier)))
+                )
                 return actions
             }
             if pending.count >= configuration.maxInboundQoS2Pending {
@@ -35,7 +37,10 @@ extension BrokerState {
         {
             // Dropped; a v5 QoS 1/2 sender is told 0x87, a 3.1.1 one gets the only answer it can read.
             statistics.publishMessagesDropped += 1
-            let ack = PublishAcknowledgement(packetIdentifier: packet.packetIdentifier, reasonCode: version == .v5 ? .notAuthorized : .success)
+            let ack = PublishAcknowledgement(
+                packetIdentifier: packet.packetIdentifier,
+                reasonCode: version == .v5 ? .notAuthorized : .success
+            )
             switch packet.qos {
             case .atMostOnce: break
             case .atLeastOnce: actions.append(.send(connection, .puback(ack)))
@@ -44,7 +49,8 @@ extension BrokerState {
             return actions
         }
 
-        let tooLarge = configuration.messageSizeLimit > 0 && packet.payload.readableBytes > configuration.messageSizeLimit
+        let tooLarge =
+            configuration.messageSizeLimit > 0 && packet.payload.readableBytes > configuration.messageSizeLimit
         var delivered = 0
         if !tooLarge {
             var properties = packet.properties
@@ -63,29 +69,48 @@ extension BrokerState {
             statistics.publishMessagesDropped += 1
         }
 
-        let code: ReasonCode = tooLarge ? .packetTooLarge : (delivered == 0 && version == .v5 ? .noMatchingSubscribers : .success)
+        let code: ReasonCode =
+            tooLarge ? .packetTooLarge : (delivered == 0 && version == .v5 ? .noMatchingSubscribers : .success)
         switch packet.qos {
         case .atMostOnce:
             break
         case .atLeastOnce:
-            actions.append(.send(connection, .puback(PublishAcknowledgement(packetIdentifier: packet.packetIdentifier, reasonCode: code))))
+            actions.append(
+                .send(
+                    connection,
+                    .puback(PublishAcknowledgement(packetIdentifier: packet.packetIdentifier, reasonCode: code))
+                )
+            )
         case .exactlyOnce:
             if !tooLarge {
                 sessions[clientID]?.inboundQoS2Pending.insert(packet.packetIdentifier)
                 record(for: clientID) { .putInboundQoS2(session: $0, packetIdentifier: packet.packetIdentifier) }
             }
-            actions.append(.send(connection, .pubrec(PublishAcknowledgement(packetIdentifier: packet.packetIdentifier, reasonCode: code))))
+            actions.append(
+                .send(
+                    connection,
+                    .pubrec(PublishAcknowledgement(packetIdentifier: packet.packetIdentifier, reasonCode: code))
+                )
+            )
         }
         return actions
     }
 
     /// Handles PUBREL for an inbound QoS 2 message (§4.3.3).
-    public mutating func publishRelease(_ connection: ConnectionID, _ packet: PublishAcknowledgement) -> [BrokerAction] {
+    public mutating func publishRelease(_ connection: ConnectionID, _ packet: PublishAcknowledgement) -> [BrokerAction]
+    {
         guard let (clientID, version) = connections[connection] else { return [] }
         let known = sessions[clientID]?.inboundQoS2Pending.remove(packet.packetIdentifier) != nil
-        if known { record(for: clientID) { .deleteInboundQoS2(session: $0, packetIdentifier: packet.packetIdentifier) } }
+        if known {
+            record(for: clientID) { .deleteInboundQoS2(session: $0, packetIdentifier: packet.packetIdentifier) }
+        }
         let code: ReasonCode = known || version != .v5 ? .success : .packetIdentifierNotFound
-        return [.send(connection, .pubcomp(PublishAcknowledgement(packetIdentifier: packet.packetIdentifier, reasonCode: code)))]
+        return [
+            .send(
+                connection,
+                .pubcomp(PublishAcknowledgement(packetIdentifier: packet.packetIdentifier, reasonCode: code))
+            )
+        ]
     }
 
     /// Stores or clears a retained message and delivers `message` to every matching subscription.
@@ -137,7 +162,12 @@ extension BrokerState {
             let retain = entry.options.retainAsPublished ? message.retain : false
             let identifiers = entry.identifier.map { [$0] } ?? []
             if match.isShared {
-                sharedDeliveries.append((entry.clientID, Delivery(message: message, qos: qos, retain: retain, subscriptionIdentifiers: identifiers)))
+                sharedDeliveries.append(
+                    (
+                        entry.clientID,
+                        Delivery(message: message, qos: qos, retain: retain, subscriptionIdentifiers: identifiers)
+                    )
+                )
                 continue
             }
             if var existing = perClient[entry.clientID] {
@@ -146,7 +176,12 @@ extension BrokerState {
                 existing.subscriptionIdentifiers += identifiers
                 perClient[entry.clientID] = existing
             } else {
-                perClient[entry.clientID] = Delivery(message: message, qos: qos, retain: retain, subscriptionIdentifiers: identifiers)
+                perClient[entry.clientID] = Delivery(
+                    message: message,
+                    qos: qos,
+                    retain: retain,
+                    subscriptionIdentifiers: identifiers
+                )
                 order.append(entry.clientID)
             }
         }
@@ -160,7 +195,12 @@ extension BrokerState {
 
 extension BrokerState {
     /// Sends `delivery` to a session now, or queues it when the client is away or its window is full.
-    mutating func deliver(_ delivery: Delivery, to clientID: String, now: BrokerInstant, into actions: inout [BrokerAction]) {
+    mutating func deliver(
+        _ delivery: Delivery,
+        to clientID: String,
+        now: BrokerInstant,
+        into actions: inout [BrokerAction]
+    ) {
         // Moved out rather than copied, so that mutating its queue does not copy it (copy-on-write).
         guard var session = sessions.removeValue(forKey: clientID) else { return }
         defer { sessions[clientID] = session }
@@ -178,9 +218,12 @@ extension BrokerState {
             }
             return
         }
-        if let connection = session.connection, session.writable, session.inflight.count < session.sendWindow, session.queue.isEmpty {
+        if let connection = session.connection, session.writable, session.inflight.count < session.sendWindow,
+            session.queue.isEmpty
+        {
             let id = session.allocatePacketIdentifier()
-            if send(delivery, packetIdentifier: id, session: &session, connection: connection, now: now, into: &actions) {
+            if send(delivery, packetIdentifier: id, session: &session, connection: connection, now: now, into: &actions)
+            {
                 var delivery = delivery
                 recordDelivery(&delivery, session: session, packetIdentifier: id)
                 session.inflight.append(.publish(packetIdentifier: id, delivery))
@@ -221,7 +264,12 @@ extension BrokerState {
             return false
         }
         let packet = MQTTPacket.publish(
-            delivery.publish(packetIdentifier: packetIdentifier, duplicate: false, now: now, version: session.protocolVersion)
+            delivery.publish(
+                packetIdentifier: packetIdentifier,
+                duplicate: false,
+                now: now,
+                version: session.protocolVersion
+            )
         )
         guard session.fitsClient(packet) else {
             // §3.1.2.11.4 [MQTT-3.1.2-25]: discarded for this subscriber only, as if delivered.
@@ -248,9 +296,12 @@ extension BrokerState {
                 continue
             }
             let id = session.allocatePacketIdentifier()
-            if send(delivery, packetIdentifier: id, session: &session, connection: connection, now: now, into: &actions) {
+            if send(delivery, packetIdentifier: id, session: &session, connection: connection, now: now, into: &actions)
+            {
                 session.inflight.append(.publish(packetIdentifier: id, delivery))
-                if delivery.sequence != 0 { record(.deliverySent(sequence: delivery.sequence, packetIdentifier: id), session: session.storeKey) }
+                if delivery.sequence != 0 {
+                    record(.deliverySent(sequence: delivery.sequence, packetIdentifier: id), session: session.storeKey)
+                }
             } else {
                 recordDeliveryEnded(delivery)  // expired or too large: it never blocks the queue behind it
             }
@@ -261,7 +312,9 @@ extension BrokerState {
     /// does not, its QoS 1/2 messages wait in its session queue (within `max_queued_messages` and
     /// `max_queued_bytes`) and its QoS 0 messages are dropped; when it catches up, the queue
     /// drains in order. Other clients are not affected either way.
-    public mutating func writabilityChanged(_ connection: ConnectionID, writable: Bool, now: BrokerInstant) -> [BrokerAction] {
+    public mutating func writabilityChanged(_ connection: ConnectionID, writable: Bool, now: BrokerInstant)
+        -> [BrokerAction]
+    {
         guard let (clientID, _) = connections[connection], let session = sessions[clientID],
             session.connection == connection, session.writable != writable
         else { return [] }
@@ -288,8 +341,12 @@ extension BrokerState {
         guard let outcome = sessions[clientID]?.acknowledge(type, packet) else { return [] }
         if let reply = outcome.reply { actions.append(.send(connection, reply)) }
         if let finished = outcome.finished { recordDeliveryEnded(finished) }
-        if outcome.released { record(for: clientID) { .putRelease(session: $0, packetIdentifier: packet.packetIdentifier) } }
-        if outcome.completed { record(for: clientID) { .deleteRelease(session: $0, packetIdentifier: packet.packetIdentifier) } }
+        if outcome.released {
+            record(for: clientID) { .putRelease(session: $0, packetIdentifier: packet.packetIdentifier) }
+        }
+        if outcome.completed {
+            record(for: clientID) { .deleteRelease(session: $0, packetIdentifier: packet.packetIdentifier) }
+        }
         drainQueue(clientID, now: now, into: &actions)
         return actions
     }

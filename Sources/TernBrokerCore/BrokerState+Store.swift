@@ -113,7 +113,9 @@ extension BrokerState {
     /// expiry passed meanwhile ends now, and its will goes out (§3.1.2.5). A session that was
     /// attached when the broker stopped without saying goodbye is treated as if its connection had
     /// just closed.
-    public mutating func restore(_ snapshot: StoreSnapshot, now: BrokerInstant) -> (summary: RestoreSummary, actions: [BrokerAction]) {
+    public mutating func restore(_ snapshot: StoreSnapshot, now: BrokerInstant) -> (
+        summary: RestoreSummary, actions: [BrokerAction]
+    ) {
         var summary = RestoreSummary()
         var actions: [BrokerAction] = []
         let messages = snapshot.messages
@@ -129,14 +131,22 @@ extension BrokerState {
         for stored in snapshot.sessions {
             let header = stored.header
             lastStoreKey = max(lastStoreKey, header.key)
-            var session = Session(clientID: header.clientID, protocolVersion: header.protocolVersion, expiryInterval: header.expiryInterval)
+            var session = Session(
+                clientID: header.clientID,
+                protocolVersion: header.protocolVersion,
+                expiryInterval: header.expiryInterval
+            )
             session.storeKey = header.key
             session.expiresAt = header.expiresAt
             for subscription in stored.subscriptions {
                 session.subscriptions[subscription.filter.string] = subscription
                 topics.subscribe(
                     subscription.filter,
-                    entry: TopicTree.Entry(clientID: header.clientID, options: subscription.options, identifier: subscription.identifier)
+                    entry: TopicTree.Entry(
+                        clientID: header.clientID,
+                        options: subscription.options,
+                        identifier: subscription.identifier
+                    )
                 )
             }
             for packetIdentifier in stored.releases {
@@ -175,7 +185,9 @@ extension BrokerState {
                         route(message, now: now, into: &actions)
                         session = sessions[header.clientID] ?? session
                     } else {
-                        pendingWills[header.clientID] = (message, now.adding(seconds: min(header.willDelay, header.expiryInterval)))
+                        pendingWills[header.clientID] = (
+                            message, now.adding(seconds: min(header.willDelay, header.expiryInterval))
+                        )
                     }
                 }
             }

@@ -3,7 +3,9 @@ public import TernCodec
 extension BrokerState {
     /// Handles SUBSCRIBE: grants each filter, answers SUBACK, then sends retained messages as each
     /// subscription's Retain Handling asks (MQTT 5.0 §3.8.4, §3.3.1.3).
-    public mutating func subscribe(_ connection: ConnectionID, _ packet: Subscribe, now: BrokerInstant) -> [BrokerAction] {
+    public mutating func subscribe(_ connection: ConnectionID, _ packet: Subscribe, now: BrokerInstant)
+        -> [BrokerAction]
+    {
         var actions: [BrokerAction] = []
         guard let (clientID, version) = connections[connection] else { return [] }
         let identifier = packet.properties.subscriptionIdentifiers.first
@@ -33,7 +35,12 @@ extension BrokerState {
             case .doNotSend: break
             }
         }
-        actions.append(.send(connection, .suback(SubscribeAcknowledgement(packetIdentifier: packet.packetIdentifier, reasonCodes: codes))))
+        actions.append(
+            .send(
+                connection,
+                .suback(SubscribeAcknowledgement(packetIdentifier: packet.packetIdentifier, reasonCodes: codes))
+            )
+        )
         for (filter, options) in retainedToSend {
             for (topic, message) in retained.sorted(by: { $0.key < $1.key }) where filter.matches(topic) {
                 if message.isExpired(at: now) { continue }
@@ -61,6 +68,11 @@ extension BrokerState {
             if existed { record(for: clientID) { .deleteSubscription(session: $0, filter: filter.string) } }
             codes.append(existed ? .success : .noSubscriptionExisted)
         }
-        return [.send(connection, .unsuback(SubscribeAcknowledgement(packetIdentifier: packet.packetIdentifier, reasonCodes: codes)))]
+        return [
+            .send(
+                connection,
+                .unsuback(SubscribeAcknowledgement(packetIdentifier: packet.packetIdentifier, reasonCodes: codes))
+            )
+        ]
     }
 }

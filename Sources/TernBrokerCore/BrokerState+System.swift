@@ -4,7 +4,9 @@ import TernCodec
 extension BrokerState {
     /// Publishes the `$SYS/broker/...` topics as retained messages, with Mosquitto's names, and
     /// Tern's own `$SYS/broker/store/...` when there is a store.
-    public mutating func publishSystemTopics(now: BrokerInstant, version: String, store: StoreStatistics? = nil) -> [BrokerAction] {
+    public mutating func publishSystemTopics(now: BrokerInstant, version: String, store: StoreStatistics? = nil)
+        -> [BrokerAction]
+    {
         var actions: [BrokerAction] = []
         let connected = connections.count
         let total = sessions.count
@@ -19,7 +21,10 @@ extension BrokerState {
             ("messages/sent", "\(statistics.messagesSent)"),
             ("publish/messages/received", "\(statistics.publishMessagesReceived)"),
             ("publish/messages/sent", "\(statistics.publishMessagesSent)"),
-            ("publish/messages/dropped", "\(statistics.publishMessagesDropped + statistics.publishMessagesDroppedTooLarge)"),
+            (
+                "publish/messages/dropped",
+                "\(statistics.publishMessagesDropped + statistics.publishMessagesDroppedTooLarge)"
+            ),
             ("publish/messages/expired", "\(statistics.publishMessagesExpired)"),
             // Tern's own: backpressure, as it happens (see writabilityChanged).
             ("publish/messages/dropped/backpressure", "\(statistics.publishMessagesDroppedBackpressure)"),
@@ -43,7 +48,12 @@ extension BrokerState {
         }
         for (name, value) in values {
             guard let topic = try? TopicName("$SYS/broker/\(name)") else { continue }
-            let message = ApplicationMessage(topic: topic, payload: ByteBuffer(string: value), qos: .atMostOnce, retain: true)
+            let message = ApplicationMessage(
+                topic: topic,
+                payload: ByteBuffer(string: value),
+                qos: .atMostOnce,
+                retain: true
+            )
             route(message, now: now, into: &actions)
         }
         return actions

@@ -120,7 +120,8 @@ extension BrokerState {
             }
             repeat {
                 assignedIdentifierCounter += 1
-                clientID = "\(configuration.autoIDPrefix)\(startedAt.millisecondsSinceEpoch)-\(assignedIdentifierCounter)"
+                clientID =
+                    "\(configuration.autoIDPrefix)\(startedAt.millisecondsSinceEpoch)-\(assignedIdentifierCounter)"
             } while sessions[clientID] != nil
             assignedIdentifier = clientID
         }
@@ -151,7 +152,8 @@ extension BrokerState {
             pendingWills[clientID] = nil
         }
 
-        var session = sessions[clientID] ?? Session(clientID: clientID, protocolVersion: version, expiryInterval: expiryInterval)
+        var session =
+            sessions[clientID] ?? Session(clientID: clientID, protocolVersion: version, expiryInterval: expiryInterval)
         session.protocolVersion = version
         session.expiryInterval = expiryInterval
         session.connection = connection
@@ -173,7 +175,9 @@ extension BrokerState {
             }
             if configuration.maxQoS < .exactlyOnce { properties.maximumQoS = configuration.maxQoS }
             if !configuration.retainAvailable { try? properties.append(.retainAvailable(false)) }
-            if configuration.maxPacketSize > 0 { properties.maximumPacketSize = UInt32(clamping: configuration.maxPacketSize) }
+            if configuration.maxPacketSize > 0 {
+                properties.maximumPacketSize = UInt32(clamping: configuration.maxPacketSize)
+            }
             properties.topicAliasMaximum = configuration.maxTopicAlias
             if let assignedIdentifier { try? properties.append(.assignedClientIdentifier(assignedIdentifier)) }
             let granted = grantedKeepAlive(requested: packet.keepAlive)
@@ -206,7 +210,9 @@ extension BrokerState {
 
 extension BrokerState {
     /// Handles a DISCONNECT from the client (MQTT 5.0 §3.14.4).
-    public mutating func disconnect(_ connection: ConnectionID, _ packet: Disconnect, now: BrokerInstant) -> [BrokerAction] {
+    public mutating func disconnect(_ connection: ConnectionID, _ packet: Disconnect, now: BrokerInstant)
+        -> [BrokerAction]
+    {
         var actions: [BrokerAction] = []
         guard let (clientID, version) = connections[connection] else { return [.close(connection)] }
         var publishWill = packet.reasonCode == .disconnectWithWillMessage
@@ -233,7 +239,12 @@ extension BrokerState {
         return actions
     }
 
-    mutating func detach(_ connection: ConnectionID, publishWill: Bool, now: BrokerInstant, into actions: inout [BrokerAction]) {
+    mutating func detach(
+        _ connection: ConnectionID,
+        publishWill: Bool,
+        now: BrokerInstant,
+        into actions: inout [BrokerAction]
+    ) {
         guard let (clientID, _) = connections.removeValue(forKey: connection),
             var session = sessions[clientID], session.connection == connection
         else { return }

@@ -37,7 +37,10 @@ public struct ConnectionStateMachine: Sendable {
 
     public init(topicAliasMaximum: UInt16, authenticators: [any EnhancedAuthentication] = []) {
         self.topicAliasMaximum = topicAliasMaximum
-        self.authenticators = Dictionary(authenticators.map { ($0.method, $0) }, uniquingKeysWith: { first, _ in first })
+        self.authenticators = Dictionary(
+            authenticators.map { ($0.method, $0) },
+            uniquingKeysWith: { first, _ in first }
+        )
     }
 
     /// The protocol level, once CONNECT has been received.
@@ -54,7 +57,12 @@ public struct ConnectionStateMachine: Sendable {
     }
 
     /// Starts or continues an enhanced authentication of CONNECT (§4.12).
-    private mutating func authenticate(_ connect: Connect, exchange: inout any AuthenticationExchange, data: ByteBuffer?, method: String) -> Action {
+    private mutating func authenticate(
+        _ connect: Connect,
+        exchange: inout any AuthenticationExchange,
+        data: ByteBuffer?,
+        method: String
+    ) -> Action {
         switch exchange.step(data) {
         case .success(let reply):
             state = .connected(connect.protocolVersion, method: method, exchange: nil)
@@ -80,7 +88,9 @@ public struct ConnectionStateMachine: Sendable {
         let method = auth.properties.authenticationMethod
         switch state {
         case .authenticating(let connect, var exchange):
-            guard auth.reasonCode == .continueAuthentication, method == connect.properties.authenticationMethod, let method else {
+            guard auth.reasonCode == .continueAuthentication, method == connect.properties.authenticationMethod,
+                let method
+            else {
                 state = .closed
                 return .close(.protocolError, "an AUTH that does not continue the authentication")
             }
@@ -132,7 +142,8 @@ public struct ConnectionStateMachine: Sendable {
                 }
                 var exchange = authenticator.makeExchange(clientID: connect.clientIdentifier)
                 let data: ByteBuffer? =
-                    if case .authenticationData(let data)? = connect.properties.first(.authenticationData) { data } else { nil }
+                    if case .authenticationData(let data)? = connect.properties.first(.authenticationData) { data } else
+                    { nil }
                 return authenticate(connect, exchange: &exchange, data: data, method: method)
             }
             state = .connected(connect.protocolVersion, method: nil, exchange: nil)
@@ -165,7 +176,10 @@ public struct ConnectionStateMachine: Sendable {
                     if let alias = publish.properties.topicAlias {
                         guard alias <= topicAliasMaximum else {
                             state = .closed
-                            return .close(.topicAliasInvalid, "Topic Alias \(alias) exceeds the maximum \(topicAliasMaximum)")
+                            return .close(
+                                .topicAliasInvalid,
+                                "Topic Alias \(alias) exceeds the maximum \(topicAliasMaximum)"
+                            )
                         }
                         if publish.topic.isEmpty {
                             guard let known = inboundAliases[alias] else {

@@ -17,7 +17,13 @@ public struct Delivery: Sendable, Hashable {
     /// Its key in the store, or 0 when it is not stored.
     public var sequence: UInt64 = 0
 
-    public init(message: ApplicationMessage, qos: QoS, retain: Bool, subscriptionIdentifiers: [UInt32], sequence: UInt64 = 0) {
+    public init(
+        message: ApplicationMessage,
+        qos: QoS,
+        retain: Bool,
+        subscriptionIdentifiers: [UInt32],
+        sequence: UInt64 = 0
+    ) {
         self.message = message
         self.qos = qos
         self.retain = retain
@@ -182,7 +188,11 @@ public struct Session: Sendable {
                     expired.append(delivery)
                     return true
                 }
-                packets.append(.publish(delivery.publish(packetIdentifier: id, duplicate: true, now: now, version: protocolVersion)))
+                packets.append(
+                    .publish(
+                        delivery.publish(packetIdentifier: id, duplicate: true, now: now, version: protocolVersion)
+                    )
+                )
                 return false
             case .release(let id):
                 packets.append(.pubrel(PublishAcknowledgement(packetIdentifier: id)))

@@ -134,7 +134,11 @@ public struct StoreSnapshot: Sendable {
     /// Topic → message identifier.
     public var retained: [String: UInt64]
 
-    public init(sessions: [StoredSession] = [], messages: [UInt64: ApplicationMessage] = [:], retained: [String: UInt64] = [:]) {
+    public init(
+        sessions: [StoredSession] = [],
+        messages: [UInt64: ApplicationMessage] = [:],
+        retained: [String: UInt64] = [:]
+    ) {
         self.sessions = sessions
         self.messages = messages
         self.retained = retained

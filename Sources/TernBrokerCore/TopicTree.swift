@@ -44,12 +44,19 @@ public struct TopicTree: Sendable {
     /// - Returns: whether a subscription to the same filter already existed (§3.8.4).
     @discardableResult
     public mutating func subscribe(_ filter: TopicFilter, entry: Entry) -> Bool {
-        let existed = Self.insert(into: &root, levels: filter.filter.split(separator: "/", omittingEmptySubsequences: false)[...], shareName: filter.shareName, entry: entry)
+        let existed = Self.insert(
+            into: &root,
+            levels: filter.filter.split(separator: "/", omittingEmptySubsequences: false)[...],
+            shareName: filter.shareName,
+            entry: entry
+        )
         if !existed { count += 1 }
         return existed
     }
 
-    private static func insert(into node: inout Node, levels: ArraySlice<Substring>, shareName: String?, entry: Entry) -> Bool {
+    private static func insert(into node: inout Node, levels: ArraySlice<Substring>, shareName: String?, entry: Entry)
+        -> Bool
+    {
         guard let level = levels.first else {
             if let shareName {
                 var group = node.shared[shareName, default: SharedGroup()]
@@ -63,19 +70,34 @@ public struct TopicTree: Sendable {
             }
             return node.subscribers.updateValue(entry, forKey: entry.clientID) != nil
         }
-        return insert(into: &node.children[level, default: Node()], levels: levels.dropFirst(), shareName: shareName, entry: entry)
+        return insert(
+            into: &node.children[level, default: Node()],
+            levels: levels.dropFirst(),
+            shareName: shareName,
+            entry: entry
+        )
     }
 
     /// Removes the subscription of `clientID` to `filter`.
     /// - Returns: whether it existed.
     @discardableResult
     public mutating func unsubscribe(_ filter: TopicFilter, clientID: String) -> Bool {
-        let removed = Self.remove(from: &root, levels: filter.filter.split(separator: "/", omittingEmptySubsequences: false)[...], shareName: filter.shareName, clientID: clientID)
+        let removed = Self.remove(
+            from: &root,
+            levels: filter.filter.split(separator: "/", omittingEmptySubsequences: false)[...],
+            shareName: filter.shareName,
+            clientID: clientID
+        )
         if removed { count -= 1 }
         return removed
     }
 
-    private static func remove(from node: inout Node, levels: ArraySlice<Substring>, shareName: String?, clientID: String) -> Bool {
+    private static func remove(
+        from node: inout Node,
+        levels: ArraySlice<Substring>,
+        shareName: String?,
+        clientID: String
+    ) -> Bool {
         guard let level = levels.first else {
             if let shareName {
                 guard var group = node.shared[shareName],
@@ -106,7 +128,14 @@ public struct TopicTree: Sendable {
         var matches: [Match] = []
         let levels = topic.split(separator: "/", omittingEmptySubsequences: false)
         let isDollar = topic.utf8.first == UInt8(ascii: "$")
-        Self.collect(&root, levels: levels[...], atRoot: true, isDollar: isDollar, into: &matches, isConnected: isConnected)
+        Self.collect(
+            &root,
+            levels: levels[...],
+            atRoot: true,
+            isDollar: isDollar,
+            into: &matches,
+            isConnected: isConnected
+        )
         return matches
     }
 
@@ -129,10 +158,24 @@ public struct TopicTree: Sendable {
         }
         let rest = levels.dropFirst()
         if node.children[level] != nil {
-            collect(&node.children[level]!, levels: rest, atRoot: false, isDollar: isDollar, into: &matches, isConnected: isConnected)
+            collect(
+                &node.children[level]!,
+                levels: rest,
+                atRoot: false,
+                isDollar: isDollar,
+                into: &matches,
+                isConnected: isConnected
+            )
         }
         if wildcardsAllowed, level != "+", node.children["+"] != nil {
-            collect(&node.children["+"]!, levels: rest, atRoot: false, isDollar: isDollar, into: &matches, isConnected: isConnected)
+            collect(
+                &node.children["+"]!,
+                levels: rest,
+                atRoot: false,
+                isDollar: isDollar,
+                into: &matches,
+                isConnected: isConnected
+            )
         }
     }
 

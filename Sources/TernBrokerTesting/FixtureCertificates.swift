@@ -39,7 +39,8 @@ public struct FixtureCertificates: Sendable {
 
     /// Makes a fresh set in a new temporary directory.
     public static func make() throws -> FixtureCertificates {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tern-certs-\(UUID().uuidString)").path
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tern-certs-\(UUID().uuidString)")
+            .path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let script = """
             set -e

@@ -49,7 +49,13 @@ public enum SequencedLoad {
         /// has received.
         public var pacing: (pacer: SequencedSubscriber, ahead: Int)?
 
-        public init(clientID: String, publisher: UInt32, topic: String, count: Int, qos: @escaping @Sendable (Int) -> QoS) {
+        public init(
+            clientID: String,
+            publisher: UInt32,
+            topic: String,
+            count: Int,
+            qos: @escaping @Sendable (Int) -> QoS
+        ) {
             self.clientID = clientID
             self.publisher = publisher
             self.topic = topic
@@ -61,20 +67,28 @@ public enum SequencedLoad {
     /// Connects, publishes, waits until every QoS 1/2 message is acknowledged, and disconnects.
     /// - Returns: how many messages were published.
     @discardableResult
-    public static func publish(port: Int, _ publication: Publication, timeout: Duration = .seconds(60)) async throws -> Int {
+    public static func publish(port: Int, _ publication: Publication, timeout: Duration = .seconds(60)) async throws
+        -> Int
+    {
         let done = MultiThreadedEventLoopGroup.singleton.any().makePromise(of: Int.self)
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(MQTTPacketDecoder(protocolVersion: .v5)))
-                    try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(MQTTPacketEncoder(protocolVersion: .v5)))
+                    try channel.pipeline.syncOperations.addHandler(
+                        ByteToMessageHandler(MQTTPacketDecoder(protocolVersion: .v5))
+                    )
+                    try channel.pipeline.syncOperations.addHandler(
+                        MessageToByteHandler(MQTTPacketEncoder(protocolVersion: .v5))
+                    )
                     try channel.pipeline.syncOperations.addHandler(PublisherHandler(publication, done: done))
                 }
             }
             .connect(host: "127.0.0.1", port: port)
             .get()
-        let deadline = channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000)) {
+        let deadline = channel.eventLoop.scheduleTask(
+            in: .nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000)
+        ) {
             done.fail(LoadTimeout(what: "publisher \(publication.clientID)"))
         }
         defer { deadline.cancel() }
@@ -104,20 +118,34 @@ public enum SequencedLoad {
         properties.receiveMaximum = receiveMaximum
         properties.sessionExpiryInterval = sessionExpiry
         let connect = Connect(clientIdentifier: clientID, cleanStart: true, keepAlive: 0, properties: properties)
-        let subscribe = Subscribe(packetIdentifier: 1, subscriptions: [.init(filter: try TopicFilter(filter), options: SubscriptionOptions(qos: qos))])
+        let subscribe = Subscribe(
+            packetIdentifier: 1,
+            subscriptions: [.init(filter: try TopicFilter(filter), options: SubscriptionOptions(qos: qos))]
+        )
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(MQTTPacketDecoder(protocolVersion: .v5)))
-                    try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(MQTTPacketEncoder(protocolVersion: .v5)))
                     try channel.pipeline.syncOperations.addHandler(
-                        SubscriberHandler(connect: connect, subscribe: subscribe, record: record, subscribed: subscribed)
+                        ByteToMessageHandler(MQTTPacketDecoder(protocolVersion: .v5))
+                    )
+                    try channel.pipeline.syncOperations.addHandler(
+                        MessageToByteHandler(MQTTPacketEncoder(protocolVersion: .v5))
+                    )
+                    try channel.pipeline.syncOperations.addHandler(
+                        SubscriberHandler(
+                            connect: connect,
+                            subscribe: subscribe,
+                            record: record,
+                            subscribed: subscribed
+                        )
                     )
                 }
             }
             .connect(host: "127.0.0.1", port: port)
             .get()
-        let deadline = channel.eventLoop.scheduleTask(in: .seconds(30)) { subscribed.fail(LoadTimeout(what: "SUBACK for \(clientID)")) }
+        let deadline = channel.eventLoop.scheduleTask(in: .seconds(30)) {
+            subscribed.fail(LoadTimeout(what: "SUBACK for \(clientID)"))
+        }
         defer { deadline.cancel() }
         try await subscribed.futureResult.get()
         return SequencedSubscriber(channel: channel, shared: record)
@@ -206,7 +234,9 @@ public struct SequenceCheck: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
-    public var description: String { "received \(received), out of order \(outOfOrder), lost \(lost), duplicates \(duplicates)" }
+    public var description: String {
+        "received \(received), out of order \(outOfOrder), lost \(lost), duplicates \(duplicates)"
+    }
 }
 
 /// A load client's wait ran out.
@@ -239,7 +269,10 @@ private final class PublisherHandler: ChannelInboundHandler {
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        context.writeAndFlush(wrapOutboundOut(.connect(Connect(clientIdentifier: publication.clientID, keepAlive: 0))), promise: nil)
+        context.writeAndFlush(
+            wrapOutboundOut(.connect(Connect(clientIdentifier: publication.clientID, keepAlive: 0))),
+            promise: nil
+        )
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -252,14 +285,22 @@ private final class PublisherHandler: ChannelInboundHandler {
             if let maximum = ack.properties.receiveMaximum { window = min(window, Int(maximum)) }
             connected = true
             if let duration = publication.duration {
-                stopAt = .now() + .nanoseconds(Int64(duration.components.seconds) * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
+                stopAt =
+                    .now()
+                    + .nanoseconds(
+                        Int64(duration.components.seconds) * 1_000_000_000 + duration.components.attoseconds
+                            / 1_000_000_000
+                    )
             }
             pump(context: context)
         case .puback(let ack), .pubcomp(let ack):
             inflight.remove(ack.packetIdentifier)
             pump(context: context)
         case .pubrec(let ack):
-            context.writeAndFlush(wrapOutboundOut(.pubrel(PublishAcknowledgement(packetIdentifier: ack.packetIdentifier))), promise: nil)
+            context.writeAndFlush(
+                wrapOutboundOut(.pubrel(PublishAcknowledgement(packetIdentifier: ack.packetIdentifier))),
+                promise: nil
+            )
         default:
             break
         }
@@ -284,7 +325,9 @@ private final class PublisherHandler: ChannelInboundHandler {
             if qos != .atMostOnce, inflight.count >= window { break }
             if let (pacer, ahead) = publication.pacing, next - pacer.receivedCount >= ahead {
                 // Closed loop: look again shortly rather than flooding the broker.
-                retry = context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(1)) { [self] in pump(context: context) }
+                retry = context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(1)) { [self] in
+                    pump(context: context)
+                }
                 break
             }
             var identifier: UInt16 = 0
@@ -299,7 +342,12 @@ private final class PublisherHandler: ChannelInboundHandler {
                 size: publication.payloadSize,
                 allocator: context.channel.allocator
             )
-            context.write(wrapOutboundOut(.publish(Publish(topic: topic, payload: payload, qos: qos, packetIdentifier: identifier))), promise: nil)
+            context.write(
+                wrapOutboundOut(
+                    .publish(Publish(topic: topic, payload: payload, qos: qos, packetIdentifier: identifier))
+                ),
+                promise: nil
+            )
             wrote = true
             next += 1
         }
@@ -324,7 +372,8 @@ private final class SubscriberHandler: ChannelInboundHandler {
     var batch: [SequencedDelivery] = []
     var pendingQoS2: Set<UInt16> = []
 
-    init(connect: Connect, subscribe: Subscribe, record: SequencedSubscriber.Shared, subscribed: EventLoopPromise<Void>) {
+    init(connect: Connect, subscribe: Subscribe, record: SequencedSubscriber.Shared, subscribed: EventLoopPromise<Void>)
+    {
         self.connect = connect
         self.subscribe = subscribe
         self.record = record
@@ -344,21 +393,42 @@ private final class SubscriberHandler: ChannelInboundHandler {
             if publish.qos == .exactlyOnce {
                 // A QoS 2 message is ours at its first PUBLISH; a DUP before PUBREL is not a new one.
                 if pendingQoS2.insert(publish.packetIdentifier).inserted == false {
-                    context.write(wrapOutboundOut(.pubrec(PublishAcknowledgement(packetIdentifier: publish.packetIdentifier))), promise: nil)
+                    context.write(
+                        wrapOutboundOut(.pubrec(PublishAcknowledgement(packetIdentifier: publish.packetIdentifier))),
+                        promise: nil
+                    )
                     return
                 }
             }
             if let (publisher, sequence) = SequencedLoad.read(publish.payload) {
-                batch.append(SequencedDelivery(publisher: publisher, sequence: sequence, qos: publish.qos, duplicate: publish.duplicate))
+                batch.append(
+                    SequencedDelivery(
+                        publisher: publisher,
+                        sequence: sequence,
+                        qos: publish.qos,
+                        duplicate: publish.duplicate
+                    )
+                )
             }
             switch publish.qos {
             case .atMostOnce: break
-            case .atLeastOnce: context.write(wrapOutboundOut(.puback(PublishAcknowledgement(packetIdentifier: publish.packetIdentifier))), promise: nil)
-            case .exactlyOnce: context.write(wrapOutboundOut(.pubrec(PublishAcknowledgement(packetIdentifier: publish.packetIdentifier))), promise: nil)
+            case .atLeastOnce:
+                context.write(
+                    wrapOutboundOut(.puback(PublishAcknowledgement(packetIdentifier: publish.packetIdentifier))),
+                    promise: nil
+                )
+            case .exactlyOnce:
+                context.write(
+                    wrapOutboundOut(.pubrec(PublishAcknowledgement(packetIdentifier: publish.packetIdentifier))),
+                    promise: nil
+                )
             }
         case .pubrel(let release):
             pendingQoS2.remove(release.packetIdentifier)
-            context.write(wrapOutboundOut(.pubcomp(PublishAcknowledgement(packetIdentifier: release.packetIdentifier))), promise: nil)
+            context.write(
+                wrapOutboundOut(.pubcomp(PublishAcknowledgement(packetIdentifier: release.packetIdentifier))),
+                promise: nil
+            )
         default:
             break
         }

@@ -23,17 +23,31 @@ public struct TestClient: ~Copyable {
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(MQTTPacketDecoder(protocolVersion: version)))
-                    try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(MQTTPacketEncoder(protocolVersion: version)))
+                    try channel.pipeline.syncOperations.addHandler(
+                        ByteToMessageHandler(MQTTPacketDecoder(protocolVersion: version))
+                    )
+                    try channel.pipeline.syncOperations.addHandler(
+                        MessageToByteHandler(MQTTPacketEncoder(protocolVersion: version))
+                    )
                     try channel.pipeline.syncOperations.addHandler(Collector(continuation: continuation))
                 }
             }
             .connect(host: "127.0.0.1", port: port)
             .get()
-        return TestClient(channel: channel, version: version, iterator: stream.makeAsyncIterator(), continuation: continuation)
+        return TestClient(
+            channel: channel,
+            version: version,
+            iterator: stream.makeAsyncIterator(),
+            continuation: continuation
+        )
     }
 
-    private init(channel: any Channel, version: ProtocolVersion, iterator: AsyncStream<Event>.Iterator, continuation: AsyncStream<Event>.Continuation) {
+    private init(
+        channel: any Channel,
+        version: ProtocolVersion,
+        iterator: AsyncStream<Event>.Iterator,
+        continuation: AsyncStream<Event>.Continuation
+    ) {
         self.channel = channel
         self.version = version
         self.iterator = iterator

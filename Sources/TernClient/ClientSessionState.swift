@@ -58,11 +58,17 @@ public struct ClientSessionState: Sendable, Hashable {
 
     /// What a PUBACK, PUBREC or PUBCOMP from the server means for the outbound flows.
     /// - Returns: the packet to answer with (PUBREL), and the flow that ended, if one did.
-    mutating func received(_ type: PacketType, _ ack: PublishAcknowledgement) -> (reply: MQTTPacket?, completion: Completion?) {
+    mutating func received(_ type: PacketType, _ ack: PublishAcknowledgement) -> (
+        reply: MQTTPacket?, completion: Completion?
+    ) {
         let id = ack.packetIdentifier
         guard inUse.contains(id), let index = outbound.firstIndex(where: { $0.packetIdentifier == id }) else {
             // §4.3.3: PUBREC for an unknown id is answered so that the server can finish.
-            if type == .pubrec { return (.pubrel(PublishAcknowledgement(packetIdentifier: id, reasonCode: .packetIdentifierNotFound)), nil) }
+            if type == .pubrec {
+                return (
+                    .pubrel(PublishAcknowledgement(packetIdentifier: id, reasonCode: .packetIdentifierNotFound)), nil
+                )
+            }
             return (nil, nil)
         }
         switch (type, outbound[index]) {
@@ -105,7 +111,8 @@ public struct ClientSessionState: Sendable, Hashable {
     /// - Without, inbound QoS 2 state is forgotten and outbound flows are dropped or republished
     ///   as new, by `policy`.
     /// - Returns: the packets to send, in order, and the identifiers of dropped flows.
-    mutating func resume(sessionPresent: Bool, policy: SessionLostPolicy) -> (packets: [MQTTPacket], dropped: [UInt16]) {
+    mutating func resume(sessionPresent: Bool, policy: SessionLostPolicy) -> (packets: [MQTTPacket], dropped: [UInt16])
+    {
         if sessionPresent {
             let packets: [MQTTPacket] = outbound.map { flow in
                 switch flow {

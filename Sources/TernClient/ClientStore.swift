@@ -1,3 +1,5 @@
+import Synchronization
+
 /// Where a client keeps its half of a session (in-flight QoS 1/2 messages, inbound QoS 2
 /// identifiers), so that a process restarted with the same store and client identifier can
 /// finish what it started.
@@ -12,8 +14,6 @@ public protocol ClientStore: Sendable {
     /// Forgets `clientID`.
     func remove(clientID: String) throws
 }
-
-import Synchronization
 
 /// A store in memory: the session survives reconnects but not the process.
 public final class InMemoryClientStore: ClientStore {

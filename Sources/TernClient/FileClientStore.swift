@@ -1,13 +1,14 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import NIOCore
 import Synchronization
 import TernCodec
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#elseif canImport(Darwin)
+    import Darwin
+#endif
 
 /// A durable ``ClientStore``: one file per client identifier in a directory of its own.
 ///
@@ -29,7 +30,10 @@ public final class FileClientStore: ClientStore {
     public init(directory: String) throws {
         self.directory = directory
         if mkdir(directory, 0o700) != 0, errno != EEXIST {
-            throw MQTTClientError(.refused, reasonString: "cannot create the store directory \(directory): errno \(errno)")
+            throw MQTTClientError(
+                .refused,
+                reasonString: "cannot create the store directory \(directory): errno \(errno)"
+            )
         }
     }
 

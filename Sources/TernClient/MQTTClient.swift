@@ -66,13 +66,14 @@ public actor MQTTClient {
 
     /// Opens the network connection and runs `initialize` on its pipeline. Tests replace it to
     /// script a broker over an in-memory channel.
-    typealias Connector = @Sendable (
-        _ group: any EventLoopGroup,
-        _ host: String,
-        _ port: Int,
-        _ timeout: Duration,
-        _ initialize: @escaping @Sendable (any Channel) -> EventLoopFuture<Void>
-    ) async throws -> any Channel
+    typealias Connector =
+        @Sendable (
+            _ group: any EventLoopGroup,
+            _ host: String,
+            _ port: Int,
+            _ timeout: Duration,
+            _ initialize: @escaping @Sendable (any Channel) -> EventLoopFuture<Void>
+        ) async throws -> any Channel
     private let connector: Connector
 
     public init(
@@ -80,16 +81,28 @@ public actor MQTTClient {
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         logger: Logger = Logger(label: "tern.client")
     ) {
-        self.init(configuration: configuration, group: group, logger: logger, connector: Self.networkConnector(for: configuration))
+        self.init(
+            configuration: configuration,
+            group: group,
+            logger: logger,
+            connector: Self.networkConnector(for: configuration)
+        )
     }
 
-    init(configuration: MQTTClientConfiguration, group: any EventLoopGroup, logger: Logger, connector: @escaping Connector) {
+    init(
+        configuration: MQTTClientConfiguration,
+        group: any EventLoopGroup,
+        logger: Logger,
+        connector: @escaping Connector
+    ) {
         self.connector = connector
         self.configuration = configuration
         self.group = group
         self.logger = logger
         self.session = (try? configuration.store.load(clientID: configuration.clientID)) ?? ClientSessionState()
-        self.unsent = Deque(session.outbound.compactMap { if case .publish(let p) = $0 { p.packetIdentifier } else { nil } })
+        self.unsent = Deque(
+            session.outbound.compactMap { if case .publish(let p) = $0 { p.packetIdentifier } else { nil } }
+        )
         if configuration.protocolVersion == .v5, !configuration.cleanStart, configuration.sessionExpiry == .none {
             // The pitfall of the source documents: Clean Start 0 alone keeps no session in MQTT 5.
             logger.warning(
@@ -116,15 +129,23 @@ public actor MQTTClient {
         let (events, continuation) = AsyncStream<ConnectionEvent>.makeStream()
         let channel: any Channel
         do {
-            channel = try await connector(group, configuration.host, configuration.port, configuration.connectTimeout) { channel in
+            channel = try await connector(group, configuration.host, configuration.port, configuration.connectTimeout) {
+                channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(MQTTPacketDecoder(protocolVersion: version)))
-                    try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(MQTTPacketEncoder(protocolVersion: version)))
+                    try channel.pipeline.syncOperations.addHandler(
+                        ByteToMessageHandler(MQTTPacketDecoder(protocolVersion: version))
+                    )
+                    try channel.pipeline.syncOperations.addHandler(
+                        MessageToByteHandler(MQTTPacketEncoder(protocolVersion: version))
+                    )
                     try channel.pipeline.syncOperations.addHandler(EventForwarder(continuation: continuation))
                 }
             }
         } catch {
-            throw MQTTClientError(.timeout, reasonString: "cannot connect to \(configuration.host):\(configuration.port): \(error)")
+            throw MQTTClientError(
+                .timeout,
+                reasonString: "cannot connect to \(configuration.host):\(configuration.port): \(error)"
+            )
         }
         let reader = Task { [weak self] in
             for await event in events {
@@ -163,7 +184,11 @@ public actor MQTTClient {
         timeout.cancel()
         guard connack.reasonCode == .success else {
             channel.close(promise: nil)
-            throw MQTTClientError(.connectionRefused, reasonCode: connack.reasonCode, reasonString: connack.properties.reasonString)
+            throw MQTTClientError(
+                .connectionRefused,
+                reasonCode: connack.reasonCode,
+                reasonString: connack.properties.reasonString
+            )
         }
         return connected(connack, channel: channel)
     }
@@ -177,16 +202,25 @@ public actor MQTTClient {
         serverMaximumPacketSize = properties.maximumPacketSize.map { Int($0) }
 
         var writes: [MQTTPacket] = []
-        let (resend, dropped) = session.resume(sessionPresent: connack.sessionPresent, policy: configuration.sessionLostPolicy)
+        let (resend, dropped) = session.resume(
+            sessionPresent: connack.sessionPresent,
+            policy: configuration.sessionLostPolicy
+        )
         writes += resend
         for id in dropped {
             publishWaiters.removeValue(forKey: id)?.resume(throwing: MQTTClientError(.sessionLost))
         }
         // Whatever was re-sent is on the wire; the rest waits for the window.
         let resentIDs = Set(resend.compactMap { if case .publish(let p) = $0 { p.packetIdentifier } else { nil } })
-        unsent = Deque(session.outbound.compactMap { flow in
-            if case .publish(let p) = flow, !resentIDs.contains(p.packetIdentifier) { p.packetIdentifier } else { nil }
-        })
+        unsent = Deque(
+            session.outbound.compactMap { flow in
+                if case .publish(let p) = flow, !resentIDs.contains(p.packetIdentifier) {
+                    p.packetIdentifier
+                } else {
+                    nil
+                }
+            }
+        )
         persist()
         if !connack.sessionPresent, !subscriptions.isEmpty {
             // The broker forgot the subscriptions with the session: make them again.
@@ -214,7 +248,9 @@ public actor MQTTClient {
             receiveMaximum: properties.receiveMaximum ?? .max,
             maximumPacketSize: properties.maximumPacketSize,
             maximumQoS: properties.maximumQoS ?? .exactlyOnce,
-            retainAvailable: { if case .retainAvailable(let flag)? = properties.first(.retainAvailable) { flag } else { true } }(),
+            retainAvailable: {
+                if case .retainAvailable(let flag)? = properties.first(.retainAvailable) { flag } else { true }
+            }(),
             topicAliasMaximum: properties.topicAliasMaximum ?? 0,
             properties: properties
         )
@@ -245,8 +281,12 @@ public actor MQTTClient {
         reconnectTask = nil
         if let connection, connection.connected {
             var properties = Properties()
-            if configuration.protocolVersion == .v5, let sessionExpiry { properties.sessionExpiryInterval = sessionExpiry.interval }
-            try? await connection.channel.writeAndFlush(MQTTPacket.disconnect(Disconnect(reasonCode: reason, properties: properties))).get()
+            if configuration.protocolVersion == .v5, let sessionExpiry {
+                properties.sessionExpiryInterval = sessionExpiry.interval
+            }
+            try? await connection.channel.writeAndFlush(
+                MQTTPacket.disconnect(Disconnect(reasonCode: reason, properties: properties))
+            ).get()
             try? await connection.channel.close().get()
         }
         tearDown(MQTTClientError(.clientDisconnected))
@@ -274,15 +314,25 @@ public actor MQTTClient {
         retain: Bool = false,
         properties: Properties = Properties()
     ) async throws -> ReasonCode {
-        let publish = Publish(topic: try TopicName(topic), payload: payload, qos: qos, retain: retain, properties: properties)
-        if let limit = serverMaximumPacketSize, MQTTPacket.publish(publish).encodedSize(version: configuration.protocolVersion) > limit {
+        let publish = Publish(
+            topic: try TopicName(topic),
+            payload: payload,
+            qos: qos,
+            retain: retain,
+            properties: properties
+        )
+        if let limit = serverMaximumPacketSize,
+            MQTTPacket.publish(publish).encodedSize(version: configuration.protocolVersion) > limit
+        {
             throw MQTTClientError(.packetTooLarge, reasonString: "the broker accepts packets of at most \(limit) bytes")
         }
         if qos == .atMostOnce {
             if let connection, connection.connected {
                 connection.channel.writeAndFlush(MQTTPacket.publish(publish), promise: nil)
             } else {
-                guard offlineQoS0.count + unsent.count < configuration.offlineQueueLimit else { throw MQTTClientError(.offlineQueueFull) }
+                guard offlineQoS0.count + unsent.count < configuration.offlineQueueLimit else {
+                    throw MQTTClientError(.offlineQueueFull)
+                }
                 offlineQoS0.append(publish)
             }
             return .success
@@ -299,7 +349,9 @@ public actor MQTTClient {
 
     /// Publishes a UTF-8 string.
     @discardableResult
-    public func publish(to topic: String, _ text: String, qos: QoS = .atMostOnce, retain: Bool = false) async throws -> ReasonCode {
+    public func publish(to topic: String, _ text: String, qos: QoS = .atMostOnce, retain: Bool = false) async throws
+        -> ReasonCode
+    {
         try await publish(to: topic, payload: ByteBuffer(string: text), qos: qos, retain: retain)
     }
 
@@ -314,7 +366,9 @@ public actor MQTTClient {
         let inFlight = session.outbound.count - unsent.count
         var room = serverReceiveMaximum - inFlight
         while room > 0, let id = unsent.popFirst() {
-            guard case .publish(let publish)? = session.outbound.first(where: { $0.packetIdentifier == id }) else { continue }
+            guard case .publish(let publish)? = session.outbound.first(where: { $0.packetIdentifier == id }) else {
+                continue
+            }
             connection.channel.write(MQTTPacket.publish(publish), promise: nil)
             room -= 1
             wrote = true
@@ -354,11 +408,16 @@ public actor MQTTClient {
             return true
         }
         var properties = Properties()
-        if let identifier, configuration.protocolVersion == .v5 { try properties.append(.subscriptionIdentifier(identifier)) }
+        if let identifier, configuration.protocolVersion == .v5 {
+            try properties.append(.subscriptionIdentifier(identifier))
+        }
         let id = controlPacketIdentifier()
         let ack: SubscribeAcknowledgement
         do {
-            ack = try await request(.subscribe(Subscribe(packetIdentifier: id, subscriptions: [subscription], properties: properties)), id: id)
+            ack = try await request(
+                .subscribe(Subscribe(packetIdentifier: id, subscriptions: [subscription], properties: properties)),
+                id: id
+            )
         } catch {
             streams[streamID] = nil
             continuation.finish()
@@ -431,7 +490,9 @@ public actor MQTTClient {
             if case .completed(let id, let code)? = completion {
                 let waiter = publishWaiters.removeValue(forKey: id)
                 if code.isFailure {
-                    waiter?.resume(throwing: MQTTClientError(.refused, reasonCode: code, reasonString: ack.properties.reasonString))
+                    waiter?.resume(
+                        throwing: MQTTClientError(.refused, reasonCode: code, reasonString: ack.properties.reasonString)
+                    )
                 } else {
                     waiter?.resume(returning: code)
                 }
@@ -440,7 +501,10 @@ public actor MQTTClient {
         case .pubrel(let release):
             session.released(release.packetIdentifier)
             persist()
-            channel.writeAndFlush(MQTTPacket.pubcomp(PublishAcknowledgement(packetIdentifier: release.packetIdentifier)), promise: nil)
+            channel.writeAndFlush(
+                MQTTPacket.pubcomp(PublishAcknowledgement(packetIdentifier: release.packetIdentifier)),
+                promise: nil
+            )
         case .suback(let ack), .unsuback(let ack):
             acknowledgementWaiters.removeValue(forKey: ack.packetIdentifier)?.resume(returning: ack)
         case .disconnect(let disconnect):
@@ -505,8 +569,16 @@ public actor MQTTClient {
         guard let connection, connection.connected else { return }
         switch qos {
         case .atMostOnce: return
-        case .atLeastOnce: connection.channel.writeAndFlush(MQTTPacket.puback(PublishAcknowledgement(packetIdentifier: id)), promise: nil)
-        case .exactlyOnce: connection.channel.writeAndFlush(MQTTPacket.pubrec(PublishAcknowledgement(packetIdentifier: id)), promise: nil)
+        case .atLeastOnce:
+            connection.channel.writeAndFlush(
+                MQTTPacket.puback(PublishAcknowledgement(packetIdentifier: id)),
+                promise: nil
+            )
+        case .exactlyOnce:
+            connection.channel.writeAndFlush(
+                MQTTPacket.pubrec(PublishAcknowledgement(packetIdentifier: id)),
+                promise: nil
+            )
         }
     }
 
@@ -545,7 +617,8 @@ public actor MQTTClient {
         var generator = SystemRandomNumberGenerator()
         var attempt = 0
         // A session that outlives the connection is resumed; one that does not starts clean.
-        let resume = configuration.protocolVersion == .v5 ? configuration.sessionExpiry != .none : !configuration.cleanStart
+        let resume =
+            configuration.protocolVersion == .v5 ? configuration.sessionExpiry != .none : !configuration.cleanStart
         while !Task.isCancelled, !shuttingDown {
             try? await Task.sleep(for: policy.jitteredDelay(attempt: attempt, using: &generator))
             if Task.isCancelled || shuttingDown { return }

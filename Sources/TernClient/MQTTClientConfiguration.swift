@@ -1,5 +1,5 @@
-public import NIOSSL
 public import NIOCore
+public import NIOSSL
 public import TernCodec
 
 /// How long the broker keeps the session after the connection closes (MQTT 5.0 §3.1.2.11.2).
@@ -60,8 +60,12 @@ public struct ConnectProperties: Sendable, Hashable {
         properties.receiveMaximum = receiveMaximum
         properties.maximumPacketSize = maximumPacketSize
         properties.topicAliasMaximum = topicAliasMaximum
-        if let requestResponseInformation { try properties.append(.requestResponseInformation(requestResponseInformation)) }
-        if let requestProblemInformation { try properties.append(.requestProblemInformation(requestProblemInformation)) }
+        if let requestResponseInformation {
+            try properties.append(.requestResponseInformation(requestResponseInformation))
+        }
+        if let requestProblemInformation {
+            try properties.append(.requestProblemInformation(requestProblemInformation))
+        }
         for (name, value) in userProperties { try properties.append(.userProperty(name: name, value: value)) }
         if let authenticationMethod { try properties.append(.authenticationMethod(authenticationMethod)) }
         if let authenticationData { try properties.append(.authenticationData(authenticationData)) }
@@ -129,7 +133,10 @@ public struct MQTTClientConfiguration: Sendable {
     public init(url: String, clientID: String) throws(MQTTClientError) {
         let parts = url.split(separator: "://", maxSplits: 1, omittingEmptySubsequences: false)
         guard parts.count == 2 else {
-            throw MQTTClientError(.invalidArgument, reasonString: "'\(url)' is not a broker URL such as mqtt://host:1883")
+            throw MQTTClientError(
+                .invalidArgument,
+                reasonString: "'\(url)' is not a broker URL such as mqtt://host:1883"
+            )
         }
         let scheme = parts[0].lowercased()
         var rest = parts[1]
@@ -140,7 +147,10 @@ public struct MQTTClientConfiguration: Sendable {
         }
         let defaults: [String: Int] = ["mqtt": 1883, "tcp": 1883, "mqtts": 8883, "ssl": 8883, "ws": 80, "wss": 443]
         guard let defaultPort = defaults[scheme] else {
-            throw MQTTClientError(.invalidArgument, reasonString: "unknown scheme '\(scheme)': use mqtt, mqtts, ws or wss")
+            throw MQTTClientError(
+                .invalidArgument,
+                reasonString: "unknown scheme '\(scheme)': use mqtt, mqtts, ws or wss"
+            )
         }
         var host = rest
         var port = defaultPort
@@ -200,7 +210,7 @@ public struct MQTTClientConfiguration: Sendable {
 }
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif

@@ -26,7 +26,9 @@ extension MQTTClient {
                     .channelInitializer { channel in
                         channel.eventLoop.makeCompletedFuture {
                             if let context {
-                                try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context, serverHostname: hostname))
+                                try channel.pipeline.syncOperations.addHandler(
+                                    NIOSSLClientHandler(context: context, serverHostname: hostname)
+                                )
                             }
                         }.flatMap {
                             guard let webSocketPath else {
@@ -34,7 +36,14 @@ extension MQTTClient {
                                 return initialize(channel)
                             }
                             return channel.eventLoop.makeCompletedFuture {
-                                try addWebSocketUpgrade(channel, host: host, port: port, path: webSocketPath, upgraded: upgraded, initialize: initialize)
+                                try addWebSocketUpgrade(
+                                    channel,
+                                    host: host,
+                                    port: port,
+                                    path: webSocketPath,
+                                    upgraded: upgraded,
+                                    initialize: initialize
+                                )
                             }
                         }
                     }
@@ -47,7 +56,9 @@ extension MQTTClient {
             let deadline = channel.eventLoop.scheduleTask(in: timeout.timeAmount) {
                 upgraded.fail(WebSocketUpgradeError(reason: "no WebSocket upgrade within \(timeout)"))
             }
-            channel.closeFuture.whenComplete { _ in upgraded.fail(WebSocketUpgradeError(reason: "the connection closed during the WebSocket upgrade")) }
+            channel.closeFuture.whenComplete { _ in
+                upgraded.fail(WebSocketUpgradeError(reason: "the connection closed during the WebSocket upgrade"))
+            }
             do {
                 try await upgraded.futureResult.get()
                 deadline.cancel()
@@ -94,7 +105,12 @@ private func addWebSocketUpgrade(
     headers.add(name: "Host", value: "\(host):\(port)")
     headers.add(name: "Sec-WebSocket-Protocol", value: "mqtt")
     headers.add(name: "Content-Length", value: "0")
-    let request = HTTPRequestHead(version: .http1_1, method: .GET, uri: path.hasPrefix("/") ? path : "/" + path, headers: headers)
+    let request = HTTPRequestHead(
+        version: .http1_1,
+        method: .GET,
+        uri: path.hasPrefix("/") ? path : "/" + path,
+        headers: headers
+    )
     try channel.pipeline.syncOperations.addHTTPClientHandlers(
         leftOverBytesStrategy: .forwardBytes,
         withClientUpgrade: (upgraders: [upgrader], completionHandler: { _ in })
@@ -131,7 +147,11 @@ private final class WebSocketUpgradeRequester: ChannelInboundHandler, RemovableC
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if case .head(let head) = unwrapInboundIn(data) {
-            upgraded.fail(WebSocketUpgradeError(reason: "the broker refused the WebSocket upgrade: \(head.status.code) \(head.status.reasonPhrase)"))
+            upgraded.fail(
+                WebSocketUpgradeError(
+                    reason: "the broker refused the WebSocket upgrade: \(head.status.code) \(head.status.reasonPhrase)"
+                )
+            )
             context.close(promise: nil)
         }
     }

@@ -9,7 +9,8 @@ public struct ConnAck: Sendable, Hashable {
     /// CONNACK properties (MQTT 5 only).
     public var properties: Properties
 
-    public init(sessionPresent: Bool = false, reasonCode: ReasonCode = .success, properties: Properties = Properties()) {
+    public init(sessionPresent: Bool = false, reasonCode: ReasonCode = .success, properties: Properties = Properties())
+    {
         self.sessionPresent = sessionPresent
         self.reasonCode = reasonCode
         self.properties = properties

@@ -20,7 +20,8 @@ public typealias Disconnect = ReasonedPacket
 public typealias Auth = ReasonedPacket
 
 extension ReasonedPacket {
-    static func read(from body: inout ByteBuffer, type: PacketType, version: ProtocolVersion) throws(TernError) -> Self {
+    static func read(from body: inout ByteBuffer, type: PacketType, version: ProtocolVersion) throws(TernError) -> Self
+    {
         guard version.hasProperties else {
             guard type == .disconnect else { throw .malformedPacket("AUTH does not exist before MQTT 5") }
             try body.expectFullyRead(type)

@@ -41,7 +41,11 @@ extension SubscribeAcknowledgement {
         if type == .suback || version.hasProperties, reasonCodes.isEmpty {
             throw .protocolError("a \(type) carries no reason code")
         }
-        return SubscribeAcknowledgement(packetIdentifier: packetIdentifier, reasonCodes: reasonCodes, properties: properties)
+        return SubscribeAcknowledgement(
+            packetIdentifier: packetIdentifier,
+            reasonCodes: reasonCodes,
+            properties: properties
+        )
     }
 
     func bodyLength(type: PacketType, version: ProtocolVersion) -> Int {

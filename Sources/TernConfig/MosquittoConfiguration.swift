@@ -77,10 +77,15 @@ public struct MosquittoConfiguration: Sendable {
             return arguments[0]
         }
 
-        func integer(_ option: String, _ arguments: [String], _ line: Int, in range: ClosedRange<Int>) throws(ConfigurationError) -> Int {
+        func integer(_ option: String, _ arguments: [String], _ line: Int, in range: ClosedRange<Int>)
+            throws(ConfigurationError) -> Int
+        {
             let text = try one(option, arguments, line)
             guard let value = Int(text), range.contains(value) else {
-                throw error(line, "\(option) expects a whole number from \(range.lowerBound) to \(range.upperBound), not '\(text)'")
+                throw error(
+                    line,
+                    "\(option) expects a whole number from \(range.lowerBound) to \(range.upperBound), not '\(text)'"
+                )
             }
             return value
         }
@@ -102,10 +107,12 @@ public struct MosquittoConfiguration: Sendable {
 
         /// Reads a file an option names; a bad line in it is reported with its own file and line
         /// after this option's.
-        func load<Value>(_ option: String, _ path: String, _ line: Int, kind: String, _ read: (String) throws -> Value) throws(ConfigurationError) -> Value {
+        func load<Value>(_ option: String, _ path: String, _ line: Int, kind: String, _ read: (String) throws -> Value)
+            throws(ConfigurationError) -> Value
+        {
             do {
                 return try read(path)
-            } catch where error is PasswordFile.ParseError || error is AccessControlList.ParseError {
+            } catch  where error is PasswordFile.ParseError || error is AccessControlList.ParseError {
                 throw self.error(line, "\(option) \(path) is not \(kind): \(error)")
             } catch {
                 throw self.error(line, "cannot read \(option) \(path): \(error.localizedDescription)")
@@ -150,13 +157,18 @@ public struct MosquittoConfiguration: Sendable {
             defer { result.options.broker = broker }
             switch option {
             case "listener":
-                guard (1...2).contains(arguments.count) else { throw error(line, "listener expects a port and an optional address") }
+                guard (1...2).contains(arguments.count) else {
+                    throw error(line, "listener expects a port and an optional address")
+                }
                 let port = try port(arguments[0], line)
                 var draft = ListenerDraft(line: line)
                 if arguments.count == 2, port == 0, arguments[1].contains("/") {
                     draft.listener = BrokerOptions.Listener(unixSocketPath: arguments[1])
                 } else {
-                    draft.listener = BrokerOptions.Listener(host: arguments.count == 2 ? arguments[1] : "0.0.0.0", port: port)
+                    draft.listener = BrokerOptions.Listener(
+                        host: arguments.count == 2 ? arguments[1] : "0.0.0.0",
+                        port: port
+                    )
                 }
                 listeners.append(draft)
             case "port":
@@ -173,7 +185,9 @@ public struct MosquittoConfiguration: Sendable {
                 }
             case "certfile", "keyfile", "cafile", "capath":
                 let path = try one(option, arguments, line)
-                guard FileManager.default.isReadableFile(atPath: path) else { throw error(line, "\(option) \(path) cannot be read") }
+                guard FileManager.default.isReadableFile(atPath: path) else {
+                    throw error(line, "\(option) \(path) cannot be read")
+                }
                 current.tls[option] = (path, line)
             case "ciphers", "tls_version":
                 let value = try one(option, arguments, line)
@@ -199,7 +213,12 @@ public struct MosquittoConfiguration: Sendable {
             case "max_queued_bytes":
                 broker.maxQueuedBytes = try integer(option, arguments, line, in: 0...Int(Int32.max))
             case "max_packet_size":
-                broker.maxPacketSize = try integer(option, arguments, line, in: 0...MQTTPacketDecoder.protocolMaximumPacketSize)
+                broker.maxPacketSize = try integer(
+                    option,
+                    arguments,
+                    line,
+                    in: 0...MQTTPacketDecoder.protocolMaximumPacketSize
+                )
                 if broker.maxPacketSize > 0, broker.maxPacketSize < 20 {
                     throw error(line, "max_packet_size must be 0 or at least 20 bytes")
                 }
@@ -226,7 +245,9 @@ public struct MosquittoConfiguration: Sendable {
             case "log_type":
                 result.logTypes.append(try one(option, arguments, line))
             case "log_dest":
-                guard let kind = arguments.first else { throw error(line, "log_dest expects stdout, stderr or file PATH") }
+                guard let kind = arguments.first else {
+                    throw error(line, "log_dest expects stdout, stderr or file PATH")
+                }
                 switch kind {
                 case "stdout": result.logDestinations.append(.stdout)
                 case "stderr": result.logDestinations.append(.stderr)
@@ -241,18 +262,30 @@ public struct MosquittoConfiguration: Sendable {
             case "password_file":
                 let path = try one(option, arguments, line)
                 let file = try load(option, path, line, kind: "a password file", PasswordFile.load(path:))
-                assign(file, path: path, listener: (\.passwordFile, \.passwordFilePath), broker: (\.passwordFile, \.passwordFilePath))
+                assign(
+                    file,
+                    path: path,
+                    listener: (\.passwordFile, \.passwordFilePath),
+                    broker: (\.passwordFile, \.passwordFilePath)
+                )
             case "acl_file":
                 let path = try one(option, arguments, line)
                 let acl = try load(option, path, line, kind: "an ACL file", AccessControlList.load(path:))
-                assign(acl, path: path, listener: (\.accessControl, \.accessControlPath), broker: (\.accessControl, \.accessControlPath))
+                assign(
+                    acl,
+                    path: path,
+                    listener: (\.accessControl, \.accessControlPath),
+                    broker: (\.accessControl, \.accessControlPath)
+                )
             case "persistence":
                 result.persistence.enabled = try boolean(option, arguments, line)
             case "persistence_location":
                 result.persistence.location = try one(option, arguments, line)
             case "persistence_file":
                 let name = try one(option, arguments, line)
-                guard !name.contains("/") else { throw error(line, "persistence_file is a file name; put the directory in persistence_location") }
+                guard !name.contains("/") else {
+                    throw error(line, "persistence_file is a file name; put the directory in persistence_location")
+                }
                 result.persistence.file = name
             case "autosave_interval":
                 result.persistence.autosaveInterval = try integer(option, arguments, line, in: 0...Int(Int32.max))
@@ -262,7 +295,8 @@ public struct MosquittoConfiguration: Sendable {
                 switch try one(option, arguments, line) {
                 case "commit": result.persistence.durability = .commit
                 case "loss_window": result.persistence.durability = .lossWindow
-                case let other: throw error(line, "persistence_durability expects commit or loss_window, not '\(other)'")
+                case let other:
+                    throw error(line, "persistence_durability expects commit or loss_window, not '\(other)'")
                 }
             case "mount_point", "max_connections", "socket_domain", "http_dir", "use_username_as_clientid",
                 "use_subject_as_username", "crlfile", "psk_hint", "psk_file", "dhparamfile", "websockets_log_level":
@@ -280,7 +314,9 @@ public struct MosquittoConfiguration: Sendable {
                 draft.listener.port = defaultPort
                 drafts.insert(draft, at: 0)
             } else if defaultListener.isConfigured {
-                result.warnings.append("\(file): listener options before the first listener line apply to no listener without 'port'; ignored")
+                result.warnings.append(
+                    "\(file): listener options before the first listener line apply to no listener without 'port'; ignored"
+                )
             }
             var all: [BrokerOptions.Listener] = []
             for draft in drafts {
@@ -326,7 +362,9 @@ public struct MosquittoConfiguration: Sendable {
             settings.requireCertificate = tls["require_certificate"]?.value == "true"
             settings.useIdentityAsUsername = tls["use_identity_as_username"]?.value == "true"
             settings.ciphers = tls["ciphers"]?.value
-            if let version = tls["tls_version"]?.value { settings.minimumVersion = TLSSettings.Version(rawValue: version)! }
+            if let version = tls["tls_version"]?.value {
+                settings.minimumVersion = TLSSettings.Version(rawValue: version)!
+            }
             if settings.verifiesClients, settings.caFile == nil, settings.caPath == nil {
                 let option = settings.requireCertificate ? "require_certificate" : "use_identity_as_username"
                 throw error(option, "\(option) needs cafile or capath to check client certificates against")

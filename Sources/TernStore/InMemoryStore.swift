@@ -1,5 +1,5 @@
-public import TernBrokerCore
 import Synchronization
+public import TernBrokerCore
 
 /// A ``TernStore`` that keeps everything in memory: it survives a broker stopped and started
 /// again in the same process, not the process itself. Changes are applied as they are submitted,

@@ -86,7 +86,8 @@ enum SQLiteSchema {
                 """
         ).execute(arguments: [
             Int64(header.key), header.clientID, Int(header.protocolVersion.rawValue), Int64(header.expiryInterval),
-            header.expiresAt?.millisecondsSinceEpoch, header.attached, will, header.will?.expiresAt?.millisecondsSinceEpoch,
+            header.expiresAt?.millisecondsSinceEpoch, header.attached, will,
+            header.will?.expiresAt?.millisecondsSinceEpoch,
             Int64(header.willDelay), header.willDeadline?.millisecondsSinceEpoch,
         ])
     }
@@ -114,14 +115,19 @@ enum SQLiteSchema {
     }
 
     static func message(_ body: Data, expiresAt: Int64?) throws -> ApplicationMessage {
-        try StoredMessageCoding.decode(ByteBuffer(bytes: body), expiresAt: expiresAt.map { BrokerInstant(millisecondsSinceEpoch: $0) })
+        try StoredMessageCoding.decode(
+            ByteBuffer(bytes: body),
+            expiresAt: expiresAt.map { BrokerInstant(millisecondsSinceEpoch: $0) }
+        )
     }
 
     static func header(_ row: Row) throws -> StoredSessionHeader {
         guard let version = ProtocolVersion(rawValue: UInt8(clamping: row["version"] as Int)) else {
             throw StoreCorruption("a session has protocol level \(row["version"] as Int)")
         }
-        let will: ApplicationMessage? = try (row["will"] as Data?).map { try message($0, expiresAt: row["will_expires_at"]) }
+        let will: ApplicationMessage? = try (row["will"] as Data?).map {
+            try message($0, expiresAt: row["will_expires_at"])
+        }
         return StoredSessionHeader(
             key: UInt64(row["key"] as Int64),
             clientID: row["client_id"],
@@ -145,7 +151,10 @@ enum SQLiteSchema {
             sessions[header.key] = StoredSession(header: header)
             order.append(header.key)
         }
-        let subscriptionRows = try Row.fetchCursor(db, sql: "SELECT session, filter, options, identifier FROM subscriptions")
+        let subscriptionRows = try Row.fetchCursor(
+            db,
+            sql: "SELECT session, filter, options, identifier FROM subscriptions"
+        )
         while let row = try subscriptionRows.next() {
             let key = UInt64(row[0] as Int64)
             guard sessions[key] != nil else { continue }
@@ -157,7 +166,13 @@ enum SQLiteSchema {
             } catch {
                 throw StoreCorruption("a subscription does not decode: \(error.reason)")
             }
-            sessions[key]!.subscriptions.append(SessionSubscription(filter: filter, options: options, identifier: (row[3] as Int64?).map { UInt32(clamping: $0) }))
+            sessions[key]!.subscriptions.append(
+                SessionSubscription(
+                    filter: filter,
+                    options: options,
+                    identifier: (row[3] as Int64?).map { UInt32(clamping: $0) }
+                )
+            )
         }
         let messageCount = try Int.fetchOne(db, sql: "SELECT count(*) FROM messages") ?? 0
         snapshot.messages.reserveCapacity(messageCount)
@@ -170,12 +185,17 @@ enum SQLiteSchema {
             }
             snapshot.messages[UInt64(row[0] as Int64)] = decoded
         }
-        let deliveryRows = try Row.fetchCursor(db, sql: "SELECT seq, session, message, flags, subscription_ids, packet_id FROM deliveries ORDER BY seq")
+        let deliveryRows = try Row.fetchCursor(
+            db,
+            sql: "SELECT seq, session, message, flags, subscription_ids, packet_id FROM deliveries ORDER BY seq"
+        )
         while let row = try deliveryRows.next() {
             let key = UInt64(row[1] as Int64)
             guard sessions[key] != nil else { continue }
             let flags = row[3] as Int
-            guard let qos = QoS(rawValue: UInt8(flags & 3)) else { throw StoreCorruption("a delivery has QoS \(flags & 3)") }
+            guard let qos = QoS(rawValue: UInt8(flags & 3)) else {
+                throw StoreCorruption("a delivery has QoS \(flags & 3)")
+            }
             sessions[key]!.deliveries.append(
                 StoredDelivery(
                     sequence: UInt64(row[0] as Int64),

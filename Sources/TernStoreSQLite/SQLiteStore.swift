@@ -192,13 +192,19 @@ public final class SQLiteStore: TernStore {
                 logger.error("store commit failed", metadata: ["store": "\(path)", "error": "\(error)"])
             }
             let elapsed = ContinuousClock.now - started
-            let microseconds = UInt64(max(0, elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000))
+            let microseconds = UInt64(
+                max(0, elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000)
+            )
             figures.withLock { figures in
                 figures.statistics.commits += 1
                 figures.statistics.lastCommitMicroseconds = microseconds
-                figures.statistics.maximumCommitMicroseconds = max(figures.statistics.maximumCommitMicroseconds, microseconds)
+                figures.statistics.maximumCommitMicroseconds = max(
+                    figures.statistics.maximumCommitMicroseconds,
+                    microseconds
+                )
                 figures.totalCommitMicroseconds += microseconds
-                figures.statistics.averageCommitMicroseconds = figures.totalCommitMicroseconds / figures.statistics.commits
+                figures.statistics.averageCommitMicroseconds =
+                    figures.totalCommitMicroseconds / figures.statistics.commits
             }
             onCommit(ticket)
         }
@@ -234,20 +240,29 @@ public final class SQLiteStore: TernStore {
                     pendingDeliveries[sequence] = nil
                     release(pending.delivery.messageID)
                 }
-                let messageIDs = try Int64.fetchAll(db.cachedStatement(sql: "SELECT message FROM deliveries WHERE session = ?"), arguments: [Int64(key)])
+                let messageIDs = try Int64.fetchAll(
+                    db.cachedStatement(sql: "SELECT message FROM deliveries WHERE session = ?"),
+                    arguments: [Int64(key)]
+                )
                 for id in messageIDs { release(UInt64(id)) }
                 for table in ["deliveries", "subscriptions", "releases", "inbound_qos2"] {
-                    try db.cachedStatement(sql: "DELETE FROM \(table) WHERE session = ?").execute(arguments: [Int64(key)])
+                    try db.cachedStatement(sql: "DELETE FROM \(table) WHERE session = ?").execute(arguments: [
+                        Int64(key)
+                    ])
                 }
                 try db.cachedStatement(sql: "DELETE FROM sessions WHERE key = ?").execute(arguments: [Int64(key)])
             case .putSubscription(let key, let subscription):
-                try db.cachedStatement(sql: "INSERT OR REPLACE INTO subscriptions(session, filter, options, identifier) VALUES (?, ?, ?, ?)")
-                    .execute(arguments: [
-                        Int64(key), subscription.filter.string, Int(subscription.options.byte(version: .v5)),
-                        subscription.identifier.map { Int64($0) },
-                    ])
+                try db.cachedStatement(
+                    sql:
+                        "INSERT OR REPLACE INTO subscriptions(session, filter, options, identifier) VALUES (?, ?, ?, ?)"
+                )
+                .execute(arguments: [
+                    Int64(key), subscription.filter.string, Int(subscription.options.byte(version: .v5)),
+                    subscription.identifier.map { Int64($0) },
+                ])
             case .deleteSubscription(let key, let filter):
-                try db.cachedStatement(sql: "DELETE FROM subscriptions WHERE session = ? AND filter = ?").execute(arguments: [Int64(key), filter])
+                try db.cachedStatement(sql: "DELETE FROM subscriptions WHERE session = ? AND filter = ?").execute(
+                    arguments: [Int64(key), filter])
             case .putMessage(let id, let message):
                 removable.remove(id)
                 if pendingMessages[id] == nil { pendingMessages[id] = message }
@@ -259,28 +274,36 @@ public final class SQLiteStore: TernStore {
                 if pendingDeliveries[sequence] != nil {
                     pendingDeliveries[sequence]!.delivery.packetIdentifier = packetIdentifier
                 } else {
-                    try db.cachedStatement(sql: "UPDATE deliveries SET packet_id = ? WHERE seq = ?").execute(arguments: [Int(packetIdentifier), Int64(sequence)])
+                    try db.cachedStatement(sql: "UPDATE deliveries SET packet_id = ? WHERE seq = ?").execute(
+                        arguments: [Int(packetIdentifier), Int64(sequence)])
                 }
             case .deleteDelivery(let sequence, let messageID):
                 if pendingDeliveries.removeValue(forKey: sequence) != nil {
                     release(messageID)
                 } else {
-                    try db.cachedStatement(sql: "DELETE FROM deliveries WHERE seq = ?").execute(arguments: [Int64(sequence)])
+                    try db.cachedStatement(sql: "DELETE FROM deliveries WHERE seq = ?").execute(arguments: [
+                        Int64(sequence)
+                    ])
                     if db.changesCount > 0 { release(messageID) }
                 }
             case .putRelease(let key, let packetIdentifier):
-                try db.cachedStatement(sql: "INSERT OR IGNORE INTO releases(session, packet_id) VALUES (?, ?)").execute(arguments: [Int64(key), Int(packetIdentifier)])
+                try db.cachedStatement(sql: "INSERT OR IGNORE INTO releases(session, packet_id) VALUES (?, ?)").execute(
+                    arguments: [Int64(key), Int(packetIdentifier)])
             case .deleteRelease(let key, let packetIdentifier):
-                try db.cachedStatement(sql: "DELETE FROM releases WHERE session = ? AND packet_id = ?").execute(arguments: [Int64(key), Int(packetIdentifier)])
+                try db.cachedStatement(sql: "DELETE FROM releases WHERE session = ? AND packet_id = ?").execute(
+                    arguments: [Int64(key), Int(packetIdentifier)])
             case .putInboundQoS2(let key, let packetIdentifier):
-                try db.cachedStatement(sql: "INSERT OR IGNORE INTO inbound_qos2(session, packet_id) VALUES (?, ?)").execute(arguments: [Int64(key), Int(packetIdentifier)])
+                try db.cachedStatement(sql: "INSERT OR IGNORE INTO inbound_qos2(session, packet_id) VALUES (?, ?)")
+                    .execute(arguments: [Int64(key), Int(packetIdentifier)])
             case .deleteInboundQoS2(let key, let packetIdentifier):
-                try db.cachedStatement(sql: "DELETE FROM inbound_qos2 WHERE session = ? AND packet_id = ?").execute(arguments: [Int64(key), Int(packetIdentifier)])
+                try db.cachedStatement(sql: "DELETE FROM inbound_qos2 WHERE session = ? AND packet_id = ?").execute(
+                    arguments: [Int64(key), Int(packetIdentifier)])
             case .putRetained(let topic, let messageID):
                 removable.remove(messageID)
                 reference(messageID)
                 if let old = figures.retained.updateValue(messageID, forKey: topic) { release(old) }
-                try db.cachedStatement(sql: "INSERT OR REPLACE INTO retained(topic, message) VALUES (?, ?)").execute(arguments: [topic, Int64(messageID)])
+                try db.cachedStatement(sql: "INSERT OR REPLACE INTO retained(topic, message) VALUES (?, ?)").execute(
+                    arguments: [topic, Int64(messageID)])
             case .deleteRetained(let topic):
                 if let old = figures.retained.removeValue(forKey: topic) { release(old) }
                 try db.cachedStatement(sql: "DELETE FROM retained WHERE topic = ?").execute(arguments: [topic])
@@ -296,7 +319,8 @@ public final class SQLiteStore: TernStore {
         for (_, pending) in pendingDeliveries.sorted(by: { $0.key < $1.key }) {
             let delivery = pending.delivery
             try db.cachedStatement(
-                sql: "INSERT OR REPLACE INTO deliveries(seq, session, message, flags, subscription_ids, packet_id) VALUES (?, ?, ?, ?, ?, ?)"
+                sql:
+                    "INSERT OR REPLACE INTO deliveries(seq, session, message, flags, subscription_ids, packet_id) VALUES (?, ?, ?, ?, ?, ?)"
             ).execute(arguments: [
                 Int64(delivery.sequence), Int64(pending.session), Int64(delivery.messageID),
                 Int(delivery.qos.rawValue) | (delivery.retain ? 4 : 0),
@@ -310,7 +334,8 @@ public final class SQLiteStore: TernStore {
         }
         figures.statistics.messages = figures.references.count
         if sessionsChanged {
-            figures.statistics.sessions = try Int.fetchOne(db.cachedStatement(sql: "SELECT count(*) FROM sessions")) ?? 0
+            figures.statistics.sessions =
+                try Int.fetchOne(db.cachedStatement(sql: "SELECT count(*) FROM sessions")) ?? 0
         }
     }
 }

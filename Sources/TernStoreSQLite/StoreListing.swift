@@ -35,14 +35,21 @@ public struct StoreListing: Sendable {
             }
             var queued: [Int64: Int] = [:]
             var inflight: [Int64: Int] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT session, count(*) - count(packet_id), count(packet_id) FROM deliveries GROUP BY session") {
+            for row in try Row.fetchAll(
+                db,
+                sql: "SELECT session, count(*) - count(packet_id), count(packet_id) FROM deliveries GROUP BY session"
+            ) {
                 queued[row[0]] = row[1]
                 inflight[row[0]] = row[2]
             }
             for row in try Row.fetchAll(db, sql: "SELECT session, count(*) FROM releases GROUP BY session") {
                 inflight[row[0], default: 0] += row[1] as Int
             }
-            let entries = try Row.fetchAll(db, sql: "SELECT key, client_id, version, expiry, expires_at, attached, will IS NOT NULL FROM sessions ORDER BY client_id").map { row in
+            let entries = try Row.fetchAll(
+                db,
+                sql:
+                    "SELECT key, client_id, version, expiry, expires_at, attached, will IS NOT NULL FROM sessions ORDER BY client_id"
+            ).map { row in
                 let key: Int64 = row[0]
                 return Entry(
                     clientID: row[1],
@@ -61,7 +68,12 @@ public struct StoreListing: Sendable {
             let size = { (file: String) -> Int64 in
                 ((try? FileManager.default.attributesOfItem(atPath: file))?[.size] as? NSNumber)?.int64Value ?? 0
             }
-            return StoreListing(entries: entries, messages: messages, retained: retained, fileSize: size(path) + size(path + "-wal"))
+            return StoreListing(
+                entries: entries,
+                messages: messages,
+                retained: retained,
+                fileSize: size(path) + size(path + "-wal")
+            )
         }
     }
 

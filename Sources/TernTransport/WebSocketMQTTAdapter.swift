@@ -71,9 +71,17 @@ public final class WebSocketMQTTAdapter: ChannelDuplexHandler, RemovableChannelH
         context.close(promise: nil)
     }
 
-    private func send(opcode: WebSocketOpcode, data: ByteBuffer, context: ChannelHandlerContext, promise: EventLoopPromise<Void>? = nil) {
+    private func send(
+        opcode: WebSocketOpcode,
+        data: ByteBuffer,
+        context: ChannelHandlerContext,
+        promise: EventLoopPromise<Void>? = nil
+    ) {
         let mask: WebSocketMaskingKey? = masksFrames ? .random() : nil
-        context.write(wrapOutboundOut(WebSocketFrame(fin: true, opcode: opcode, maskKey: mask, data: data)), promise: promise)
+        context.write(
+            wrapOutboundOut(WebSocketFrame(fin: true, opcode: opcode, maskKey: mask, data: data)),
+            promise: promise
+        )
     }
 }
 

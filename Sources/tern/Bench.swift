@@ -11,7 +11,9 @@ import TernCodec
 /// The publisher keeps at most `--window` messages ahead of the subscriber (and, at QoS 1, of its
 /// PUBACKs), so a broker is measured on what it delivers, not on how much it can buffer.
 struct Bench: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Measure publish-to-delivery throughput of an MQTT broker.")
+    static let configuration = CommandConfiguration(
+        abstract: "Measure publish-to-delivery throughput of an MQTT broker."
+    )
 
     @Option(name: .shortAndLong, help: "Broker host.") var host = "127.0.0.1"
     @Option(name: .shortAndLong, help: "Broker port.") var port = 1883
@@ -23,7 +25,8 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "A label for the output line.") var label = "broker"
     @Flag(help: "The subscriber keeps a persistent session (clean session 0), so a store holds its messages.")
     var persistent = false
-    @Option(help: "Connect over TLS, trusting the broker certificate if it chains to these PEM certificates.") var cafile: String?
+    @Option(help: "Connect over TLS, trusting the broker certificate if it chains to these PEM certificates.")
+    var cafile: String?
 
     func run() async throws {
         guard let qos = QoS(rawValue: UInt8(qos)) else { throw ValidationError("--qos must be 0, 1 or 2") }
@@ -47,29 +50,52 @@ struct Bench: AsyncParsableCommand {
         let progress = BenchProgress(count: count)
         let topic = try TopicName("tern/bench/\(UInt32.random(in: 0...UInt32.max))")
 
-        let subscriber = try await connect(loop: loop, clientID: "bench-sub-\(UInt16.random(in: 0...9999))", cleanSession: !persistent, tls: tls, handler: {
-            SubscriberHandler(progress: progress)
-        })
+        let subscriber = try await connect(
+            loop: loop,
+            clientID: "bench-sub-\(UInt16.random(in: 0...9999))",
+            cleanSession: !persistent,
+            tls: tls,
+            handler: {
+                SubscriberHandler(progress: progress)
+            }
+        )
         try await subscriber.writeAndFlush(
-            MQTTPacket.subscribe(Subscribe(packetIdentifier: 1, subscriptions: [.init(filter: try TopicFilter(topic.string), options: .init(qos: qos))]))
+            MQTTPacket.subscribe(
+                Subscribe(
+                    packetIdentifier: 1,
+                    subscriptions: [.init(filter: try TopicFilter(topic.string), options: .init(qos: qos))]
+                )
+            )
         ).get()
         try await progress.subscribed.futureResult.get()
 
         let message = ByteBuffer(repeating: 0x61, count: payload)
         let window = self.window
-        let publisher = try await connect(loop: loop, clientID: "bench-pub-\(UInt16.random(in: 0...9999))", cleanSession: true, tls: tls, handler: {
-            PublisherHandler(progress: progress, topic: topic, payload: message, qos: qos, window: window)
-        })
+        let publisher = try await connect(
+            loop: loop,
+            clientID: "bench-pub-\(UInt16.random(in: 0...9999))",
+            cleanSession: true,
+            tls: tls,
+            handler: {
+                PublisherHandler(progress: progress, topic: topic, payload: message, qos: qos, window: window)
+            }
+        )
         let start = NIODeadline.now()
         publisher.pipeline.fireUserInboundEventTriggered(PublisherHandler.Start())
         let timeoutTask = loop.scheduleTask(in: .seconds(timeout)) {
-            progress.done.fail(ValidationError("timed out after \(timeout) s with \(progress.received.load(ordering: .relaxed)) of \(progress.count) messages"))
+            progress.done.fail(
+                ValidationError(
+                    "timed out after \(timeout) s with \(progress.received.load(ordering: .relaxed)) of \(progress.count) messages"
+                )
+            )
         }
         try await progress.done.futureResult.get()
         timeoutTask.cancel()
         let elapsed = Double((NIODeadline.now() - start).nanoseconds) / 1e9
         let rate = Double(count) / elapsed
-        print("\(label): qos=\(qos.rawValue) messages=\(count) payload=\(payload)B seconds=\(String(format: "%.3f", elapsed)) rate=\(Int(rate)) msg/s")
+        print(
+            "\(label): qos=\(qos.rawValue) messages=\(count) payload=\(payload)B seconds=\(String(format: "%.3f", elapsed)) rate=\(Int(rate)) msg/s"
+        )
         try? await publisher.close()
         try? await subscriber.close()
     }
@@ -82,7 +108,11 @@ struct Bench: AsyncParsableCommand {
         handler: @escaping @Sendable () -> any ChannelHandler
     ) async throws -> any Channel {
         let channel = try await openBenchChannel(loop: loop, host: host, port: port, tls: tls, handler: handler)
-        try await channel.writeAndFlush(MQTTPacket.connect(Connect(protocolVersion: .v3_1_1, clientIdentifier: clientID, cleanStart: cleanSession, keepAlive: 600))).get()
+        try await channel.writeAndFlush(
+            MQTTPacket.connect(
+                Connect(protocolVersion: .v3_1_1, clientIdentifier: clientID, cleanStart: cleanSession, keepAlive: 600)
+            )
+        ).get()
         return channel
     }
 }
@@ -116,14 +146,23 @@ final class SubscriberHandler: ChannelInboundHandler, Sendable {
         case .suback: progress.subscribed.succeed()
         case .publish(let publish):
             if publish.qos == .atLeastOnce {
-                context.write(wrapOutboundOut(.puback(PublishAcknowledgement(packetIdentifier: publish.packetIdentifier))), promise: nil)
+                context.write(
+                    wrapOutboundOut(.puback(PublishAcknowledgement(packetIdentifier: publish.packetIdentifier))),
+                    promise: nil
+                )
             } else if publish.qos == .exactlyOnce {
-                context.write(wrapOutboundOut(.pubrec(PublishAcknowledgement(packetIdentifier: publish.packetIdentifier))), promise: nil)
+                context.write(
+                    wrapOutboundOut(.pubrec(PublishAcknowledgement(packetIdentifier: publish.packetIdentifier))),
+                    promise: nil
+                )
             }
             let received = progress.received.wrappingAdd(1, ordering: .relaxed).newValue
             if received == progress.count { progress.done.succeed() }
         case .pubrel(let release):
-            context.write(wrapOutboundOut(.pubcomp(PublishAcknowledgement(packetIdentifier: release.packetIdentifier))), promise: nil)
+            context.write(
+                wrapOutboundOut(.pubcomp(PublishAcknowledgement(packetIdentifier: release.packetIdentifier))),
+                promise: nil
+            )
         default: break
         }
     }
@@ -167,7 +206,11 @@ final class PublisherHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .puback, .pubcomp: completed += 1
-        case .pubrec(let ack): context.write(wrapOutboundOut(.pubrel(PublishAcknowledgement(packetIdentifier: ack.packetIdentifier))), promise: nil)
+        case .pubrec(let ack):
+            context.write(
+                wrapOutboundOut(.pubrel(PublishAcknowledgement(packetIdentifier: ack.packetIdentifier))),
+                promise: nil
+            )
         default: break
         }
     }
@@ -204,9 +247,17 @@ func openBenchChannel(
         .channelOption(.socketOption(.tcp_nodelay), value: 1)
         .channelInitializer { channel in
             channel.eventLoop.makeCompletedFuture {
-                if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: "localhost")) }
-                try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(MQTTPacketDecoder(protocolVersion: .v3_1_1)))
-                try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(MQTTPacketEncoder(protocolVersion: .v3_1_1)))
+                if let tls {
+                    try channel.pipeline.syncOperations.addHandler(
+                        NIOSSLClientHandler(context: tls, serverHostname: "localhost")
+                    )
+                }
+                try channel.pipeline.syncOperations.addHandler(
+                    ByteToMessageHandler(MQTTPacketDecoder(protocolVersion: .v3_1_1))
+                )
+                try channel.pipeline.syncOperations.addHandler(
+                    MessageToByteHandler(MQTTPacketEncoder(protocolVersion: .v3_1_1))
+                )
                 try channel.pipeline.syncOperations.addHandler(handler())
             }
         }

@@ -24,7 +24,10 @@ struct BenchStore: AsyncParsableCommand {
     @Option(help: "Messages queued in all, spread evenly over the sessions.") var messages = 100_000
     @Option(help: "Payload size in bytes.") var payload = 16
     @Option(help: "Give up after this many seconds.") var timeout: Int64 = 120
-    @Option(help: "resume: seconds to wait after the first CONNACK before the sessions resume (to read the broker's memory).")
+    @Option(
+        help:
+            "resume: seconds to wait after the first CONNACK before the sessions resume (to read the broker's memory)."
+    )
     var pause: Double = 0
 
     func run() async throws {
@@ -49,9 +52,25 @@ struct BenchStore: AsyncParsableCommand {
             var acknowledged: [EventLoopFuture<Void>] = []
             for index in first..<min(first + 100, sessions) {
                 let counter = BenchCounter(loop: loop, expected: 1)
-                let channel = try await BenchConnection.open(loop: loop, port: port, clientID: "store-bench-\(index)", cleanSession: false, counter: counter)
+                let channel = try await BenchConnection.open(
+                    loop: loop,
+                    port: port,
+                    clientID: "store-bench-\(index)",
+                    cleanSession: false,
+                    counter: counter
+                )
                 channel.writeAndFlush(
-                    MQTTPacket.subscribe(Subscribe(packetIdentifier: 1, subscriptions: [.init(filter: try TopicFilter("store/bench/\(index)"), options: .init(qos: .atLeastOnce))])),
+                    MQTTPacket.subscribe(
+                        Subscribe(
+                            packetIdentifier: 1,
+                            subscriptions: [
+                                .init(
+                                    filter: try TopicFilter("store/bench/\(index)"),
+                                    options: .init(qos: .atLeastOnce)
+                                )
+                            ]
+                        )
+                    ),
                     promise: nil
                 )
                 channels.append(channel)
@@ -64,7 +83,13 @@ struct BenchStore: AsyncParsableCommand {
             }
         }
         let counter = BenchCounter(loop: loop, expected: messages)
-        let publisher = try await BenchConnection.open(loop: loop, port: port, clientID: "store-bench-publisher", cleanSession: true, counter: counter)
+        let publisher = try await BenchConnection.open(
+            loop: loop,
+            port: port,
+            clientID: "store-bench-publisher",
+            cleanSession: true,
+            counter: counter
+        )
         let body = ByteBuffer(repeating: 0x61, count: payload)
         let topics = try (0..<sessions).map { try TopicName("store/bench/\($0)") }
         var sent = 0
@@ -74,7 +99,12 @@ struct BenchStore: AsyncParsableCommand {
             let batch = min(100, messages - sent)
             for _ in 0..<batch {
                 let id = UInt16(sent % 65_000 + 1)
-                publisher.write(MQTTPacket.publish(Publish(topic: topics[sent % sessions], payload: body, qos: .atLeastOnce, packetIdentifier: id)), promise: nil)
+                publisher.write(
+                    MQTTPacket.publish(
+                        Publish(topic: topics[sent % sessions], payload: body, qos: .atLeastOnce, packetIdentifier: id)
+                    ),
+                    promise: nil
+                )
                 sent += 1
             }
             publisher.flush()
@@ -82,16 +112,26 @@ struct BenchStore: AsyncParsableCommand {
         try await counter.done.futureResult.get()
         try? await publisher.close()
         let seconds = Double((NIODeadline.now() - started).nanoseconds) / 1e9
-        print("fill: sessions=\(sessions) messages=\(messages) payload=\(payload)B seconds=\(String(format: "%.3f", seconds))")
+        print(
+            "fill: sessions=\(sessions) messages=\(messages) payload=\(payload)B seconds=\(String(format: "%.3f", seconds))"
+        )
     }
 
     private func resume(loop: any EventLoop) async throws {
         let started = NIODeadline.now()
         // Time to first CONNACK: retry until the broker answers.
         while true {
-            guard NIODeadline.now() - started < .seconds(timeout) else { throw ValidationError("no CONNACK within \(timeout) s") }
+            guard NIODeadline.now() - started < .seconds(timeout) else {
+                throw ValidationError("no CONNACK within \(timeout) s")
+            }
             let probe = BenchCounter(loop: loop, expected: 0)
-            if let channel = try? await BenchConnection.open(loop: loop, port: port, clientID: "store-bench-probe", cleanSession: true, counter: probe) {
+            if let channel = try? await BenchConnection.open(
+                loop: loop,
+                port: port,
+                clientID: "store-bench-probe",
+                cleanSession: true,
+                counter: probe
+            ) {
                 try? await channel.close()
                 break
             }
@@ -105,15 +145,27 @@ struct BenchStore: AsyncParsableCommand {
         let drainStarted = NIODeadline.now()
         var channels: [any Channel] = []
         for index in 0..<sessions {
-            channels.append(try await BenchConnection.open(loop: loop, port: port, clientID: "store-bench-\(index)", cleanSession: false, counter: counter))
+            channels.append(
+                try await BenchConnection.open(
+                    loop: loop,
+                    port: port,
+                    clientID: "store-bench-\(index)",
+                    cleanSession: false,
+                    counter: counter
+                )
+            )
         }
         let timeoutTask = loop.scheduleTask(in: .seconds(timeout)) {
-            counter.done.fail(ValidationError("timed out with \(counter.count.load(ordering: .relaxed)) of \(messages) messages"))
+            counter.done.fail(
+                ValidationError("timed out with \(counter.count.load(ordering: .relaxed)) of \(messages) messages")
+            )
         }
         try await counter.done.futureResult.get()
         timeoutTask.cancel()
         let seconds = Double((NIODeadline.now() - drainStarted).nanoseconds) / 1e9
-        print("resume: drained messages=\(messages) from sessions=\(sessions) seconds=\(String(format: "%.3f", seconds)) rate=\(Int(Double(messages) / seconds)) msg/s")
+        print(
+            "resume: drained messages=\(messages) from sessions=\(sessions) seconds=\(String(format: "%.3f", seconds)) rate=\(Int(Double(messages) / seconds)) msg/s"
+        )
         for channel in channels { try? await channel.close() }
     }
 }
@@ -147,13 +199,17 @@ final class BenchConnection: ChannelInboundHandler, Sendable {
         self.connected = connected
     }
 
-    static func open(loop: any EventLoop, port: Int, clientID: String, cleanSession: Bool, counter: BenchCounter) async throws -> any Channel {
+    static func open(loop: any EventLoop, port: Int, clientID: String, cleanSession: Bool, counter: BenchCounter)
+        async throws -> any Channel
+    {
         let connected = loop.makePromise(of: Void.self)
         let channel = try await openBenchChannel(loop: loop, host: "127.0.0.1", port: port) {
             BenchConnection(counter: counter, connected: connected)
         }
         try await channel.writeAndFlush(
-            MQTTPacket.connect(Connect(protocolVersion: .v3_1_1, clientIdentifier: clientID, cleanStart: cleanSession, keepAlive: 600))
+            MQTTPacket.connect(
+                Connect(protocolVersion: .v3_1_1, clientIdentifier: clientID, cleanStart: cleanSession, keepAlive: 600)
+            )
         ).get()
         try await connected.futureResult.get()
         return channel
@@ -162,12 +218,19 @@ final class BenchConnection: ChannelInboundHandler, Sendable {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .connack(let ack):
-            if ack.reasonCode == .success { connected.succeed() } else { connected.fail(ValidationError("CONNACK \(ack.reasonCode)")) }
+            if ack.reasonCode == .success {
+                connected.succeed()
+            } else {
+                connected.fail(ValidationError("CONNACK \(ack.reasonCode)"))
+            }
         case .suback, .puback:
             counter.add()
         case .publish(let publish):
             if publish.qos == .atLeastOnce {
-                context.write(wrapOutboundOut(.puback(PublishAcknowledgement(packetIdentifier: publish.packetIdentifier))), promise: nil)
+                context.write(
+                    wrapOutboundOut(.puback(PublishAcknowledgement(packetIdentifier: publish.packetIdentifier))),
+                    promise: nil
+                )
             }
             counter.add()
         default:

@@ -9,19 +9,26 @@ import TernCodec
 struct ClientOptions: ParsableArguments {
     @Option(name: .customShort("h"), help: "Broker host.") var host = "localhost"
     @Option(name: .customShort("p"), help: "Broker port (1883; 8883 with TLS).") var port: Int?
-    @Option(name: .long, help: "Broker URL instead of -h/-p: mqtt://, mqtts://, ws://HOST:PORT/PATH or wss://.") var url: String?
-    @Option(name: .long, help: "Trust the broker certificate if it chains to these PEM certificates; turns TLS on.") var cafile: String?
+    @Option(name: .long, help: "Broker URL instead of -h/-p: mqtt://, mqtts://, ws://HOST:PORT/PATH or wss://.")
+    var url: String?
+    @Option(name: .long, help: "Trust the broker certificate if it chains to these PEM certificates; turns TLS on.")
+    var cafile: String?
     @Option(name: .long, help: "Client certificate (PEM) to present; turns TLS on.") var cert: String?
     @Option(name: .long, help: "Private key (PEM) of --cert.") var key: String?
-    @Flag(name: .long, help: "Do not check the broker certificate or its host name (testing only); turns TLS on.") var insecure = false
+    @Flag(name: .long, help: "Do not check the broker certificate or its host name (testing only); turns TLS on.")
+    var insecure = false
     @Option(name: .customShort("i"), help: "Client identifier.") var id: String?
-    @Option(name: .customShort("I"), help: "Client identifier prefix; the process id is appended.") var idPrefix: String?
-    @Flag(name: .customShort("c"), help: "Disable clean session / clean start: a persistent client.") var persistent = false
-    @Option(name: .customShort("x"), help: "Session expiry interval in seconds (MQTT 5); -1 means never.") var sessionExpiry: Int64?
+    @Option(name: .customShort("I"), help: "Client identifier prefix; the process id is appended.") var idPrefix:
+        String?
+    @Flag(name: .customShort("c"), help: "Disable clean session / clean start: a persistent client.") var persistent =
+        false
+    @Option(name: .customShort("x"), help: "Session expiry interval in seconds (MQTT 5); -1 means never.")
+    var sessionExpiry: Int64?
     @Option(name: .customShort("k"), help: "Keep alive in seconds.") var keepAlive: UInt16 = 60
     @Option(name: .customShort("u"), help: "User name.") var username: String?
     @Option(name: .customShort("P"), help: "Password.") var password: String?
-    @Option(name: .customShort("V"), help: "Protocol version: mqttv5, mqttv311 or mqttv31 (or 5, 311, 31).") var protocolVersion = "mqttv311"
+    @Option(name: .customShort("V"), help: "Protocol version: mqttv5, mqttv311 or mqttv31 (or 5, 311, 31).")
+    var protocolVersion = "mqttv311"
     @Flag(name: .customShort("d"), help: "Print debug messages.") var debug = false
     @Option(name: .long, help: "Will topic.") var willTopic: String?
     @Option(name: .long, help: "Will payload.") var willPayload: String?
@@ -33,7 +40,8 @@ struct ClientOptions: ParsableArguments {
         help: "MQTT 5 property: -D COMMAND IDENTIFIER VALUE (user-property takes a name and a value)."
     )
     var properties: [String] = []
-    @Option(name: .long, help: "Keep unacknowledged QoS 1/2 messages in this directory, across restarts.") var store: String?
+    @Option(name: .long, help: "Keep unacknowledged QoS 1/2 messages in this directory, across restarts.") var store:
+        String?
 
     var version: ProtocolVersion {
         get throws {
@@ -61,7 +69,9 @@ struct ClientOptions: ParsableArguments {
                 let identifier = words.popFirst(), let value = words.popFirst()
             else { throw ValidationError("-D expects COMMAND IDENTIFIER VALUE") }
             func number<T: FixedWidthInteger>(_: T.Type) throws -> T {
-                guard let number = T(value) else { throw ValidationError("-D \(identifier) expects a number, not '\(value)'") }
+                guard let number = T(value) else {
+                    throw ValidationError("-D \(identifier) expects a number, not '\(value)'")
+                }
                 return number
             }
             let property: Property
@@ -80,7 +90,9 @@ struct ClientOptions: ParsableArguments {
             case "will-delay-interval": property = .willDelayInterval(try number(UInt32.self))
             case "subscription-identifier": property = .subscriptionIdentifier(try number(UInt32.self))
             case "user-property":
-                guard let second = words.popFirst() else { throw ValidationError("-D \(command) user-property expects a name and a value") }
+                guard let second = words.popFirst() else {
+                    throw ValidationError("-D \(command) user-property expects a name and a value")
+                }
                 property = .userProperty(name: value, value: second)
             default: throw ValidationError("-D: unknown property '\(identifier)'")
             }
@@ -117,7 +129,11 @@ struct ClientOptions: ParsableArguments {
             }
         } else {
             let usesTLS = cafile != nil || cert != nil || insecure
-            configuration = MQTTClientConfiguration(host: host == "localhost" ? "127.0.0.1" : host, port: port ?? (usesTLS ? 8883 : 1883), clientID: clientID)
+            configuration = MQTTClientConfiguration(
+                host: host == "localhost" ? "127.0.0.1" : host,
+                port: port ?? (usesTLS ? 8883 : 1883),
+                clientID: clientID
+            )
         }
         if let tls = try tlsConfiguration(base: configuration.tls) { configuration.tls = tls }
         configuration.protocolVersion = try version
@@ -139,14 +155,19 @@ struct ClientOptions: ParsableArguments {
             case .receiveMaximum(let value): configuration.connectProperties.receiveMaximum = value
             case .maximumPacketSize(let value): configuration.connectProperties.maximumPacketSize = value
             case .topicAliasMaximum(let value): configuration.connectProperties.topicAliasMaximum = value
-            case .requestProblemInformation(let value): configuration.connectProperties.requestProblemInformation = value
-            case .requestResponseInformation(let value): configuration.connectProperties.requestResponseInformation = value
-            case .userProperty(let name, let value): configuration.connectProperties.userProperties.append((name, value))
+            case .requestProblemInformation(let value):
+                configuration.connectProperties.requestProblemInformation = value
+            case .requestResponseInformation(let value):
+                configuration.connectProperties.requestResponseInformation = value
+            case .userProperty(let name, let value):
+                configuration.connectProperties.userProperties.append((name, value))
             default: break
             }
         }
         if let willTopic {
-            guard let qos = QoS(rawValue: UInt8(clamping: willQos)) else { throw ValidationError("--will-qos must be 0, 1 or 2") }
+            guard let qos = QoS(rawValue: UInt8(clamping: willQos)) else {
+                throw ValidationError("--will-qos must be 0, 1 or 2")
+            }
             var willProperties = Properties()
             for entry in defined where entry.command == "will" { try willProperties.append(entry.property) }
             configuration.will = Connect.Will(

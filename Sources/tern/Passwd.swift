@@ -53,7 +53,12 @@ struct Passwd: ParsableCommand {
                 file.set(username: username, password: Array(password.utf8))
             }
         }
-        guard FileManager.default.createFile(atPath: path, contents: Data(file.text.utf8), attributes: [.posixPermissions: 0o600])
+        guard
+            FileManager.default.createFile(
+                atPath: path,
+                contents: Data(file.text.utf8),
+                attributes: [.posixPermissions: 0o600]
+            )
         else { throw fail("cannot write \(path)") }
     }
 

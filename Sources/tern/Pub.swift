@@ -39,14 +39,22 @@ struct Pub: AsyncParsableCommand {
         do {
             if lines {
                 while let line = readLine(strippingNewline: true) {
-                    try await client.publish(to: topic, payload: ByteBuffer(string: line), qos: qos, retain: retain, properties: properties)
+                    try await client.publish(
+                        to: topic,
+                        payload: ByteBuffer(string: line),
+                        qos: qos,
+                        retain: retain,
+                        properties: properties
+                    )
                 }
             } else {
                 let payload: ByteBuffer
                 if let message {
                     payload = ByteBuffer(string: message)
                 } else if let file {
-                    guard let data = FileManager.default.contents(atPath: file) else { throw fail("cannot read \(file)") }
+                    guard let data = FileManager.default.contents(atPath: file) else {
+                        throw fail("cannot read \(file)")
+                    }
                     payload = ByteBuffer(bytes: data)
                 } else if stdinMessage {
                     payload = ByteBuffer(bytes: FileHandle.standardInput.readDataToEndOfFile())
@@ -54,8 +62,16 @@ struct Pub: AsyncParsableCommand {
                     payload = ByteBuffer()
                 }
                 for index in 0..<max(1, `repeat`) {
-                    if index > 0, repeatDelay > 0 { try await Task.sleep(for: .milliseconds(Int64(repeatDelay * 1000))) }
-                    try await client.publish(to: topic, payload: payload, qos: qos, retain: retain, properties: properties)
+                    if index > 0, repeatDelay > 0 {
+                        try await Task.sleep(for: .milliseconds(Int64(repeatDelay * 1000)))
+                    }
+                    try await client.publish(
+                        to: topic,
+                        payload: payload,
+                        qos: qos,
+                        retain: retain,
+                        properties: properties
+                    )
                 }
             }
         } catch let error as ExitCode {

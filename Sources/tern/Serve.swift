@@ -50,14 +50,18 @@ struct Serve: AsyncParsableCommand {
             let hosts = config == nil ? ["127.0.0.1", "::1"] : Array(Set(configuration.options.listeners.map(\.host)))
             configuration.options.listeners = hosts.map { .init(host: $0, port: port) }
         }
-        let level: Logger.Level = verbose || configuration.logTypes.contains("all") || configuration.logTypes.contains("debug") ? .debug : .info
+        let level: Logger.Level =
+            verbose || configuration.logTypes.contains("all") || configuration.logTypes.contains("debug")
+            ? .debug : .info
         // log_dest: Mosquitto logs to stderr when none is given; several destinations all receive every line.
         var sinks: [FileLogHandler.Sink] = []
         for case .file(let path) in configuration.logDestinations {
             do {
                 sinks.append(try FileLogHandler.Sink(path: path))
             } catch {
-                FileHandle.standardError.write(Data("tern: cannot open log file \(path): \(error.localizedDescription)\n".utf8))
+                FileHandle.standardError.write(
+                    Data("tern: cannot open log file \(path): \(error.localizedDescription)\n".utf8)
+                )
                 throw ExitCode(3)
             }
         }
@@ -94,7 +98,11 @@ struct Serve: AsyncParsableCommand {
             }
             let opening = ContinuousClock.now
             do {
-                configuration.options.store = try SQLiteStore(path: settings.path, durability: settings.storeDurability, logger: logger)
+                configuration.options.store = try SQLiteStore(
+                    path: settings.path,
+                    durability: settings.storeDurability,
+                    logger: logger
+                )
             } catch {
                 FileHandle.standardError.write(Data("tern: cannot open the store \(settings.path): \(error)\n".utf8))
                 throw ExitCode(3)
@@ -104,7 +112,8 @@ struct Serve: AsyncParsableCommand {
                 "persistence on",
                 metadata: [
                     "store": "\(settings.path)", "durability": "\(settings.durability)",
-                    "read-ms": "\(opened.components.seconds * 1000 + opened.components.attoseconds / 1_000_000_000_000_000)",
+                    "read-ms":
+                        "\(opened.components.seconds * 1000 + opened.components.attoseconds / 1_000_000_000_000_000)",
                 ]
             )
         }

@@ -14,15 +14,21 @@ struct Sub: AsyncParsableCommand {
 
     @OptionGroup var connection: ClientOptions
     @Option(name: .customShort("t"), help: "Topic filter; may be repeated.") var topics: [String] = []
-    @Option(name: .customShort("T"), help: "Topic to leave out of the output; may be repeated.") var filteredOut: [String] = []
+    @Option(name: .customShort("T"), help: "Topic to leave out of the output; may be repeated.") var filteredOut:
+        [String] = []
     @Option(name: .customShort("q"), help: "QoS of the subscriptions.") var qos = 0
     @Option(name: .customShort("C"), help: "Exit after this many messages.") var count: Int?
     @Option(name: .customShort("W"), help: "Exit after this many seconds (status 27).") var timeout: Int?
     @Flag(name: .customShort("v"), help: "Print the topic before the payload.") var verbose = false
-    @Option(name: .customShort("F"), help: "Output format: %t topic, %p payload, %q QoS, %r retain, %m id, %l length, %x hex payload, %C content type, %E expiry, %P user properties, %S subscription ids, %R response topic, %I ISO time, %U Unix time.") var format: String?
+    @Option(
+        name: .customShort("F"),
+        help:
+            "Output format: %t topic, %p payload, %q QoS, %r retain, %m id, %l length, %x hex payload, %C content type, %E expiry, %P user properties, %S subscription ids, %R response topic, %I ISO time, %U Unix time."
+    ) var format: String?
     @Flag(name: .customShort("N"), help: "Do not print a newline after each message.") var noNewline = false
     @Flag(name: .customShort("R"), help: "Do not print stale (retained) messages.") var noRetained = false
-    @Flag(name: .long, help: "Print only retained messages; exit at the first one that is not.") var retainedOnly = false
+    @Flag(name: .long, help: "Print only retained messages; exit at the first one that is not.") var retainedOnly =
+        false
     @Flag(name: .customShort("E"), help: "Exit once the subscriptions are acknowledged.") var exitAfterSubscribe = false
 
     func run() async throws {
@@ -105,7 +111,9 @@ struct Sub: AsyncParsableCommand {
             case "r": output += message.retain ? "1" : "0"
             case "m": output += "\(message.packetIdentifier)"
             case "l": output += "\(message.payload.readableBytes)"
-            case "x": output += message.payload.readableBytesView.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+            case "x":
+                output += message.payload.readableBytesView.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }
+                    .joined()
             case "C": if case .contentType(let type)? = properties.first(.contentType) { output += type }
             case "E": if let expiry = properties.messageExpiryInterval { output += "\(expiry)" }
             case "P": output += properties.userProperties.map { "\($0.name):\($0.value)" }.joined(separator: " ")

@@ -1,7 +1,7 @@
 import NIOCore
 import TernBroker
-import TernBrokerTesting
 import TernBrokerCore
+import TernBrokerTesting
 import TernCodec
 import Testing
 
@@ -9,18 +9,26 @@ import Testing
 @Suite("Broker over sockets")
 struct BrokerSocketTests {
     func subscription(_ filter: String, qos: QoS = .atMostOnce) -> Subscribe {
-        Subscribe(packetIdentifier: 1, subscriptions: [.init(filter: try! TopicFilter(filter), options: .init(qos: qos))])
+        Subscribe(
+            packetIdentifier: 1,
+            subscriptions: [.init(filter: try! TopicFilter(filter), options: .init(qos: qos))]
+        )
     }
 
     func publish(_ topic: String, _ payload: String, qos: QoS = .atMostOnce, id: UInt16 = 0) -> MQTTPacket {
-        .publish(Publish(topic: try! TopicName(topic), payload: ByteBuffer(string: payload), qos: qos, packetIdentifier: id))
+        .publish(
+            Publish(topic: try! TopicName(topic), payload: ByteBuffer(string: payload), qos: qos, packetIdentifier: id)
+        )
     }
 
     @Test("QoS 0, 1 and 2 end to end, on MQTT 5 and 3.1.1", arguments: [ProtocolVersion.v5, .v3_1_1])
     func publishSubscribe(version: ProtocolVersion) async throws {
         try await withTestBroker { _, port in
             var subscriber = try await TestClient.connect(port: port, version: version)
-            #expect(try await subscriber.handshake(Connect(protocolVersion: version, clientIdentifier: "sub")).reasonCode == .success)
+            #expect(
+                try await subscriber.handshake(Connect(protocolVersion: version, clientIdentifier: "sub")).reasonCode
+                    == .success
+            )
             try await subscriber.send(.subscribe(subscription("sensors/+", qos: .exactlyOnce)))
             guard case .suback(let suback)? = try await subscriber.next() else { Issue.record("no SUBACK"); return }
             #expect(suback.reasonCodes == [.grantedQoS2])
@@ -42,11 +50,21 @@ struct BrokerSocketTests {
                 received.append(String(buffer: message.payload))
                 switch message.qos {
                 case .atMostOnce: break
-                case .atLeastOnce: try await subscriber.send(.puback(PublishAcknowledgement(packetIdentifier: message.packetIdentifier)))
+                case .atLeastOnce:
+                    try await subscriber.send(
+                        .puback(PublishAcknowledgement(packetIdentifier: message.packetIdentifier))
+                    )
                 case .exactlyOnce:
-                    try await subscriber.send(.pubrec(PublishAcknowledgement(packetIdentifier: message.packetIdentifier)))
-                    #expect(try await subscriber.next() == .pubrel(PublishAcknowledgement(packetIdentifier: message.packetIdentifier)))
-                    try await subscriber.send(.pubcomp(PublishAcknowledgement(packetIdentifier: message.packetIdentifier)))
+                    try await subscriber.send(
+                        .pubrec(PublishAcknowledgement(packetIdentifier: message.packetIdentifier))
+                    )
+                    #expect(
+                        try await subscriber.next()
+                            == .pubrel(PublishAcknowledgement(packetIdentifier: message.packetIdentifier))
+                    )
+                    try await subscriber.send(
+                        .pubcomp(PublishAcknowledgement(packetIdentifier: message.packetIdentifier))
+                    )
                 }
             }
             #expect(received == ["zero", "one", "two"])
@@ -141,14 +159,20 @@ struct TopicAliasSocketTests {
             properties.topicAliasMaximum = 4
             var subscriber = try await TestClient.connect(port: port)
             _ = try await subscriber.handshake(Connect(clientIdentifier: "aliased", properties: properties))
-            try await subscriber.send(.subscribe(Subscribe(packetIdentifier: 1, subscriptions: [.init(filter: try TopicFilter("long/#"))])))
+            try await subscriber.send(
+                .subscribe(Subscribe(packetIdentifier: 1, subscriptions: [.init(filter: try TopicFilter("long/#"))]))
+            )
             _ = try await subscriber.next()
             var publisher = try await TestClient.connect(port: port)
             _ = try await publisher.handshake(Connect(clientIdentifier: "p"))
             for n in 0..<2 {
-                try await publisher.send(.publish(Publish(topic: try TopicName("long/topic/name"), payload: ByteBuffer(string: "\(n)"))))
+                try await publisher.send(
+                    .publish(Publish(topic: try TopicName("long/topic/name"), payload: ByteBuffer(string: "\(n)")))
+                )
             }
-            guard case .publish(let first)? = try await subscriber.next(), case .publish(let second)? = try await subscriber.next() else {
+            guard case .publish(let first)? = try await subscriber.next(),
+                case .publish(let second)? = try await subscriber.next()
+            else {
                 Issue.record("not delivered")
                 return
             }
@@ -169,11 +193,16 @@ struct SystemTopicTests {
         try await withTestBroker({ $0.sysInterval = 1 }) { _, port in
             var client = try await TestClient.connect(port: port)
             _ = try await client.handshake(Connect(clientIdentifier: "sys-reader"))
-            try await client.send(.subscribe(Subscribe(packetIdentifier: 1, subscriptions: [.init(filter: try TopicFilter("$SYS/broker/#"))])))
+            try await client.send(
+                .subscribe(
+                    Subscribe(packetIdentifier: 1, subscriptions: [.init(filter: try TopicFilter("$SYS/broker/#"))])
+                )
+            )
             var values: [String: String] = [:]
             let wanted = [
                 "version", "uptime", "clients/connected", "clients/total", "messages/received", "messages/sent",
-                "bytes/received", "bytes/sent", "subscriptions/count", "retained messages/count", "publish/messages/dropped",
+                "bytes/received", "bytes/sent", "subscriptions/count", "retained messages/count",
+                "publish/messages/dropped",
                 "publish/messages/received", "publish/messages/dropped/backpressure", "clients/backpressured",
                 "clients/backpressure events",
             ]
@@ -186,7 +215,9 @@ struct SystemTopicTests {
             while !current() {
                 guard let packet = try await client.next(seconds: 20) else { break }
                 if case .publish(let publish) = packet {
-                    values[String(publish.topic.string.dropFirst("$SYS/broker/".count))] = String(buffer: publish.payload)
+                    values[String(publish.topic.string.dropFirst("$SYS/broker/".count))] = String(
+                        buffer: publish.payload
+                    )
                 }
             }
             #expect(values["version"]?.hasPrefix("tern ") == true)
@@ -231,7 +262,10 @@ struct EnhancedAuthenticationSocketTests {
         try await withTestBroker({ $0.authenticators = [Secret()] }) { _, port in
             var client = try await TestClient.connect(port: port)
             try await client.send(.connect(Connect(clientIdentifier: "a", properties: properties(nil))))
-            #expect(try await client.next() == .auth(Auth(reasonCode: .continueAuthentication, properties: properties("password?"))))
+            #expect(
+                try await client.next()
+                    == .auth(Auth(reasonCode: .continueAuthentication, properties: properties("password?")))
+            )
             try await client.send(.auth(Auth(reasonCode: .continueAuthentication, properties: properties("swordfish"))))
             guard case .connack(let ack)? = try await client.next() else { Issue.record("no CONNACK"); return }
             #expect(ack.reasonCode == .success)

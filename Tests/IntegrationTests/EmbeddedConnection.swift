@@ -16,7 +16,9 @@ final class EmbeddedConnection {
 
     init(_ broker: MQTTBroker, id: UInt64) throws {
         channel = EmbeddedChannel(loop: EmbeddedEventLoop())
-        try channel.pipeline.syncOperations.addHandler(MQTTConnectionHandler(broker: broker, id: ConnectionID(id), listener: 0))
+        try channel.pipeline.syncOperations.addHandler(
+            MQTTConnectionHandler(broker: broker, id: ConnectionID(id), listener: 0)
+        )
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
     }
 

@@ -81,7 +81,9 @@ struct HostileClientTests {
     func unknownProtocolLevel() async throws {
         try await withTestBroker { _, port in
             var client = try await TestClient.connect(port: port, version: .v3_1_1)
-            try await client.sendRaw([0x10, 0x0D] + [0x00, 0x04] + Array("MQTT".utf8) + [0x07, 0x02, 0x00, 0x3C, 0x00, 0x00, 0x00])
+            try await client.sendRaw(
+                [0x10, 0x0D] + [0x00, 0x04] + Array("MQTT".utf8) + [0x07, 0x02, 0x00, 0x3C, 0x00, 0x00, 0x00]
+            )
             #expect(try await client.next() == .connack(ConnAck(reasonCode: .unsupportedProtocolVersion)))
             #expect(try await client.next() == nil)
         }
@@ -109,7 +111,9 @@ struct HostileClientTests {
                         group.addTask {
                             for cycle in 0..<625 {
                                 var client = try await TestClient.connect(port: port)
-                                _ = try await client.handshake(Connect(clientIdentifier: "cycle-\(label)-\(worker)-\(cycle)"))
+                                _ = try await client.handshake(
+                                    Connect(clientIdentifier: "cycle-\(label)-\(worker)-\(cycle)")
+                                )
                                 try await client.send(.disconnect(Disconnect()))
                                 _ = try await client.next()
                                 await client.close()
@@ -160,5 +164,5 @@ func openFileDescriptors() -> Int {
 }
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif

@@ -41,14 +41,21 @@ struct ListenerTests {
         }
     }
 
-    static func client(_ id: String, url: String, certificates: FixtureCertificates, clientCertificate: (String, String)? = nil) throws -> MQTTClient {
+    static func client(
+        _ id: String,
+        url: String,
+        certificates: FixtureCertificates,
+        clientCertificate: (String, String)? = nil
+    ) throws -> MQTTClient {
         var configuration = try MQTTClientConfiguration(url: url, clientID: id)
         configuration.reconnect = nil
         configuration.connectTimeout = .seconds(5)
         if configuration.tls != nil {
             configuration.tls?.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(certificates.caFile))
             if let (certificate, key) = clientCertificate {
-                configuration.tls?.certificateChain = try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) }
+                configuration.tls?.certificateChain = try NIOSSLCertificate.fromPEMFile(certificate).map {
+                    .certificate($0)
+                }
                 configuration.tls?.privateKey = .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
             }
         }
@@ -56,7 +63,9 @@ struct ListenerTests {
     }
 
     /// Subscribes through one URL, publishes through another, and returns what arrived.
-    static func roundTrip(subscriber: MQTTClient, publisher: MQTTClient, topic: String, payload: String) async throws -> String? {
+    static func roundTrip(subscriber: MQTTClient, publisher: MQTTClient, topic: String, payload: String) async throws
+        -> String?
+    {
         try await subscriber.connect()
         try await publisher.connect()
         let subscription = try await subscriber.subscribe(to: topic, qos: .atLeastOnce)
@@ -73,7 +82,10 @@ struct ListenerTests {
     @Test("TLS and TLS-over-WebSocket clients reach each other and plain clients, in both directions")
     func tlsRoundTrips() async throws {
         try await Self.withListeners { _, ports, certificates in
-            let urls = ["mqtts://localhost:\(ports[1])", "ws://127.0.0.1:\(ports[3])/mqtt", "wss://localhost:\(ports[4])/mqtt", "mqtt://127.0.0.1:\(ports[0])"]
+            let urls = [
+                "mqtts://localhost:\(ports[1])", "ws://127.0.0.1:\(ports[3])/mqtt", "wss://localhost:\(ports[4])/mqtt",
+                "mqtt://127.0.0.1:\(ports[0])",
+            ]
             for (index, url) in urls.enumerated() {
                 let next = urls[(index + 1) % urls.count]
                 let received = try await Self.roundTrip(
@@ -90,7 +102,12 @@ struct ListenerTests {
     @Test("use_identity_as_username: the certificate's Common Name is the user the ACL sees")
     func identityAsUsername() async throws {
         try await Self.withListeners(acl: "user alice\ntopic readwrite alice/#\n") { _, ports, certificates in
-            let alice = try Self.client("a", url: "mqtts://localhost:\(ports[2])", certificates: certificates, clientCertificate: (certificates.clientCertificate, certificates.clientKey))
+            let alice = try Self.client(
+                "a",
+                url: "mqtts://localhost:\(ports[2])",
+                certificates: certificates,
+                clientCertificate: (certificates.clientCertificate, certificates.clientKey)
+            )
             try await alice.connect()
             let granted = try await alice.subscribe(to: "alice/#", qos: .atLeastOnce)
             #expect(granted.reasonCodes == [.grantedQoS1])
@@ -111,10 +128,20 @@ struct ListenerTests {
                 ("none", nil),
             ]
             for (name, certificate) in attempts {
-                let client = try Self.client(name, url: "mqtts://localhost:\(ports[2])", certificates: certificates, clientCertificate: certificate)
+                let client = try Self.client(
+                    name,
+                    url: "mqtts://localhost:\(ports[2])",
+                    certificates: certificates,
+                    clientCertificate: certificate
+                )
                 await #expect(throws: (any Error).self, "\(name) certificate") { try await client.connect() }
             }
-            let alice = try Self.client("a", url: "mqtts://localhost:\(ports[2])", certificates: certificates, clientCertificate: (certificates.clientCertificate, certificates.clientKey))
+            let alice = try Self.client(
+                "a",
+                url: "mqtts://localhost:\(ports[2])",
+                certificates: certificates,
+                clientCertificate: (certificates.clientCertificate, certificates.clientKey)
+            )
             try await alice.connect()
             #expect(await alice.isConnected)
             await alice.disconnect()
@@ -127,7 +154,9 @@ struct ListenerTests {
             var configuration = try MQTTClientConfiguration(url: "mqtts://localhost:\(ports[1])", clientID: "doubter")
             configuration.reconnect = nil
             configuration.connectTimeout = .seconds(5)
-            configuration.tls?.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(certificates.strangerCertificate))
+            configuration.tls?.trustRoots = .certificates(
+                try NIOSSLCertificate.fromPEMFile(certificates.strangerCertificate)
+            )
             let client = MQTTClient(configuration: configuration)
             await #expect(throws: (any Error).self) { try await client.connect() }
         }
@@ -152,7 +181,9 @@ struct ListenerTests {
     func plainToTLS() async throws {
         try await Self.withListeners { _, ports, _ in
             var confused = try await TestClient.connect(port: ports[1])
-            try await confused.send(.connect(Connect(protocolVersion: .v5, clientIdentifier: "plain", cleanStart: true, keepAlive: 10)))
+            try await confused.send(
+                .connect(Connect(protocolVersion: .v5, clientIdentifier: "plain", cleanStart: true, keepAlive: 10))
+            )
             #expect(try await confused.next(seconds: 5) == nil)
         }
     }
@@ -167,12 +198,32 @@ struct ListenerTests {
             #expect(response.hasPrefix("HTTP/1.1 101"))
             #expect(response.lowercased().contains("sec-websocket-protocol: mqtt"))
 
-            let connect = try encode(.connect(Connect(protocolVersion: .v3_1_1, clientIdentifier: "framed", cleanStart: true, keepAlive: 30)))
+            let connect = try encode(
+                .connect(Connect(protocolVersion: .v3_1_1, clientIdentifier: "framed", cleanStart: true, keepAlive: 30))
+            )
             let half = connect.count / 2
             try await socket.send(frame(opcode: 0x2, fin: false, Array(connect[..<half])))
             try await socket.send(frame(opcode: 0x0, fin: true, Array(connect[half...])))
-            let together = try encode(.subscribe(Subscribe(packetIdentifier: 1, subscriptions: [.init(filter: try TopicFilter("ws/t"), options: .init())])))
-                + encode(.publish(Publish(topic: try TopicName("ws/t"), payload: ByteBuffer(string: "hi"), qos: .atMostOnce, retain: false, packetIdentifier: 0)))
+            let together =
+                try encode(
+                    .subscribe(
+                        Subscribe(
+                            packetIdentifier: 1,
+                            subscriptions: [.init(filter: try TopicFilter("ws/t"), options: .init())]
+                        )
+                    )
+                )
+                + encode(
+                    .publish(
+                        Publish(
+                            topic: try TopicName("ws/t"),
+                            payload: ByteBuffer(string: "hi"),
+                            qos: .atMostOnce,
+                            retain: false,
+                            packetIdentifier: 0
+                        )
+                    )
+                )
                 + encode(.pingreq)
             try await socket.send(frame(opcode: 0x2, fin: true, together))
 
@@ -206,17 +257,26 @@ struct ListenerTests {
 
     @Test("listener 0 /path: MQTT over a Unix socket")
     func unixSocket() async throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tern-\(UUID().uuidString.prefix(8)).sock").path
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "tern-\(UUID().uuidString.prefix(8)).sock"
+        ).path
         defer { try? FileManager.default.removeItem(atPath: path) }
         try await withTestBroker({ options in
             options.listeners = [.init(unixSocketPath: path)]
         }) { _, _ in
             var socket = try await RawSocket.connect(unixSocketPath: path)
-            try await socket.send(encode(.connect(Connect(protocolVersion: .v3_1_1, clientIdentifier: "local", cleanStart: true, keepAlive: 30))))
+            try await socket.send(
+                encode(
+                    .connect(
+                        Connect(protocolVersion: .v3_1_1, clientIdentifier: "local", cleanStart: true, keepAlive: 30)
+                    )
+                )
+            )
             while socket.pending.readableBytes < 4 {
                 guard try await socket.fill() else { break }
             }
-            #expect(Array(socket.pending.readableBytesView) == [0x20, 0x02, 0x00, 0x00])  // CONNACK, accepted (3.1.1 §3.2)
+            // CONNACK, accepted (3.1.1 §3.2)
+            #expect(Array(socket.pending.readableBytesView) == [0x20, 0x02, 0x00, 0x00])
         }
     }
 
@@ -262,10 +322,20 @@ struct ListenerTests {
         try await withTestBroker({ options in
             options.listeners = [.init(host: "127.0.0.1", port: 0, tls: tls)]
         }) { _, port in
-            let alice = try Self.client("a", url: "mqtts://localhost:\(port)", certificates: certificates, clientCertificate: (certificates.clientCertificate, certificates.clientKey))
+            let alice = try Self.client(
+                "a",
+                url: "mqtts://localhost:\(port)",
+                certificates: certificates,
+                clientCertificate: (certificates.clientCertificate, certificates.clientKey)
+            )
             try await alice.connect()
             await alice.disconnect()
-            let stranger = try Self.client("m", url: "mqtts://localhost:\(port)", certificates: certificates, clientCertificate: (certificates.strangerCertificate, certificates.strangerKey))
+            let stranger = try Self.client(
+                "m",
+                url: "mqtts://localhost:\(port)",
+                certificates: certificates,
+                clientCertificate: (certificates.strangerCertificate, certificates.strangerKey)
+            )
             await #expect(throws: (any Error).self) { try await stranger.connect() }
         }
     }
@@ -277,13 +347,22 @@ struct ListenerTests {
         try await withTestBroker({ options in
             options.listeners = [
                 .init(host: "127.0.0.1", port: 0, security: ListenerSecurity(allowAnonymous: true)),
-                .init(host: "127.0.0.1", port: 0, security: ListenerSecurity(allowAnonymous: false, passwordFile: passwords)),
+                .init(
+                    host: "127.0.0.1",
+                    port: 0,
+                    security: ListenerSecurity(allowAnonymous: false, passwordFile: passwords)
+                ),
             ]
         }) { broker, _ in
             let ports = try await broker.waitUntilListening().map { $0.port! }
             func login(port: Int, user: String?, password: String?) async throws -> ReasonCode {
                 var client = try await TestClient.connect(port: port)
-                var connect = Connect(protocolVersion: .v5, clientIdentifier: "c\(port)\(user ?? "-")\(password ?? "-")", cleanStart: true, keepAlive: 30)
+                var connect = Connect(
+                    protocolVersion: .v5,
+                    clientIdentifier: "c\(port)\(user ?? "-")\(password ?? "-")",
+                    cleanStart: true,
+                    keepAlive: 30
+                )
                 connect.username = user
                 connect.password = password.map { ByteBuffer(string: $0) }
                 let code = try await client.handshake(connect).reasonCode
@@ -301,7 +380,9 @@ struct ListenerTests {
 
     // MARK: Reloading
 
-    @Test("reloadSecurity (SIGHUP) applies a changed ACL and password file without dropping connections; a broken file keeps the old rules")
+    @Test(
+        "reloadSecurity (SIGHUP) applies a changed ACL and password file without dropping connections; a broken file keeps the old rules"
+    )
     func reload() async throws {
         let directory = try TemporaryDirectory(prefix: "reload")
         let aclPath = directory.file("acl")
@@ -315,9 +396,18 @@ struct ListenerTests {
             options.passwordFilePath = passwordPath
         }) { broker, port in
             var client = try await TestClient.connect(port: port)
-            _ = try await client.handshake(Connect(protocolVersion: .v5, clientIdentifier: "stays", cleanStart: true, keepAlive: 30))
+            _ = try await client.handshake(
+                Connect(protocolVersion: .v5, clientIdentifier: "stays", cleanStart: true, keepAlive: 30)
+            )
             func subscribe(_ filter: String, id: UInt16) async throws -> ReasonCode? {
-                try await client.send(.subscribe(Subscribe(packetIdentifier: id, subscriptions: [.init(filter: try TopicFilter(filter), options: .init())])))
+                try await client.send(
+                    .subscribe(
+                        Subscribe(
+                            packetIdentifier: id,
+                            subscriptions: [.init(filter: try TopicFilter(filter), options: .init())]
+                        )
+                    )
+                )
                 guard case .suback(let ack)? = try await client.next() else { return nil }
                 return ack.reasonCodes.first
             }
@@ -404,7 +494,9 @@ struct RawSocket: ~Copyable {
         typealias InboundIn = ByteBuffer
         let continuation: AsyncStream<Event>.Continuation
         init(_ continuation: AsyncStream<Event>.Continuation) { self.continuation = continuation }
-        func channelRead(context: ChannelHandlerContext, data: NIOAny) { continuation.yield(.data(unwrapInboundIn(data))) }
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            continuation.yield(.data(unwrapInboundIn(data)))
+        }
         func channelInactive(context: ChannelHandlerContext) { continuation.yield(.closed) }
     }
 
@@ -412,7 +504,9 @@ struct RawSocket: ~Copyable {
         let (stream, continuation) = AsyncStream<Event>.makeStream()
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(Collector(continuation)) }
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(Collector(continuation))
+                }
             }
             .connect(host: "127.0.0.1", port: port).get()
         return RawSocket(channel: channel, continuation: continuation, iterator: stream.makeAsyncIterator())
@@ -422,7 +516,9 @@ struct RawSocket: ~Copyable {
         let (stream, continuation) = AsyncStream<Event>.makeStream()
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(Collector(continuation)) }
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(Collector(continuation))
+                }
             }
             .connect(unixDomainSocketPath: unixSocketPath).get()
         return RawSocket(channel: channel, continuation: continuation, iterator: stream.makeAsyncIterator())
@@ -454,7 +550,8 @@ struct RawSocket: ~Copyable {
 
     /// Sends an upgrade request and returns the response head.
     mutating func upgrade(subprotocol: String) async throws -> String {
-        let request = "GET /mqtt HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        let request =
+            "GET /mqtt HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: \(subprotocol)\r\n\r\n"
         try await send(Array(request.utf8))
         while true {

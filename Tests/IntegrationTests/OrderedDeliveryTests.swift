@@ -27,7 +27,9 @@ struct OrderedDeliveryTests {
         return (broker, store)
     }
 
-    func connect(_ client: EmbeddedConnection, _ id: String, receiveMaximum: UInt16? = nil, expiry: UInt32? = nil) throws {
+    func connect(_ client: EmbeddedConnection, _ id: String, receiveMaximum: UInt16? = nil, expiry: UInt32? = nil)
+        throws
+    {
         var properties = Properties()
         properties.receiveMaximum = receiveMaximum
         properties.sessionExpiryInterval = expiry
@@ -38,11 +40,25 @@ struct OrderedDeliveryTests {
     }
 
     func subscribe(_ client: EmbeddedConnection, _ filter: String, qos: QoS) throws {
-        try client.receive(.subscribe(Subscribe(packetIdentifier: 1, subscriptions: [.init(filter: try TopicFilter(filter), options: SubscriptionOptions(qos: qos))])))
+        try client.receive(
+            .subscribe(
+                Subscribe(
+                    packetIdentifier: 1,
+                    subscriptions: [.init(filter: try TopicFilter(filter), options: SubscriptionOptions(qos: qos))]
+                )
+            )
+        )
     }
 
     func publish(_ payload: String, qos: QoS, id: UInt16) -> MQTTPacket {
-        .publish(Publish(topic: try! TopicName("t"), payload: ByteBuffer(string: payload), qos: qos, packetIdentifier: qos == .atMostOnce ? 0 : id))
+        .publish(
+            Publish(
+                topic: try! TopicName("t"),
+                payload: ByteBuffer(string: payload),
+                qos: qos,
+                packetIdentifier: qos == .atMostOnce ? 0 : id
+            )
+        )
     }
 
     @Test("a PUBACK that frees the window during the publisher's burst does not let a queued message pass")
@@ -110,7 +126,8 @@ struct OrderedDeliveryTests {
         store.commit(upTo: store.lastTicket)
         #expect(
             try publisher.sent() == [
-                .puback(PublishAcknowledgement(packetIdentifier: 2)), .puback(PublishAcknowledgement(packetIdentifier: 3)),
+                .puback(PublishAcknowledgement(packetIdentifier: 2)),
+                .puback(PublishAcknowledgement(packetIdentifier: 3)),
             ]
         )
     }

@@ -5,7 +5,8 @@ import TernCodec
 import Testing
 
 /// A line written by Debian's `mosquitto_passwd -b` (Mosquitto 2.0.11) for alice / "secret".
-let mosquittoLine = "alice:$7$101$AOqb5dH1PcykpmTi$BtjGV5gk2gvbvg0ngJn77e4f1caoDPqB/yCDxkKhF/b/Ha2EfEmsaeaqCf+g0/Hgv07dICjmuZ7Uv9SgYyCiXw=="
+let mosquittoLine =
+    "alice:$7$101$AOqb5dH1PcykpmTi$BtjGV5gk2gvbvg0ngJn77e4f1caoDPqB/yCDxkKhF/b/Ha2EfEmsaeaqCf+g0/Hgv07dICjmuZ7Uv9SgYyCiXw=="
 
 @Suite("Password files")
 struct PasswordFileTests {
@@ -26,7 +27,8 @@ struct PasswordFileTests {
         #expect(file.entries.first { $0.username == "bob" }?.hash.hasPrefix("$7$101$") == true)
         file.set(username: "bob", password: Array("new".utf8))
         #expect(!file.verify(username: "bob", password: Array("hunter2".utf8)))
-        #expect(!file.verify(username: "carol", password: Array("plain".utf8)))  // plain text is never accepted as a hash
+        // Plain text is never accepted as a hash.
+        #expect(!file.verify(username: "carol", password: Array("plain".utf8)))
         file.hashPlainTextPasswords()
         #expect(file.verify(username: "carol", password: Array("plain".utf8)))
         let removed = file.remove(username: "bob")
@@ -53,9 +55,17 @@ struct PasswordFileTests {
     func brokerAnswers() async throws {
         try await withTestBroker(Self.broker) { _, port in
             var codes: [ReasonCode] = []
-            for (username, password) in [("alice", "secret"), ("alice", "wrong"), ("mallory", "secret"), (nil, nil)] as [(String?, String?)] {
+            for (username, password) in [("alice", "secret"), ("alice", "wrong"), ("mallory", "secret"), (nil, nil)]
+                as [(String?, String?)]
+            {
                 var client = try await TestClient.connect(port: port)
-                let ack = try await client.handshake(Connect(clientIdentifier: "c", username: username, password: password.map { ByteBuffer(string: $0) }))
+                let ack = try await client.handshake(
+                    Connect(
+                        clientIdentifier: "c",
+                        username: username,
+                        password: password.map { ByteBuffer(string: $0) }
+                    )
+                )
                 await client.close()
                 codes.append(ack.reasonCode)
             }
@@ -67,7 +77,16 @@ struct PasswordFileTests {
     func legacyAnswers() async throws {
         try await withTestBroker(Self.broker) { _, port in
             var wrong = try await TestClient.connect(port: port, version: .v3_1_1)
-            try await wrong.send(.connect(Connect(protocolVersion: .v3_1_1, clientIdentifier: "c", username: "alice", password: ByteBuffer(string: "nope"))))
+            try await wrong.send(
+                .connect(
+                    Connect(
+                        protocolVersion: .v3_1_1,
+                        clientIdentifier: "c",
+                        username: "alice",
+                        password: ByteBuffer(string: "nope")
+                    )
+                )
+            )
             let refused = try await wrong.next()
             var raw = ByteBuffer()
             try refused?.write(to: &raw, version: .v3_1_1)

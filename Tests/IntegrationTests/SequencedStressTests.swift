@@ -54,11 +54,15 @@ struct SequencedStressTests {
                 }
                 try await group.waitForAll()
             }
-            let published = Dictionary(uniqueKeysWithValues: (0..<Self.publishers).map { (UInt32($0), Self.messagesPerPublisher) })
-            let expected = (0..<Self.messagesPerPublisher).filter { Self.qos($0) != .atMostOnce }.count * Self.publishers
+            let published = Dictionary(
+                uniqueKeysWithValues: (0..<Self.publishers).map { (UInt32($0), Self.messagesPerPublisher) }
+            )
+            let expected =
+                (0..<Self.messagesPerPublisher).filter { Self.qos($0) != .atMostOnce }.count * Self.publishers
             for subscriber in subscribers {
                 try await subscriber.wait(timeout: .seconds(60)) { deliveries in
-                    Set(deliveries.filter { $0.qos != .atMostOnce }.map { "\($0.publisher)/\($0.sequence)" }).count >= expected
+                    Set(deliveries.filter { $0.qos != .atMostOnce }.map { "\($0.publisher)/\($0.sequence)" }).count
+                        >= expected
                 }
                 let check = SequenceCheck(subscriber.deliveries, published: published, qos: Self.qos)
                 #expect(check.outOfOrder == 0, "\(check)")

@@ -14,7 +14,10 @@ let ternExecutable: String? = {
 /// `tern pub` and `tern sub` against Mosquitto's tools, in both directions, over 3.1.1 and 5.
 @Suite(
     "Interop: tern pub / tern sub with mosquitto_pub / mosquitto_sub",
-    .enabled(if: Peers.mosquittoAvailable && ternExecutable != nil, "mosquitto-clients or the tern executable is missing")
+    .enabled(
+        if: Peers.mosquittoAvailable && ternExecutable != nil,
+        "mosquitto-clients or the tern executable is missing"
+    )
 )
 struct CLIInteropTests {
     let tern = ternExecutable ?? ""
@@ -24,10 +27,19 @@ struct CLIInteropTests {
     @Test("tern sub receives what mosquitto_pub sends", arguments: ["mqttv311", "mqttv5"])
     func ternSubscribes(version: String) async throws {
         try await withTestBroker { broker, port in
-            let subscriber = try Peers.Running(tern, ["sub", "-h", "127.0.0.1", "-p", "\(port)", "-V", version, "-t", "cli/#", "-q", "2", "-C", "2", "-v"])
+            let subscriber = try Peers.Running(
+                tern,
+                ["sub", "-h", "127.0.0.1", "-p", "\(port)", "-V", version, "-t", "cli/#", "-q", "2", "-C", "2", "-v"]
+            )
             try await Peers.waitForSubscriptions(broker, count: 1)
-            try Peers.run(pub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", version, "-t", "cli/one", "-m", "1", "-q", "1"])
-            try Peers.run(pub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", version, "-t", "cli/two", "-m", "2", "-q", "2"])
+            try Peers.run(
+                pub,
+                ["-h", "127.0.0.1", "-p", "\(port)", "-V", version, "-t", "cli/one", "-m", "1", "-q", "1"]
+            )
+            try Peers.run(
+                pub,
+                ["-h", "127.0.0.1", "-p", "\(port)", "-V", version, "-t", "cli/two", "-m", "2", "-q", "2"]
+            )
             let output = subscriber.finish(timeout: 30)
             #expect(output.status == 0, "\(output.stderr)")
             #expect(output.stdout == "cli/one 1\ncli/two 2\n")
@@ -37,10 +49,19 @@ struct CLIInteropTests {
     @Test("mosquitto_sub receives what tern pub sends", arguments: ["mqttv311", "mqttv5"])
     func ternPublishes(version: String) async throws {
         try await withTestBroker { broker, port in
-            let subscriber = try Peers.Running(sub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", version, "-t", "cli/#", "-q", "2", "-C", "3", "-v"])
+            let subscriber = try Peers.Running(
+                sub,
+                ["-h", "127.0.0.1", "-p", "\(port)", "-V", version, "-t", "cli/#", "-q", "2", "-C", "3", "-v"]
+            )
             try await Peers.waitForSubscriptions(broker, count: 1)
             for qos in 0...2 {
-                let result = try Peers.run(tern, ["pub", "-h", "127.0.0.1", "-p", "\(port)", "-V", version, "-t", "cli/q\(qos)", "-m", "m\(qos)", "-q", "\(qos)"])
+                let result = try Peers.run(
+                    tern,
+                    [
+                        "pub", "-h", "127.0.0.1", "-p", "\(port)", "-V", version, "-t", "cli/q\(qos)", "-m", "m\(qos)",
+                        "-q", "\(qos)",
+                    ]
+                )
                 #expect(result.status == 0, "\(result.stderr)")
             }
             let output = subscriber.finish(timeout: 30)
@@ -51,21 +72,36 @@ struct CLIInteropTests {
     @Test("MQTT 5 properties set with -D reach mosquitto_sub; -F prints them")
     func properties() async throws {
         try await withTestBroker { broker, port in
-            let subscriber = try Peers.Running(sub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "p", "-C", "1", "-F", "%t %p %C %P"])
+            let subscriber = try Peers.Running(
+                sub,
+                ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "p", "-C", "1", "-F", "%t %p %C %P"]
+            )
             try await Peers.waitForSubscriptions(broker, count: 1)
-            try Peers.run(tern, [
-                "pub", "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "p", "-m", "body",
-                "-D", "publish", "content-type", "text/plain", "-D", "publish", "user-property", "site", "plant-7",
-            ])
+            try Peers.run(
+                tern,
+                [
+                    "pub", "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "p", "-m", "body",
+                    "-D", "publish", "content-type", "text/plain", "-D", "publish", "user-property", "site", "plant-7",
+                ]
+            )
             #expect(subscriber.finish(timeout: 30).stdout == "p body text/plain site:plant-7\n")
 
-            let ternSubscriber = try Peers.Running(tern, ["sub", "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "q", "-C", "1", "-F", "%t|%p|%C|%E|%P"])
+            let ternSubscriber = try Peers.Running(
+                tern,
+                [
+                    "sub", "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "q", "-C", "1", "-F",
+                    "%t|%p|%C|%E|%P",
+                ]
+            )
             try await Peers.waitForSubscriptions(broker, count: 1)
-            try Peers.run(pub, [
-                "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "q", "-m", "x",
-                "-D", "publish", "content-type", "a/b", "-D", "publish", "message-expiry-interval", "300",
-                "-D", "publish", "user-property", "k", "v",
-            ])
+            try Peers.run(
+                pub,
+                [
+                    "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "q", "-m", "x",
+                    "-D", "publish", "content-type", "a/b", "-D", "publish", "message-expiry-interval", "300",
+                    "-D", "publish", "user-property", "k", "v",
+                ]
+            )
             #expect(ternSubscriber.finish(timeout: 30).stdout == "q|x|a/b|300|k:v\n")
         }
     }
@@ -77,7 +113,11 @@ struct CLIInteropTests {
             #expect(refused.status == 1)
         }
         try await withTestBroker { _, port in
-            let timedOut = try Peers.run(tern, ["sub", "-h", "127.0.0.1", "-p", "\(port)", "-t", "silence", "-W", "1"], timeout: 30)
+            let timedOut = try Peers.run(
+                tern,
+                ["sub", "-h", "127.0.0.1", "-p", "\(port)", "-t", "silence", "-W", "1"],
+                timeout: 30
+            )
             #expect(timedOut.status == 27)
         }
     }
@@ -85,10 +125,26 @@ struct CLIInteropTests {
     @Test("-c with -x keeps a session for tern sub; messages sent while it is away arrive")
     func persistentSubscriber() async throws {
         try await withTestBroker { broker, port in
-            let first = try Peers.run(tern, ["sub", "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-i", "cli-durable", "-c", "-x", "300", "-t", "away", "-q", "1", "-E"])
+            let first = try Peers.run(
+                tern,
+                [
+                    "sub", "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-i", "cli-durable", "-c", "-x", "300",
+                    "-t", "away", "-q", "1", "-E",
+                ]
+            )
             #expect(first.status == 0, "\(first.stderr)")
-            try Peers.run(pub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "away", "-m", "while-away", "-q", "1"])
-            let second = try Peers.run(tern, ["sub", "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-i", "cli-durable", "-c", "-x", "300", "-t", "away", "-q", "1", "-C", "1"], timeout: 30)
+            try Peers.run(
+                pub,
+                ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "away", "-m", "while-away", "-q", "1"]
+            )
+            let second = try Peers.run(
+                tern,
+                [
+                    "sub", "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-i", "cli-durable", "-c", "-x", "300",
+                    "-t", "away", "-q", "1", "-C", "1",
+                ],
+                timeout: 30
+            )
             #expect(second.stdout == "while-away\n")
         }
     }
@@ -103,13 +159,24 @@ struct ClientDurabilityTests {
     func killMidBurst(qos: Int) async throws {
         let tern = ternExecutable ?? ""
         try await withTestBroker { broker, port in
-            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tern-burst-\(UUID().uuidString)").path
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+                "tern-burst-\(UUID().uuidString)"
+            ).path
             defer { try? FileManager.default.removeItem(atPath: directory) }
             let clientID = "burst-\(qos)"
-            let subscriber = try Peers.Running(tern, ["sub", "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "burst/#", "-q", "\(qos)", "-W", "60"])
+            let subscriber = try Peers.Running(
+                tern,
+                [
+                    "sub", "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "burst/#", "-q", "\(qos)", "-W",
+                    "60",
+                ]
+            )
             try await Peers.waitForSubscriptions(broker, count: 1)
 
-            let publisherArguments = ["pub", "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-i", clientID, "-c", "-x", "300", "--store", directory, "-q", "\(qos)", "-t", "burst/t"]
+            let publisherArguments = [
+                "pub", "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-i", clientID, "-c", "-x", "300", "--store",
+                directory, "-q", "\(qos)", "-t", "burst/t",
+            ]
             let input = Pipe()
             let publisher = Process()
             publisher.executableURL = URL(fileURLWithPath: tern)
@@ -144,7 +211,10 @@ struct ClientDurabilityTests {
             let burst = received.filter { $0 != "done" }
             let receivedSet = Set(burst)
             // Every message the killed process had started but not finished arrived after the restart.
-            #expect(Set(started).isSubset(of: receivedSet), "missing: \(Set(started).subtracting(receivedSet).sorted())")
+            #expect(
+                Set(started).isSubset(of: receivedSet),
+                "missing: \(Set(started).subtracting(receivedSet).sorted())"
+            )
             // And the burst arrived in order up to its last message, with no gap.
             let numbers = receivedSet.compactMap { Int($0.dropFirst()) }.sorted()
             if let highest = numbers.last { #expect(numbers == Array(0...highest), "a gap before m\(highest)") }
@@ -156,7 +226,10 @@ struct ClientDurabilityTests {
 /// Password files shared with Mosquitto, both ways.
 @Suite(
     "Interop: password files",
-    .enabled(if: Peers.mosquittoAvailable && ternExecutable != nil && Peers.which("mosquitto_passwd") != nil, "mosquitto or tern is missing")
+    .enabled(
+        if: Peers.mosquittoAvailable && ternExecutable != nil && Peers.which("mosquitto_passwd") != nil,
+        "mosquitto or tern is missing"
+    )
 )
 struct PasswordFileInteropTests {
     let tern = ternExecutable ?? ""
@@ -168,11 +241,19 @@ struct PasswordFileInteropTests {
         let made = try Peers.run(Peers.which("mosquitto_passwd")!, ["-c", "-b", path, "dave", "correct horse"])
         #expect(made.status == 0, "\(made.stderr)")
         let file = try PasswordFile.load(path: path)
-        try await withTestBroker({ $0.passwordFile = file; $0.broker.allowAnonymous = false }) { _, port in
+        try await withTestBroker({
+            $0.passwordFile = file; $0.broker.allowAnonymous = false
+        }) { _, port in
             let pub = Peers.which("mosquitto_pub")!
-            let accepted = try Peers.run(pub, ["-h", "127.0.0.1", "-p", "\(port)", "-t", "t", "-m", "x", "-u", "dave", "-P", "correct horse"])
+            let accepted = try Peers.run(
+                pub,
+                ["-h", "127.0.0.1", "-p", "\(port)", "-t", "t", "-m", "x", "-u", "dave", "-P", "correct horse"]
+            )
             #expect(accepted.status == 0, "\(accepted.stderr)")
-            let refused = try Peers.run(pub, ["-h", "127.0.0.1", "-p", "\(port)", "-t", "t", "-m", "x", "-u", "dave", "-P", "wrong"])
+            let refused = try Peers.run(
+                pub,
+                ["-h", "127.0.0.1", "-p", "\(port)", "-t", "t", "-m", "x", "-u", "dave", "-P", "wrong"]
+            )
             #expect(refused.status != 0)
         }
     }
@@ -188,19 +269,29 @@ struct PasswordFileInteropTests {
         // Mosquitto drops to its own user unless told otherwise, and could not read a 0600 file then.
         let config = directory.appendingPathComponent("mosquitto.conf").path
         let (broker, port) = try await Peers.startOnFreePort { port in
-            try "user root\nlistener \(port) 127.0.0.1\npassword_file \(path)\n".write(toFile: config, atomically: true, encoding: .utf8)
+            try "user root\nlistener \(port) 127.0.0.1\npassword_file \(path)\n".write(
+                toFile: config,
+                atomically: true,
+                encoding: .utf8
+            )
             return (Peers.which("mosquitto") ?? "/usr/sbin/mosquitto", ["-c", config])
         }
         defer { broker.killNow() }
         let pub = Peers.which("mosquitto_pub")!
         var accepted = Peers.Output(status: -1, stdout: "", stderr: "")
         for _ in 0..<100 {  // until mosquitto listens, at most ~5 s
-            accepted = try Peers.run(pub, ["-h", "127.0.0.1", "-p", "\(port)", "-t", "t", "-m", "x", "-u", "erin", "-P", "s3cret"])
+            accepted = try Peers.run(
+                pub,
+                ["-h", "127.0.0.1", "-p", "\(port)", "-t", "t", "-m", "x", "-u", "erin", "-P", "s3cret"]
+            )
             if accepted.status == 0 { break }
             try await Task.sleep(for: .milliseconds(50))
         }
         #expect(accepted.status == 0, "\(accepted.stderr)")
-        let refused = try Peers.run(pub, ["-h", "127.0.0.1", "-p", "\(port)", "-t", "t", "-m", "x", "-u", "erin", "-P", "wrong"])
+        let refused = try Peers.run(
+            pub,
+            ["-h", "127.0.0.1", "-p", "\(port)", "-t", "t", "-m", "x", "-u", "erin", "-P", "wrong"]
+        )
         #expect(refused.status != 0)
     }
 }
@@ -217,7 +308,9 @@ struct BrokerMemoryTests {
 
     @Test("2 × 2,500 connect/disconnect cycles: the second round adds no memory to tern serve")
     func noGrowth() async throws {
-        let (server, port) = try await Peers.startOnFreePort { port in (ternExecutable ?? "", ["serve", "-p", "\(port)"]) }
+        let (server, port) = try await Peers.startOnFreePort { port in
+            (ternExecutable ?? "", ["serve", "-p", "\(port)"])
+        }
         defer { server.killNow() }
         let pid = server.process.processIdentifier
         func round(_ label: Int) async throws {
@@ -225,7 +318,10 @@ struct BrokerMemoryTests {
                 for worker in 0..<8 {
                     group.addTask {
                         for cycle in 0..<312 {
-                            var configuration = MQTTClientConfiguration(port: port, clientID: "mem-\(label)-\(worker)-\(cycle)")
+                            var configuration = MQTTClientConfiguration(
+                                port: port,
+                                clientID: "mem-\(label)-\(worker)-\(cycle)"
+                            )
                             configuration.reconnect = nil
                             configuration.keepAlive = 0
                             let client = MQTTClient(configuration: configuration)
@@ -242,7 +338,11 @@ struct BrokerMemoryTests {
         for _ in 0..<200 where !ready {
             var probe = MQTTClientConfiguration(port: port, clientID: "probe")
             probe.reconnect = nil
-            if (try? await MQTTClient(configuration: probe).connect()) != nil { ready = true } else { try await Task.sleep(for: .milliseconds(25)) }
+            if (try? await MQTTClient(configuration: probe).connect()) != nil {
+                ready = true
+            } else {
+                try await Task.sleep(for: .milliseconds(25))
+            }
         }
         #expect(ready)
         try await round(0)  // warm-up: allocator arenas, NIO buffers
@@ -252,6 +352,9 @@ struct BrokerMemoryTests {
         try await round(2)
         let afterSecond = Self.residentBytes(of: pid)
         // A leak of 1 KiB per connection would add 2.5 MB per round.
-        #expect(afterSecond - afterFirst < 2_000_000, "tern serve grew \(afterFirst - start) then \(afterSecond - afterFirst) bytes")
+        #expect(
+            afterSecond - afterFirst < 2_000_000,
+            "tern serve grew \(afterFirst - start) then \(afterSecond - afterFirst) bytes"
+        )
     }
 }

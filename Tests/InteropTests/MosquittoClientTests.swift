@@ -4,7 +4,10 @@ import TernBrokerTesting
 import Testing
 
 /// Mosquitto's own clients against Tern, over MQTT 3.1.1 and 5.
-@Suite("Interop: mosquitto_pub / mosquitto_sub", .enabled(if: Peers.mosquittoAvailable, "mosquitto-clients is not installed"))
+@Suite(
+    "Interop: mosquitto_pub / mosquitto_sub",
+    .enabled(if: Peers.mosquittoAvailable, "mosquitto-clients is not installed")
+)
 struct MosquittoClientTests {
     let pub = Peers.which("mosquitto_pub") ?? ""
     let sub = Peers.which("mosquitto_sub") ?? ""
@@ -12,10 +15,19 @@ struct MosquittoClientTests {
     @Test("QoS 0, 1 and 2 messages arrive, over 3.1.1 and 5", arguments: ["mqttv311", "mqttv5"])
     func qualitiesOfService(version: String) async throws {
         try await withTestBroker { broker, port in
-            let subscriber = try Peers.Running(sub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", version, "-t", "interop/#", "-q", "2", "-C", "3", "-v"])
+            let subscriber = try Peers.Running(
+                sub,
+                ["-h", "127.0.0.1", "-p", "\(port)", "-V", version, "-t", "interop/#", "-q", "2", "-C", "3", "-v"]
+            )
             try await Peers.waitForSubscriptions(broker, count: 1)
             for qos in 0...2 {
-                let result = try Peers.run(pub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", version, "-t", "interop/q\(qos)", "-m", "m\(qos)", "-q", "\(qos)"])
+                let result = try Peers.run(
+                    pub,
+                    [
+                        "-h", "127.0.0.1", "-p", "\(port)", "-V", version, "-t", "interop/q\(qos)", "-m", "m\(qos)",
+                        "-q", "\(qos)",
+                    ]
+                )
                 #expect(result.status == 0, "\(result.stderr)")
             }
             let output = subscriber.finish(timeout: 30)
@@ -43,11 +55,17 @@ struct MosquittoClientTests {
     @Test("a killed client's will reaches another subscriber", arguments: ["mqttv311", "mqttv5"])
     func will(version: String) async throws {
         try await withTestBroker { broker, port in
-            let watcher = try Peers.Running(sub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", version, "-t", "wills/#", "-C", "1", "-v"])
-            let doomed = try Peers.Running(sub, [
-                "-h", "127.0.0.1", "-p", "\(port)", "-V", version, "-t", "nothing", "--will-topic", "wills/doomed",
-                "--will-payload", "gone", "--will-qos", "1",
-            ])
+            let watcher = try Peers.Running(
+                sub,
+                ["-h", "127.0.0.1", "-p", "\(port)", "-V", version, "-t", "wills/#", "-C", "1", "-v"]
+            )
+            let doomed = try Peers.Running(
+                sub,
+                [
+                    "-h", "127.0.0.1", "-p", "\(port)", "-V", version, "-t", "nothing", "--will-topic", "wills/doomed",
+                    "--will-payload", "gone", "--will-qos", "1",
+                ]
+            )
             try await Peers.waitForSubscriptions(broker, count: 2)
             doomed.killNow()
             _ = doomed.finish(timeout: 5)
@@ -60,11 +78,20 @@ struct MosquittoClientTests {
     func sharedSubscription() async throws {
         try await withTestBroker { broker, port in
             let members = try (0..<2).map { _ in
-                try Peers.Running(sub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "$share/workers/jobs", "-q", "1", "-C", "5"])
+                try Peers.Running(
+                    sub,
+                    [
+                        "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "$share/workers/jobs", "-q", "1",
+                        "-C", "5",
+                    ]
+                )
             }
             try await Peers.waitForSubscriptions(broker, count: 2)
             for n in 0..<10 {
-                try Peers.run(pub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "jobs", "-m", "job\(n)", "-q", "1"])
+                try Peers.run(
+                    pub,
+                    ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "jobs", "-m", "job\(n)", "-q", "1"]
+                )
             }
             let outputs = members.map { $0.finish(timeout: 30) }
             let received = outputs.flatMap { $0.stdout.split(separator: "\n").map(String.init) }
@@ -76,14 +103,20 @@ struct MosquittoClientTests {
     @Test("MQTT 5 properties pass through: user properties, content type, message expiry")
     func properties() async throws {
         try await withTestBroker { broker, port in
-            let subscriber = try Peers.Running(sub, ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "p", "-C", "1", "-F", "%t %p %C %E %P"])
+            let subscriber = try Peers.Running(
+                sub,
+                ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "p", "-C", "1", "-F", "%t %p %C %E %P"]
+            )
             try await Peers.waitForSubscriptions(broker, count: 1)
-            try Peers.run(pub, [
-                "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "p", "-m", "body",
-                "-D", "publish", "user-property", "site", "plant-7",
-                "-D", "publish", "content-type", "text/plain",
-                "-D", "publish", "message-expiry-interval", "300",
-            ])
+            try Peers.run(
+                pub,
+                [
+                    "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "p", "-m", "body",
+                    "-D", "publish", "user-property", "site", "plant-7",
+                    "-D", "publish", "content-type", "text/plain",
+                    "-D", "publish", "message-expiry-interval", "300",
+                ]
+            )
             let output = subscriber.finish(timeout: 30)
             #expect(output.stdout.hasPrefix("p body text/plain "))
             #expect(output.stdout.contains("site:plant-7"))

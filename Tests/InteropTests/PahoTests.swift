@@ -11,7 +11,10 @@ struct PahoTests {
         try await withTestBroker { _, port in
             let output = try Peers.run("/usr/bin/python3", [Peers.script("paho_session.py"), "\(port)"], timeout: 30)
             #expect(output.status == 0, "\(output.stdout)\(output.stderr)")
-            #expect(output.stdout.contains("first connect session_present=0") || output.stdout.contains("first connect session_present=False"))
+            #expect(
+                output.stdout.contains("first connect session_present=0")
+                    || output.stdout.contains("first connect session_present=False")
+            )
             #expect(output.stdout.contains("received=['while-away']"))
         }
     }

@@ -14,7 +14,8 @@ final class TernServer: @unchecked Sendable {
     private var process: Peers.Running?
 
     init(extraArguments: [String] = []) throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("tern-restart-\(UUID().uuidString)").path
+        directory =
+            FileManager.default.temporaryDirectory.appendingPathComponent("tern-restart-\(UUID().uuidString)").path
         self.extraArguments = extraArguments
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     }
@@ -98,15 +99,35 @@ enum Packets {
     ) -> Connect {
         var properties = Properties()
         if version == .v5 { properties.sessionExpiryInterval = expiry }
-        return Connect(protocolVersion: version, clientIdentifier: id, cleanStart: cleanStart, keepAlive: 0, properties: properties, will: will)
+        return Connect(
+            protocolVersion: version,
+            clientIdentifier: id,
+            cleanStart: cleanStart,
+            keepAlive: 0,
+            properties: properties,
+            will: will
+        )
     }
 
     static func subscribe(_ filter: String, qos: QoS) -> MQTTPacket {
-        .subscribe(Subscribe(packetIdentifier: 1, subscriptions: [.init(filter: try! TopicFilter(filter), options: SubscriptionOptions(qos: qos))]))
+        .subscribe(
+            Subscribe(
+                packetIdentifier: 1,
+                subscriptions: [.init(filter: try! TopicFilter(filter), options: SubscriptionOptions(qos: qos))]
+            )
+        )
     }
 
     static func publish(_ topic: String, _ payload: String, qos: QoS, id: UInt16, retain: Bool = false) -> MQTTPacket {
-        .publish(Publish(topic: try! TopicName(topic), payload: ByteBuffer(string: payload), qos: qos, retain: retain, packetIdentifier: qos == .atMostOnce ? 0 : id))
+        .publish(
+            Publish(
+                topic: try! TopicName(topic),
+                payload: ByteBuffer(string: payload),
+                qos: qos,
+                retain: retain,
+                packetIdentifier: qos == .atMostOnce ? 0 : id
+            )
+        )
     }
 }
 
@@ -125,7 +146,9 @@ extension TestClient {
     }
 
     /// Publishes and waits for the end of its flow (PUBACK, or PUBREC then PUBCOMP).
-    mutating func publishAndWait(_ topic: String, _ payload: String, qos: QoS, id: UInt16, retain: Bool = false) async throws {
+    mutating func publishAndWait(_ topic: String, _ payload: String, qos: QoS, id: UInt16, retain: Bool = false)
+        async throws
+    {
         try await send(Packets.publish(topic, payload, qos: qos, id: id, retain: retain))
         switch qos {
         case .atMostOnce: return
@@ -134,7 +157,9 @@ extension TestClient {
         case .exactlyOnce:
             guard case .pubrec? = try await nextIgnoringSys() else { throw UnexpectedPacket(description: "no PUBREC") }
             try await send(.pubrel(PublishAcknowledgement(packetIdentifier: id)))
-            guard case .pubcomp? = try await nextIgnoringSys() else { throw UnexpectedPacket(description: "no PUBCOMP") }
+            guard case .pubcomp? = try await nextIgnoringSys() else {
+                throw UnexpectedPacket(description: "no PUBCOMP")
+            }
         }
     }
 
@@ -142,13 +167,19 @@ extension TestClient {
     mutating func receive(_ count: Int, acknowledge: Bool = true) async throws -> [Publish] {
         var received: [Publish] = []
         while received.count < count {
-            guard let packet = try await nextIgnoringSys() else { throw UnexpectedPacket(description: "closed after \(received.count) of \(count)") }
+            guard let packet = try await nextIgnoringSys() else {
+                throw UnexpectedPacket(description: "closed after \(received.count) of \(count)")
+            }
             switch packet {
             case .publish(let publish):
                 received.append(publish)
                 guard acknowledge else { continue }
-                if publish.qos == .atLeastOnce { try await send(.puback(PublishAcknowledgement(packetIdentifier: publish.packetIdentifier))) }
-                if publish.qos == .exactlyOnce { try await send(.pubrec(PublishAcknowledgement(packetIdentifier: publish.packetIdentifier))) }
+                if publish.qos == .atLeastOnce {
+                    try await send(.puback(PublishAcknowledgement(packetIdentifier: publish.packetIdentifier)))
+                }
+                if publish.qos == .exactlyOnce {
+                    try await send(.pubrec(PublishAcknowledgement(packetIdentifier: publish.packetIdentifier)))
+                }
             case .pubrel(let release):
                 try await send(.pubcomp(PublishAcknowledgement(packetIdentifier: release.packetIdentifier)))
             default:
@@ -169,21 +200,26 @@ extension Publish {
     .serialized
 )
 struct RestartTests {
-    @Test("A graceful restart (SIGTERM) keeps every kind of session, the queues in order, in-flight with DUP, retained and pending wills")
+    @Test(
+        "A graceful restart (SIGTERM) keeps every kind of session, the queues in order, in-flight with DUP, retained and pending wills"
+    )
     func gracefulRestartKeepsEverything() async throws {
         let server = try TernServer()
         try await server.start()
         let port = server.port
 
         // Sessions of every kind, each subscribed and then away.
-        let kinds: [(id: String, version: ProtocolVersion, cleanStart: Bool, expiry: UInt32?, topic: String, qos: QoS)] = [
-            ("v5-clean-start", .v5, true, 600, "r/cs1", .atLeastOnce),
-            ("v5-resume", .v5, false, 600, "r/cs0", .exactlyOnce),
-            ("v311", .v3_1_1, false, nil, "r/311", .atLeastOnce),
-        ]
+        let kinds:
+            [(id: String, version: ProtocolVersion, cleanStart: Bool, expiry: UInt32?, topic: String, qos: QoS)] = [
+                ("v5-clean-start", .v5, true, 600, "r/cs1", .atLeastOnce),
+                ("v5-resume", .v5, false, 600, "r/cs0", .exactlyOnce),
+                ("v311", .v3_1_1, false, nil, "r/311", .atLeastOnce),
+            ]
         for kind in kinds {
             var client = try await TestClient.connect(port: port, version: kind.version)
-            try await client.open(Packets.connect(kind.id, version: kind.version, cleanStart: kind.cleanStart, expiry: kind.expiry))
+            try await client.open(
+                Packets.connect(kind.id, version: kind.version, cleanStart: kind.cleanStart, expiry: kind.expiry)
+            )
             try await client.subscribeAndWait(kind.topic, qos: kind.qos)
             try await client.send(.disconnect(Disconnect()))
             await client.close()
@@ -195,7 +231,12 @@ struct RestartTests {
         // A client whose will (delay 4 s, QoS 1) is pending when the broker stops.
         var willProperties = Properties()
         willProperties.willDelayInterval = 4
-        let will = Connect.Will(topic: try TopicName("r/cs1"), payload: ByteBuffer(string: "will"), qos: .atLeastOnce, properties: willProperties)
+        let will = Connect.Will(
+            topic: try TopicName("r/cs1"),
+            payload: ByteBuffer(string: "will"),
+            qos: .atLeastOnce,
+            properties: willProperties
+        )
         var willClient = try await TestClient.connect(port: port, version: .v5)
         try await willClient.open(Packets.connect("will", cleanStart: true, expiry: 600, will: will))
 
@@ -262,10 +303,17 @@ struct RestartTests {
         let server = try TernServer()
         try await server.start()
         let port = server.port
-        let opened = try Peers.run("/usr/bin/python3", [Peers.script("paho_restart.py"), "\(port)", "subscribe"], timeout: 30)
+        let opened = try Peers.run(
+            "/usr/bin/python3",
+            [Peers.script("paho_restart.py"), "\(port)", "subscribe"],
+            timeout: 30
+        )
         #expect(opened.status == 0, "\(opened.stdout)\(opened.stderr)")
         let mosquittoSub = try #require(Peers.which("mosquitto_sub"))
-        let session = ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-c", "-i", "mq-restart", "-x", "3600", "-q", "1", "-t", "mq/restart"]
+        let session = [
+            "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-c", "-i", "mq-restart", "-x", "3600", "-q", "1", "-t",
+            "mq/restart",
+        ]
         let subscribed = try Peers.run(mosquittoSub, session + ["-E"], timeout: 30)
         #expect(subscribed.status == 0, "\(subscribed.stderr)")
 
@@ -279,16 +327,29 @@ struct RestartTests {
         server.terminate()
         try await server.startAgain()
 
-        let resumed = try Peers.run("/usr/bin/python3", [Peers.script("paho_restart.py"), "\(port)", "resume", "3"], timeout: 40)
+        let resumed = try Peers.run(
+            "/usr/bin/python3",
+            [Peers.script("paho_restart.py"), "\(port)", "resume", "3"],
+            timeout: 40
+        )
         #expect(resumed.status == 0, "\(resumed.stdout)\(resumed.stderr)")
         #expect(resumed.stdout.contains("session_present=True"))
-        #expect(resumed.stdout.components(separatedBy: "\n").filter { $0.hasPrefix("message ") } == ["message p1", "message p2", "message p3"])
+        #expect(
+            resumed.stdout.components(separatedBy: "\n").filter { $0.hasPrefix("message ") } == [
+                "message p1", "message p2", "message p3",
+            ]
+        )
         let drained = try Peers.run(mosquittoSub, session + ["-C", "3"], timeout: 30)
-        #expect(drained.stdout.components(separatedBy: "\n").filter { !$0.isEmpty } == ["q1", "q2", "q3"], "\(drained.stderr)")
+        #expect(
+            drained.stdout.components(separatedBy: "\n").filter { !$0.isEmpty } == ["q1", "q2", "q3"],
+            "\(drained.stderr)"
+        )
         server.terminate()
     }
 
-    @Test("Crash test: SIGKILL at 20 random moments loses no acknowledged QoS 1/2 message and duplicates no QoS 2 message")
+    @Test(
+        "Crash test: SIGKILL at 20 random moments loses no acknowledged QoS 1/2 message and duplicates no QoS 2 message"
+    )
     func crashLosesNothingAcknowledged() async throws {
         let rounds = 20
         var totalAcknowledged = 0
@@ -313,7 +374,9 @@ struct RestartTests {
             let beforeCrash = try await live.value
             try await server.startAgain()
 
-            var delivered: [String: CrashSubscriber.Received] = ["crash-a": beforeCrash, "crash-b": CrashSubscriber.Received()]
+            var delivered: [String: CrashSubscriber.Received] = [
+                "crash-a": beforeCrash, "crash-b": CrashSubscriber.Received(),
+            ]
             for id in subscribers {
                 var state = delivered[id]!
                 try await CrashSubscriber.drain(port: port, id: id, until: sent, into: &state)
@@ -323,8 +386,14 @@ struct RestartTests {
             for id in subscribers {
                 let state = delivered[id]!
                 let missing = sent.subtracting(state.payloads)
-                #expect(missing.isEmpty, "round \(round): \(id) is missing \(missing.count) of \(sent.count) acknowledged messages")
-                #expect(state.qos2Duplicates.isEmpty, "round \(round): \(id) got QoS 2 messages twice: \(state.qos2Duplicates)")
+                #expect(
+                    missing.isEmpty,
+                    "round \(round): \(id) is missing \(missing.count) of \(sent.count) acknowledged messages"
+                )
+                #expect(
+                    state.qos2Duplicates.isEmpty,
+                    "round \(round): \(id) got QoS 2 messages twice: \(state.qos2Duplicates)"
+                )
             }
             totalAcknowledged += sent.count
         }
@@ -410,8 +479,12 @@ enum CrashSubscriber {
         switch packet {
         case .publish(let publish):
             state.take(publish)
-            if publish.qos == .atLeastOnce { try await client.send(.puback(PublishAcknowledgement(packetIdentifier: publish.packetIdentifier))) }
-            if publish.qos == .exactlyOnce { try await client.send(.pubrec(PublishAcknowledgement(packetIdentifier: publish.packetIdentifier))) }
+            if publish.qos == .atLeastOnce {
+                try await client.send(.puback(PublishAcknowledgement(packetIdentifier: publish.packetIdentifier)))
+            }
+            if publish.qos == .exactlyOnce {
+                try await client.send(.pubrec(PublishAcknowledgement(packetIdentifier: publish.packetIdentifier)))
+            }
         case .pubrel(let release):
             state.awaitingRelease.remove(release.packetIdentifier)
             try await client.send(.pubcomp(PublishAcknowledgement(packetIdentifier: release.packetIdentifier)))

@@ -12,7 +12,8 @@ import Testing
 @Suite(
     "Interop: the same deployment files in Mosquitto and in Tern",
     .enabled(
-        if: Peers.mosquittoAvailable && Peers.which("mosquitto") != nil && Peers.which("mosquitto_passwd") != nil && ternExecutable != nil,
+        if: Peers.mosquittoAvailable && Peers.which("mosquitto") != nil && Peers.which("mosquitto_passwd") != nil
+            && ternExecutable != nil,
         "mosquitto, mosquitto-clients or the tern executable is missing"
     )
 )
@@ -32,7 +33,11 @@ struct SameConfigurationTests {
         let passwd = try #require(Peers.which("mosquitto_passwd"))
         try Peers.run(passwd, ["-c", "-b", directory + "/passwd", "alice", "apw"])
         try Peers.run(passwd, ["-b", directory + "/passwd", "bob", "bpw"])
-        try "user alice\ntopic readwrite alice/#\n\nuser bob\ntopic read alice/news\n".write(toFile: directory + "/acl", atomically: true, encoding: .utf8)
+        try "user alice\ntopic readwrite alice/#\n\nuser bob\ntopic read alice/news\n".write(
+            toFile: directory + "/acl",
+            atomically: true,
+            encoding: .utf8
+        )
         func configuration(port: Int) throws -> String {
             let path = directory + "/broker-\(port).conf"
             // `user root` lets Mosquitto run as root here; Tern warns that it does not know it.
@@ -51,7 +56,10 @@ struct SameConfigurationTests {
         let mosquitto = try #require(Peers.which("mosquitto"))
         let tern = try #require(ternExecutable)
         var outcomes: [Outcome] = []
-        for command in [{ (port: Int) in (mosquitto, ["-c", try configuration(port: port)]) }, { (port: Int) in (tern, ["serve", "-c", try configuration(port: port)]) }] {
+        for command in [
+            { (port: Int) in (mosquitto, ["-c", try configuration(port: port)]) },
+            { (port: Int) in (tern, ["serve", "-c", try configuration(port: port)]) },
+        ] {
             let (server, port) = try await Peers.startOnFreePort(command)
             defer {
                 server.killNow()
@@ -60,7 +68,15 @@ struct SameConfigurationTests {
             outcomes.append(try await Self.scenario(port: port, certificates: certificates))
         }
         #expect(outcomes[0] == outcomes[1], "Mosquitto: \(outcomes[0]), Tern: \(outcomes[1])")
-        #expect(outcomes[1] == Outcome(received: ["alice/1 a1", "alice/2 a2"], wrongPasswordRefused: true, anonymousRefused: true, outsideACLRefused: true))
+        #expect(
+            outcomes[1]
+                == Outcome(
+                    received: ["alice/1 a1", "alice/2 a2"],
+                    wrongPasswordRefused: true,
+                    anonymousRefused: true,
+                    outsideACLRefused: true
+                )
+        )
     }
 
     /// alice subscribes to alice/#; bob (read-only there) and alice publish; logins that must fail.
@@ -76,7 +92,10 @@ struct SameConfigurationTests {
         try await subscriber.connect()
         let messages = try await subscriber.subscribe(to: "alice/#", qos: .atLeastOnce)
         func publish(_ user: String?, _ password: String?, _ topic: String, _ message: String) throws -> Int32 {
-            var arguments = ["-h", "localhost", "-p", "\(port)", "--cafile", certificates.caFile, "-V", "mqttv5", "-t", topic, "-m", message, "-q", "1"]
+            var arguments = [
+                "-h", "localhost", "-p", "\(port)", "--cafile", certificates.caFile, "-V", "mqttv5", "-t", topic, "-m",
+                message, "-q", "1",
+            ]
             if let user { arguments += ["-u", user] }
             if let password { arguments += ["-P", password] }
             return try Peers.run(pub, arguments).status

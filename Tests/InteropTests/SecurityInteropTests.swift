@@ -46,16 +46,28 @@ struct SecurityInteropTests {
         let sub = try #require(Peers.which("mosquitto_sub"))
         let pub = try #require(Peers.which("mosquitto_pub"))
         try await Self.withSecureBroker { broker, ports, certificates in
-            let asAlice = ["--cafile", certificates.caFile, "--cert", certificates.clientCertificate, "--key", certificates.clientKey]
+            let asAlice = [
+                "--cafile", certificates.caFile, "--cert", certificates.clientCertificate, "--key",
+                certificates.clientKey,
+            ]
             // The subscriber authenticates with a password-less user name over server-only TLS…
-            let subscriber = try Peers.Running(sub, [
-                "-h", "localhost", "-p", "\(ports[0])", "--cafile", certificates.caFile, "-u", "alice", "-V", version,
-                "-t", "alice/#", "-q", "1", "-C", "2", "-v",
-            ])
+            let subscriber = try Peers.Running(
+                sub,
+                [
+                    "-h", "localhost", "-p", "\(ports[0])", "--cafile", certificates.caFile, "-u", "alice", "-V",
+                    version,
+                    "-t", "alice/#", "-q", "1", "-C", "2", "-v",
+                ]
+            )
             try await Peers.waitForSubscriptions(broker, count: 1)
             // …the publisher with its certificate; bob/x is outside alice's ACL and never arrives.
             for (topic, message) in [("alice/1", "first"), ("bob/x", "denied"), ("alice/2", "second")] {
-                let result = try Peers.run(pub, ["-h", "localhost", "-p", "\(ports[1])"] + asAlice + ["-V", version, "-t", topic, "-m", message, "-q", "1"])
+                let result = try Peers.run(
+                    pub,
+                    ["-h", "localhost", "-p", "\(ports[1])"] + asAlice + [
+                        "-V", version, "-t", topic, "-m", message, "-q", "1",
+                    ]
+                )
                 #expect(result.status == 0, "\(result.stderr)")
             }
             let output = subscriber.finish(timeout: 30)
@@ -76,13 +88,22 @@ struct SecurityInteropTests {
                 [],
             ]
             for extra in attempts {
-                let result = try Peers.run(pub, ["-h", "localhost", "-p", "\(ports[1])", "--cafile", certificates.caFile] + extra + ["-t", "alice/x", "-m", "m"])
+                let result = try Peers.run(
+                    pub,
+                    ["-h", "localhost", "-p", "\(ports[1])", "--cafile", certificates.caFile] + extra + [
+                        "-t", "alice/x", "-m", "m",
+                    ]
+                )
                 #expect(result.status != 0, "\(extra)")
             }
-            let good = try Peers.run(pub, [
-                "-h", "localhost", "-p", "\(ports[1])", "--cafile", certificates.caFile,
-                "--cert", certificates.clientCertificate, "--key", certificates.clientKey, "-t", "alice/x", "-m", "m",
-            ])
+            let good = try Peers.run(
+                pub,
+                [
+                    "-h", "localhost", "-p", "\(ports[1])", "--cafile", certificates.caFile,
+                    "--cert", certificates.clientCertificate, "--key", certificates.clientKey, "-t", "alice/x", "-m",
+                    "m",
+                ]
+            )
             #expect(good.status == 0, "\(good.stderr)")
         }
     }
@@ -100,7 +121,11 @@ struct SecurityInteropTests {
         try await withTestBroker({ options in
             options.listeners = [.init(host: "127.0.0.1", port: 0, transport: .webSockets, tls: tls ? settings : nil)]
         }) { _, port in
-            let result = try Peers.run("/usr/bin/python3", [Peers.script("paho_websocket.py"), "\(port)"] + (tls ? [certificates.caFile] : []), timeout: 60)
+            let result = try Peers.run(
+                "/usr/bin/python3",
+                [Peers.script("paho_websocket.py"), "\(port)"] + (tls ? [certificates.caFile] : []),
+                timeout: 60
+            )
             #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
             #expect(result.stdout.contains("v311 ok") && result.stdout.contains("v5 ok"))
         }
@@ -108,29 +133,66 @@ struct SecurityInteropTests {
 
     @Test(
         "tern sub over wss:// and ws:// receives what tern pub sends over TLS with a client certificate, and mosquitto_sub over TLS too",
-        .enabled(if: Peers.mosquittoAvailable && ternExecutable != nil, "mosquitto-clients or the tern executable is missing")
+        .enabled(
+            if: Peers.mosquittoAvailable && ternExecutable != nil,
+            "mosquitto-clients or the tern executable is missing"
+        )
     )
     func ternCLIOverTLSAndWebSockets() async throws {
         let tern = try #require(ternExecutable)
         let sub = try #require(Peers.which("mosquitto_sub"))
         try await Self.withSecureBroker { broker, ports, certificates in
-            let secure = try Peers.Running(tern, ["sub", "--url", "wss://localhost:\(ports[3])/mqtt", "--cafile", certificates.caFile, "-u", "alice", "-t", "alice/#", "-C", "1", "-v"])
-            let plain = try Peers.Running(tern, ["sub", "--url", "ws://127.0.0.1:\(ports[2])/mqtt", "-u", "alice", "-V", "mqttv5", "-t", "alice/#", "-C", "1", "-v"])
-            let mosquitto = try Peers.Running(sub, ["-h", "localhost", "-p", "\(ports[0])", "--cafile", certificates.caFile, "-u", "alice", "-t", "alice/#", "-C", "1", "-v"])
+            let secure = try Peers.Running(
+                tern,
+                [
+                    "sub", "--url", "wss://localhost:\(ports[3])/mqtt", "--cafile", certificates.caFile, "-u", "alice",
+                    "-t", "alice/#", "-C", "1", "-v",
+                ]
+            )
+            let plain = try Peers.Running(
+                tern,
+                [
+                    "sub", "--url", "ws://127.0.0.1:\(ports[2])/mqtt", "-u", "alice", "-V", "mqttv5", "-t", "alice/#",
+                    "-C", "1", "-v",
+                ]
+            )
+            let mosquitto = try Peers.Running(
+                sub,
+                [
+                    "-h", "localhost", "-p", "\(ports[0])", "--cafile", certificates.caFile, "-u", "alice", "-t",
+                    "alice/#", "-C", "1", "-v",
+                ]
+            )
             try await Peers.waitForSubscriptions(broker, count: 3)
-            let published = try Peers.run(tern, [
-                "pub", "-h", "localhost", "-p", "\(ports[1])", "--cafile", certificates.caFile,
-                "--cert", certificates.clientCertificate, "--key", certificates.clientKey, "-t", "alice/cli", "-m", "hello", "-q", "1",
-            ])
+            let published = try Peers.run(
+                tern,
+                [
+                    "pub", "-h", "localhost", "-p", "\(ports[1])", "--cafile", certificates.caFile,
+                    "--cert", certificates.clientCertificate, "--key", certificates.clientKey, "-t", "alice/cli", "-m",
+                    "hello", "-q", "1",
+                ]
+            )
             #expect(published.status == 0, "\(published.stderr)")
             for running in [secure, plain, mosquitto] {
                 let output = running.finish(timeout: 30)
                 #expect(output.stdout == "alice/cli hello\n", "\(output.stderr)")
             }
-            let refused = try Peers.run(tern, ["pub", "-h", "localhost", "-p", "\(ports[0])", "--cafile", certificates.strangerCertificate, "-t", "alice/x", "-m", "m"])
+            let refused = try Peers.run(
+                tern,
+                [
+                    "pub", "-h", "localhost", "-p", "\(ports[0])", "--cafile", certificates.strangerCertificate, "-t",
+                    "alice/x", "-m", "m",
+                ]
+            )
             #expect(refused.status != 0)
             // --insecure skips the check that just failed (and nothing else changes).
-            let insecure = try Peers.run(tern, ["pub", "-h", "localhost", "-p", "\(ports[0])", "--insecure", "-u", "alice", "-t", "alice/x", "-m", "m"])
+            let insecure = try Peers.run(
+                tern,
+                [
+                    "pub", "-h", "localhost", "-p", "\(ports[0])", "--insecure", "-u", "alice", "-t", "alice/x", "-m",
+                    "m",
+                ]
+            )
             #expect(insecure.status == 0, "\(insecure.stderr)")
         }
     }
@@ -140,7 +202,11 @@ struct SecurityInteropTests {
         let directory = try TemporaryDirectory(prefix: "hup")
         let aclPath = directory.file("acl")
         try "topic readwrite old/#\n".write(toFile: aclPath, atomically: true, encoding: .utf8)
-        try "listener 1883 127.0.0.1\nallow_anonymous true\nacl_file \(aclPath)\n".write(toFile: directory.file("tern.conf"), atomically: true, encoding: .utf8)
+        try "listener 1883 127.0.0.1\nallow_anonymous true\nacl_file \(aclPath)\n".write(
+            toFile: directory.file("tern.conf"),
+            atomically: true,
+            encoding: .utf8
+        )
         let server = try TernServer(extraArguments: ["-c", directory.file("tern.conf")])
         try await server.start()
         var client = try await TestClient.connect(port: server.port)

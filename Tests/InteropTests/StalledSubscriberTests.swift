@@ -15,7 +15,8 @@ struct StalledSubscriberTests {
     func startServer(in directory: borrowing TemporaryDirectory) async throws -> (Peers.Running, port: Int) {
         let configuration = directory.file("tern.conf")
         let (server, port) = try await Peers.startOnFreePort { port in
-            try "listener \(port) 127.0.0.1\nallow_anonymous true\nsys_interval 1\nmax_queued_messages \(Self.maxQueued)\n"
+            try
+                "listener \(port) 127.0.0.1\nallow_anonymous true\nsys_interval 1\nmax_queued_messages \(Self.maxQueued)\n"
                 .write(toFile: configuration, atomically: true, encoding: .utf8)
             return (ternExecutable ?? "", ["serve", "-c", configuration])
         }
@@ -44,7 +45,14 @@ struct StalledSubscriberTests {
     func droppedCount(port: Int, atLeast: Int) async throws -> Int {
         var client = try await TestClient.connect(port: port)
         _ = try await client.handshake(Connect(clientIdentifier: "sys-reader"))
-        try await client.send(.subscribe(Subscribe(packetIdentifier: 1, subscriptions: [.init(filter: try TopicFilter("$SYS/broker/publish/messages/dropped"))])))
+        try await client.send(
+            .subscribe(
+                Subscribe(
+                    packetIdentifier: 1,
+                    subscriptions: [.init(filter: try TopicFilter("$SYS/broker/publish/messages/dropped"))]
+                )
+            )
+        )
         var value = -1
         let deadline = Date().addingTimeInterval(20)
         while value < atLeast, Date() < deadline {
@@ -55,12 +63,18 @@ struct StalledSubscriberTests {
         return value
     }
 
-    @Test("QoS 0, 1 KiB, ≥ 5 s at full speed: RSS under 100 MB, the healthy subscriber gets all in order", .timeLimit(.minutes(2)))
+    @Test(
+        "QoS 0, 1 KiB, ≥ 5 s at full speed: RSS under 100 MB, the healthy subscriber gets all in order",
+        .timeLimit(.minutes(2))
+    )
     func qos0() async throws {
         try await stalled(qos: .atMostOnce)
     }
 
-    @Test("QoS 1: the stalled client's queue stops at max_queued_messages; everything past it is counted as dropped", .timeLimit(.minutes(2)))
+    @Test(
+        "QoS 1: the stalled client's queue stops at max_queued_messages; everything past it is counted as dropped",
+        .timeLimit(.minutes(2))
+    )
     func qos1() async throws {
         try await stalled(qos: .atLeastOnce)
     }
@@ -76,7 +90,13 @@ struct StalledSubscriberTests {
         let healthy = try await SequencedLoad.subscribe(port: port, clientID: "healthy", filter: "load/#", qos: qos)
         let start = BrokerMemoryTests.residentBytes(of: pid)
 
-        var publication = SequencedLoad.Publication(clientID: "loader", publisher: 1, topic: "load/a", count: 50_000_000, qos: { _ in qos })
+        var publication = SequencedLoad.Publication(
+            clientID: "loader",
+            publisher: 1,
+            topic: "load/a",
+            count: 50_000_000,
+            qos: { _ in qos }
+        )
         publication.duration = .seconds(5)
         // At least 25 MB toward the stalled client, however slow the machine is today.
         publication.minimumCount = 25_000
@@ -126,6 +146,8 @@ struct StalledSubscriberTests {
             after = BrokerMemoryTests.residentBytes(of: pid)
         }
         #expect(after <= start + 20_000_000, "tern serve: \(start) bytes before, \(peak) at peak, \(after) after")
-        print("stalled subscriber QoS \(qos.rawValue): \(count) messages, RSS \(start / 1_000_000) MB before, \(peak / 1_000_000) MB peak, \(after / 1_000_000) MB after")
+        print(
+            "stalled subscriber QoS \(qos.rawValue): \(count) messages, RSS \(start / 1_000_000) MB before, \(peak / 1_000_000) MB peak, \(after / 1_000_000) MB after"
+        )
     }
 }

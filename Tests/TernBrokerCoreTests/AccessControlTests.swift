@@ -72,8 +72,13 @@ struct AccessControlTests {
 
     @Test("§4.7.1 level matching: + takes one level (an empty one too), # the parent and below, literals whole levels")
     func levelMatching() throws {
-        let acl = try AccessControlList(parsing: "topic write a/+\ntopic write b/#\ntopic write c\npattern write dev_%c/x\n", file: "acl")
-        func may(_ topic: String, _ clientID: String = "k") -> Bool { acl.mayPublish(topic: topic, clientID: clientID, username: nil) }
+        let acl = try AccessControlList(
+            parsing: "topic write a/+\ntopic write b/#\ntopic write c\npattern write dev_%c/x\n",
+            file: "acl"
+        )
+        func may(_ topic: String, _ clientID: String = "k") -> Bool {
+            acl.mayPublish(topic: topic, clientID: clientID, username: nil)
+        }
         #expect(may("a/1"))
         #expect(may("a/"))
         #expect(!may("a"))
@@ -125,7 +130,10 @@ struct AccessControlTests {
                 return nil
             } catch { return error }
         }
-        #expect(error("topic read a\nsubscribe x\n") == .init(file: "/etc/tern/acl", line: 2, reason: "expected user, topic or pattern, not 'subscribe'"))
+        #expect(
+            error("topic read a\nsubscribe x\n")
+                == .init(file: "/etc/tern/acl", line: 2, reason: "expected user, topic or pattern, not 'subscribe'")
+        )
         #expect(error("\n\ntopic read a/#/b\n")?.line == 3)
         #expect(error("user\n")?.reason == "user needs a user name")
         #expect(error("topic\n")?.line == 1)
@@ -139,23 +147,39 @@ struct AccessControlTests {
         return state
     }
 
-    static func connect(_ clientID: String, user: String?, version: ProtocolVersion = .v5, expiry: UInt32? = nil, cleanStart: Bool = true) -> Connect {
+    static func connect(
+        _ clientID: String,
+        user: String?,
+        version: ProtocolVersion = .v5,
+        expiry: UInt32? = nil,
+        cleanStart: Bool = true
+    ) -> Connect {
         var packet = connectPacket(clientID, version: version, cleanStart: cleanStart, expiry: expiry)
         packet.username = user
         return packet
     }
 
-    @Test("§3.9.3 SUBSCRIBE to a denied filter: 0x87 on v5, 0x80 on 3.1.1; the others are granted", arguments: [ProtocolVersion.v5, .v3_1_1])
+    @Test(
+        "§3.9.3 SUBSCRIBE to a denied filter: 0x87 on v5, 0x80 on 3.1.1; the others are granted",
+        arguments: [ProtocolVersion.v5, .v3_1_1]
+    )
     func subscribeDenied(version: ProtocolVersion) throws {
         var state = try Self.broker()
         _ = state.connect(conn(1), Self.connect("c", user: "alice", version: version), now: t0)
-        let actions = state.subscribe(conn(1), subscribePacket([("alice/a", .init(qos: .atLeastOnce)), ("bob/#", .init(qos: .atLeastOnce))]), now: t0)
+        let actions = state.subscribe(
+            conn(1),
+            subscribePacket([("alice/a", .init(qos: .atLeastOnce)), ("bob/#", .init(qos: .atLeastOnce))]),
+            now: t0
+        )
         guard case .suback(let ack)? = actions.sent(to: conn(1)).first else { Issue.record("no SUBACK"); return }
         #expect(ack.reasonCodes == [.grantedQoS1, version == .v5 ? .notAuthorized : .unspecifiedError])
         #expect(state.topics.count == 1)
     }
 
-    @Test("§3.4.2.1 a denied PUBLISH is dropped: PUBACK/PUBREC 0x87 on v5, QoS 0 silently", arguments: [QoS.atMostOnce, .atLeastOnce, .exactlyOnce])
+    @Test(
+        "§3.4.2.1 a denied PUBLISH is dropped: PUBACK/PUBREC 0x87 on v5, QoS 0 silently",
+        arguments: [QoS.atMostOnce, .atLeastOnce, .exactlyOnce]
+    )
     func publishDenied(qos: QoS) throws {
         var state = try Self.broker()
         _ = state.connect(conn(1), Self.connect("sub", user: "bob"), now: t0)
@@ -166,7 +190,8 @@ struct AccessControlTests {
         let replies = actions.sent(to: conn(2))
         switch qos {
         case .atMostOnce: #expect(replies.isEmpty)
-        case .atLeastOnce: #expect(replies == [.puback(PublishAcknowledgement(packetIdentifier: 5, reasonCode: .notAuthorized))])
+        case .atLeastOnce:
+            #expect(replies == [.puback(PublishAcknowledgement(packetIdentifier: 5, reasonCode: .notAuthorized))])
         case .exactlyOnce:
             #expect(replies == [.pubrec(PublishAcknowledgement(packetIdentifier: 5, reasonCode: .notAuthorized))])
             #expect(state.sessions["pub"]?.inboundQoS2Pending.isEmpty == true)  // the flow ended at the failed PUBREC
@@ -183,7 +208,9 @@ struct AccessControlTests {
         #expect(state.statistics.publishMessagesDropped == 1)
     }
 
-    @Test("a delivery the subscriber may not read is not sent, also through a granted wildcard and for retained messages")
+    @Test(
+        "a delivery the subscriber may not read is not sent, also through a granted wildcard and for retained messages"
+    )
     func deliveryDenied() throws {
         var state = try Self.broker()
         _ = state.connect(conn(1), Self.connect("a", user: "alice"), now: t0)
@@ -191,8 +218,13 @@ struct AccessControlTests {
         _ = state.connect(conn(2), Self.connect("writer", user: "alice"), now: t0)
         // A retained message kept from before the ACL existed (alice may not write there now).
         state.retained["alice/secret/r"] = ApplicationMessage(
-            topic: try TopicName("alice/secret/r"), payload: ByteBuffer(string: "r"), qos: .atMostOnce, retain: true,
-            properties: Properties(), expiresAt: nil, publisherClientID: "old"
+            topic: try TopicName("alice/secret/r"),
+            payload: ByteBuffer(string: "r"),
+            qos: .atMostOnce,
+            retain: true,
+            properties: Properties(),
+            expiresAt: nil,
+            publisherClientID: "old"
         )
         let open = state.publish(conn(2), publishPacket("alice/open", "1", qos: .atLeastOnce, id: 1), now: t0)
         #expect(open.publishes(to: conn(1)).map(\.text) == ["1"])
@@ -216,7 +248,12 @@ struct AccessControlTests {
     func perListener() throws {
         var state = BrokerState(now: t0)
         state.configuration.allowAnonymous = false
-        state.listenerPolicies = [1: AccessPolicy(allowAnonymous: true, accessControl: try AccessControlList(parsing: "topic read open/#\n", file: "acl"))]
+        state.listenerPolicies = [
+            1: AccessPolicy(
+                allowAnonymous: true,
+                accessControl: try AccessControlList(parsing: "topic read open/#\n", file: "acl")
+            )
+        ]
         let refused = state.connect(conn(1), Self.connect("a", user: nil), now: t0)
         #expect(refused.connack?.reasonCode == .notAuthorized)
         let accepted = state.connect(conn(2), Self.connect("b", user: nil), listener: 1, now: t0)
@@ -226,12 +263,21 @@ struct AccessControlTests {
         #expect(ack.reasonCodes == [.success, .notAuthorized])
     }
 
-    @Test("restored sessions are re-checked at reconnect: a subscription and queued messages no longer allowed are dropped", arguments: StoreKind.allCases)
+    @Test(
+        "restored sessions are re-checked at reconnect: a subscription and queued messages no longer allowed are dropped",
+        arguments: StoreKind.allCases
+    )
     func restoredSessionRechecked(kind: StoreKind) throws {
         let harness = try StoreHarness(kind)
         // Stored while everything was allowed.
         harness.run { $0.connect(conn(1), Self.connect("alice-phone", user: "alice", expiry: 600), now: t0) }
-        harness.run { $0.subscribe(conn(1), subscribePacket([("alice/#", .init(qos: .atLeastOnce)), ("bob/#", .init(qos: .atLeastOnce))]), now: t0) }
+        harness.run {
+            $0.subscribe(
+                conn(1),
+                subscribePacket([("alice/#", .init(qos: .atLeastOnce)), ("bob/#", .init(qos: .atLeastOnce))]),
+                now: t0
+            )
+        }
         harness.run { $0.disconnect(conn(1), Disconnect(), now: t0) }
         harness.run { $0.connect(conn(2), connectPacket("pub"), now: t0) }
         for topic in ["alice/1", "bob/1", "alice/secret/1", "alice/2"] {
@@ -241,13 +287,19 @@ struct AccessControlTests {
         harness.accessControl = try Self.acl()
         _ = try harness.restart(now: t0)
         // Before alice is back her identity is unknown: messages are queued, judged at reconnect.
-        let actions = harness.run { $0.connect(conn(3), Self.connect("alice-phone", user: "alice", expiry: 600, cleanStart: false), now: t0) }
+        let actions = harness.run {
+            $0.connect(conn(3), Self.connect("alice-phone", user: "alice", expiry: 600, cleanStart: false), now: t0)
+        }
         #expect(actions.connack?.sessionPresent == true)
         #expect(actions.publishes(to: conn(3)).map(\.text) == ["alice/1", "alice/2"])
         #expect(harness.state.sessions["alice-phone"]?.subscriptions.keys.sorted() == ["alice/#"])
         #expect(harness.state.topics.count == 1)
         let reloaded = try harness.reload()
-        #expect(reloaded.sessions.first { $0.header.clientID == "alice-phone" }?.subscriptions.map(\.filter.string) == ["alice/#"])
+        #expect(
+            reloaded.sessions.first { $0.header.clientID == "alice-phone" }?.subscriptions.map(\.filter.string) == [
+                "alice/#"
+            ]
+        )
     }
 
     @Test("a reload holds connected clients to the new ACL without disconnecting them")

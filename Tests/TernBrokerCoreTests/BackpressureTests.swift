@@ -70,11 +70,18 @@ struct BackpressureTests {
     @Test("an acknowledgement does not release the queue while the client is not writable")
     func acknowledgementWhileNotWritable() {
         var state = brokerWithTwoSubscribers(qos: .atLeastOnce)
-        let first = state.publish(conn(1), publishPacket("t", "1", qos: .atLeastOnce, id: 1), now: t0).publishes(to: conn(2))
+        let first = state.publish(conn(1), publishPacket("t", "1", qos: .atLeastOnce, id: 1), now: t0).publishes(
+            to: conn(2)
+        )
         #expect(first.map(\.text) == ["1"])
         _ = state.writabilityChanged(conn(2), writable: false, now: t0)
         _ = state.publish(conn(1), publishPacket("t", "2", qos: .atLeastOnce, id: 2), now: t0)
-        let ack = state.acknowledge(conn(2), .puback, PublishAcknowledgement(packetIdentifier: first[0].packetIdentifier), now: t0)
+        let ack = state.acknowledge(
+            conn(2),
+            .puback,
+            PublishAcknowledgement(packetIdentifier: first[0].packetIdentifier),
+            now: t0
+        )
         #expect(ack.publishes(to: conn(2)).isEmpty)
         let drained = state.writabilityChanged(conn(2), writable: true, now: t0)
         #expect(drained.publishes(to: conn(2)).map(\.text) == ["2"])

@@ -6,7 +6,9 @@ import TernCodec
 let t0 = BrokerInstant(millisecondsSinceEpoch: 1_800_000_000_000)
 
 extension BrokerInstant {
-    func plus(seconds: Int64) -> BrokerInstant { BrokerInstant(millisecondsSinceEpoch: millisecondsSinceEpoch + seconds * 1000) }
+    func plus(seconds: Int64) -> BrokerInstant {
+        BrokerInstant(millisecondsSinceEpoch: millisecondsSinceEpoch + seconds * 1000)
+    }
 }
 
 extension Array where Element == BrokerAction {
@@ -45,14 +47,36 @@ func connectPacket(
         properties.receiveMaximum = receiveMaximum
         properties.maximumPacketSize = maximumPacketSize
     }
-    return Connect(protocolVersion: version, clientIdentifier: clientID, cleanStart: cleanStart, keepAlive: keepAlive, properties: properties, will: will)
+    return Connect(
+        protocolVersion: version,
+        clientIdentifier: clientID,
+        cleanStart: cleanStart,
+        keepAlive: keepAlive,
+        properties: properties,
+        will: will
+    )
 }
 
-func publishPacket(_ topic: String, _ payload: String, qos: QoS = .atMostOnce, id: UInt16 = 0, retain: Bool = false, properties: Properties = Properties()) -> Publish {
-    Publish(topic: try! TopicName(topic), payload: ByteBuffer(string: payload), qos: qos, retain: retain, packetIdentifier: id, properties: properties)
+func publishPacket(
+    _ topic: String,
+    _ payload: String,
+    qos: QoS = .atMostOnce,
+    id: UInt16 = 0,
+    retain: Bool = false,
+    properties: Properties = Properties()
+) -> Publish {
+    Publish(
+        topic: try! TopicName(topic),
+        payload: ByteBuffer(string: payload),
+        qos: qos,
+        retain: retain,
+        packetIdentifier: id,
+        properties: properties
+    )
 }
 
-func subscribePacket(_ filters: [(String, SubscriptionOptions)], id: UInt16 = 1, identifier: UInt32? = nil) -> Subscribe {
+func subscribePacket(_ filters: [(String, SubscriptionOptions)], id: UInt16 = 1, identifier: UInt32? = nil) -> Subscribe
+{
     var properties = Properties()
     if let identifier { try! properties.append(.subscriptionIdentifier(identifier)) }
     return Subscribe(

@@ -15,10 +15,16 @@ struct DeliveryFlowTests {
         _ = state.subscribe(conn(2), subscribePacket([("t", .init(qos: .atLeastOnce))]), now: t0)
         var sent: [Publish] = []
         for n in 1...4 {
-            sent += state.publish(conn(1), publishPacket("t", "\(n)", qos: .atLeastOnce, id: UInt16(n)), now: t0).publishes(to: conn(2))
+            sent += state.publish(conn(1), publishPacket("t", "\(n)", qos: .atLeastOnce, id: UInt16(n)), now: t0)
+                .publishes(to: conn(2))
         }
         #expect(sent.map(\.text) == ["1", "2"])
-        let released = state.acknowledge(conn(2), .puback, PublishAcknowledgement(packetIdentifier: sent[0].packetIdentifier), now: t0)
+        let released = state.acknowledge(
+            conn(2),
+            .puback,
+            PublishAcknowledgement(packetIdentifier: sent[0].packetIdentifier),
+            now: t0
+        )
         #expect(released.publishes(to: conn(2)).map(\.text) == ["3"])
     }
 
@@ -28,7 +34,9 @@ struct DeliveryFlowTests {
         _ = state.connect(conn(1), connectPacket("pub"), now: t0)
         _ = state.connect(conn(2), connectPacket("s"), now: t0)
         _ = state.subscribe(conn(2), subscribePacket([("t", .init(qos: .exactlyOnce))]), now: t0)
-        let publish = state.publish(conn(1), publishPacket("t", "x", qos: .exactlyOnce, id: 1), now: t0).publishes(to: conn(2))[0]
+        let publish = state.publish(conn(1), publishPacket("t", "x", qos: .exactlyOnce, id: 1), now: t0).publishes(
+            to: conn(2)
+        )[0]
         let id = publish.packetIdentifier
         let rel = state.acknowledge(conn(2), .pubrec, PublishAcknowledgement(packetIdentifier: id), now: t0)
         #expect(rel.sent(to: conn(2)) == [.pubrel(PublishAcknowledgement(packetIdentifier: id))])
@@ -53,7 +61,11 @@ struct DeliveryFlowTests {
         let complete = state.publishRelease(conn(1), PublishAcknowledgement(packetIdentifier: 7))
         #expect(complete.sent(to: conn(1)) == [.pubcomp(PublishAcknowledgement(packetIdentifier: 7))])
         let unknown = state.publishRelease(conn(1), PublishAcknowledgement(packetIdentifier: 7))
-        #expect(unknown.sent(to: conn(1)) == [.pubcomp(PublishAcknowledgement(packetIdentifier: 7, reasonCode: .packetIdentifierNotFound))])
+        #expect(
+            unknown.sent(to: conn(1)) == [
+                .pubcomp(PublishAcknowledgement(packetIdentifier: 7, reasonCode: .packetIdentifierNotFound))
+            ]
+        )
     }
 
     @Test("§3.3.4 a client exceeding the broker's Receive Maximum is disconnected with 0x93")
@@ -75,17 +87,34 @@ struct DeliveryFlowTests {
         _ = state.connect(conn(1), connectPacket("pub"), now: t0)
         _ = state.connect(conn(2), connectPacket("s", cleanStart: false, expiry: 600), now: t0)
         _ = state.subscribe(conn(2), subscribePacket([("t", .init(qos: .exactlyOnce))]), now: t0)
-        let first = state.publish(conn(1), publishPacket("t", "a", qos: .atLeastOnce, id: 1), now: t0).publishes(to: conn(2))[0]
-        let second = state.publish(conn(1), publishPacket("t", "b", qos: .exactlyOnce, id: 2), now: t0).publishes(to: conn(2))[0]
-        let third = state.publish(conn(1), publishPacket("t", "c", qos: .exactlyOnce, id: 3), now: t0).publishes(to: conn(2))[0]
-        _ = state.acknowledge(conn(2), .pubrec, PublishAcknowledgement(packetIdentifier: third.packetIdentifier), now: t0)
+        let first = state.publish(conn(1), publishPacket("t", "a", qos: .atLeastOnce, id: 1), now: t0).publishes(
+            to: conn(2)
+        )[0]
+        let second = state.publish(conn(1), publishPacket("t", "b", qos: .exactlyOnce, id: 2), now: t0).publishes(
+            to: conn(2)
+        )[0]
+        let third = state.publish(conn(1), publishPacket("t", "c", qos: .exactlyOnce, id: 3), now: t0).publishes(
+            to: conn(2)
+        )[0]
+        _ = state.acknowledge(
+            conn(2),
+            .pubrec,
+            PublishAcknowledgement(packetIdentifier: third.packetIdentifier),
+            now: t0
+        )
         _ = state.connectionClosed(conn(2), now: t0)
 
-        let actions = state.connect(conn(3), connectPacket("s", cleanStart: false, expiry: 600), now: t0.plus(seconds: 5))
+        let actions = state.connect(
+            conn(3),
+            connectPacket("s", cleanStart: false, expiry: 600),
+            now: t0.plus(seconds: 5)
+        )
         #expect(actions.connack?.sessionPresent == true)
         let packets = actions.sent(to: conn(3))
         #expect(packets.count == 4)
-        guard packets.count == 4, case .publish(let again1) = packets[1], case .publish(let again2) = packets[2] else { return }
+        guard packets.count == 4, case .publish(let again1) = packets[1], case .publish(let again2) = packets[2] else {
+            return
+        }
         #expect(again1.duplicate && again2.duplicate)
         #expect(again1.packetIdentifier == first.packetIdentifier)
         #expect(again2.packetIdentifier == second.packetIdentifier)
@@ -155,7 +184,9 @@ struct ConnectionStateMachineTests {
     @Test("[MQTT-3.1.0-2] a second CONNECT is a protocol error")
     func secondConnect() {
         var machine = Self.connected()
-        #expect(machine.received(.connect(Connect(clientIdentifier: "c"))) == .close(.protocolError, "a second CONNECT"))
+        #expect(
+            machine.received(.connect(Connect(clientIdentifier: "c"))) == .close(.protocolError, "a second CONNECT")
+        )
     }
 
     @Test("a client sending a server-only packet is a protocol error")
@@ -179,7 +210,11 @@ struct ConnectionStateMachineTests {
         var machine = Self.connected()
         var properties = Properties()
         properties.topicAlias = 3
-        let named = Publish(topic: try TopicName("long/topic/name"), payload: ByteBuffer(string: "1"), properties: properties)
+        let named = Publish(
+            topic: try TopicName("long/topic/name"),
+            payload: ByteBuffer(string: "1"),
+            properties: properties
+        )
         let aliased = Publish(topic: .aliasOnly, payload: ByteBuffer(string: "2"), properties: properties)
         guard case .forward(.publish(let first)) = machine.received(.publish(named)),
             case .forward(.publish(let second)) = machine.received(.publish(aliased))
@@ -197,13 +232,21 @@ struct ConnectionStateMachineTests {
         var properties = Properties()
         properties.topicAlias = 4
         var machine = Self.connected()
-        guard case .close(let unknown, _) = machine.received(.publish(Publish(topic: .aliasOnly, payload: ByteBuffer(), properties: properties))) else {
+        guard
+            case .close(let unknown, _) = machine.received(
+                .publish(Publish(topic: .aliasOnly, payload: ByteBuffer(), properties: properties))
+            )
+        else {
             Issue.record("accepted")
             return
         }
         #expect(unknown == .protocolError)
         var small = Self.connected(aliasMaximum: 2)
-        guard case .close(let tooHigh, _) = small.received(.publish(Publish(topic: try! TopicName("t"), payload: ByteBuffer(), properties: properties))) else {
+        guard
+            case .close(let tooHigh, _) = small.received(
+                .publish(Publish(topic: try! TopicName("t"), payload: ByteBuffer(), properties: properties))
+            )
+        else {
             Issue.record("accepted")
             return
         }

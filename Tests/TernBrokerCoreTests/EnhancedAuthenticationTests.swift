@@ -49,8 +49,17 @@ struct EnhancedAuthenticationTests {
     func challengeResponse() {
         var machine = machine()
         let connect = Connect(clientIdentifier: "c", properties: authProperties("TEST-CHALLENGE", "hello"))
-        #expect(machine.received(.connect(connect)) == .reply(.auth(Auth(reasonCode: .continueAuthentication, properties: authProperties("TEST-CHALLENGE", "prove")))))
-        let answer = machine.received(.auth(Auth(reasonCode: .continueAuthentication, properties: authProperties("TEST-CHALLENGE", "proof"))))
+        #expect(
+            machine.received(.connect(connect))
+                == .reply(
+                    .auth(
+                        Auth(reasonCode: .continueAuthentication, properties: authProperties("TEST-CHALLENGE", "prove"))
+                    )
+                )
+        )
+        let answer = machine.received(
+            .auth(Auth(reasonCode: .continueAuthentication, properties: authProperties("TEST-CHALLENGE", "proof")))
+        )
         guard case .forwardAuthenticated(let forwarded, let method, let data) = answer else {
             Issue.record("not forwarded: \(answer)")
             return
@@ -64,15 +73,21 @@ struct EnhancedAuthenticationTests {
     @Test("§4.12 a wrong response is refused with 0x87")
     func wrongResponse() {
         var machine = machine()
-        _ = machine.received(.connect(Connect(clientIdentifier: "c", properties: authProperties("TEST-CHALLENGE", "hello"))))
-        let answer = machine.received(.auth(Auth(reasonCode: .continueAuthentication, properties: authProperties("TEST-CHALLENGE", "guess"))))
+        _ = machine.received(
+            .connect(Connect(clientIdentifier: "c", properties: authProperties("TEST-CHALLENGE", "hello")))
+        )
+        let answer = machine.received(
+            .auth(Auth(reasonCode: .continueAuthentication, properties: authProperties("TEST-CHALLENGE", "guess")))
+        )
         #expect(answer == .refuseConnect(ConnAck(reasonCode: .notAuthorized)))
     }
 
     @Test("§4.12 any packet but AUTH during authentication is a protocol error")
     func packetDuringAuthentication() {
         var machine = machine()
-        _ = machine.received(.connect(Connect(clientIdentifier: "c", properties: authProperties("TEST-CHALLENGE", "hello"))))
+        _ = machine.received(
+            .connect(Connect(clientIdentifier: "c", properties: authProperties("TEST-CHALLENGE", "hello")))
+        )
         guard case .close(let code, _) = machine.received(.pingreq) else {
             Issue.record("accepted")
             return
@@ -83,11 +98,32 @@ struct EnhancedAuthenticationTests {
     @Test("§4.12.1 re-authentication with AUTH 0x19 runs a new exchange and ends with AUTH 0x00")
     func reauthentication() {
         var machine = machine()
-        _ = machine.received(.connect(Connect(clientIdentifier: "c", properties: authProperties("TEST-CHALLENGE", "hello"))))
-        _ = machine.received(.auth(Auth(reasonCode: .continueAuthentication, properties: authProperties("TEST-CHALLENGE", "proof"))))
-        #expect(machine.received(.auth(Auth(reasonCode: .reAuthenticate, properties: authProperties("TEST-CHALLENGE", "hello")))) == .reply(.auth(Auth(reasonCode: .continueAuthentication, properties: authProperties("TEST-CHALLENGE", "prove")))))
-        #expect(machine.received(.auth(Auth(reasonCode: .continueAuthentication, properties: authProperties("TEST-CHALLENGE", "proof")))) == .reply(.auth(Auth(reasonCode: .success, properties: authProperties("TEST-CHALLENGE", "welcome")))))
-        guard case .close(let code, _) = machine.received(.auth(Auth(reasonCode: .reAuthenticate, properties: authProperties("OTHER", nil)))) else {
+        _ = machine.received(
+            .connect(Connect(clientIdentifier: "c", properties: authProperties("TEST-CHALLENGE", "hello")))
+        )
+        _ = machine.received(
+            .auth(Auth(reasonCode: .continueAuthentication, properties: authProperties("TEST-CHALLENGE", "proof")))
+        )
+        #expect(
+            machine.received(
+                .auth(Auth(reasonCode: .reAuthenticate, properties: authProperties("TEST-CHALLENGE", "hello")))
+            )
+                == .reply(
+                    .auth(
+                        Auth(reasonCode: .continueAuthentication, properties: authProperties("TEST-CHALLENGE", "prove"))
+                    )
+                )
+        )
+        #expect(
+            machine.received(
+                .auth(Auth(reasonCode: .continueAuthentication, properties: authProperties("TEST-CHALLENGE", "proof")))
+            ) == .reply(.auth(Auth(reasonCode: .success, properties: authProperties("TEST-CHALLENGE", "welcome"))))
+        )
+        guard
+            case .close(let code, _) = machine.received(
+                .auth(Auth(reasonCode: .reAuthenticate, properties: authProperties("OTHER", nil)))
+            )
+        else {
             Issue.record("accepted")
             return
         }
@@ -98,7 +134,11 @@ struct EnhancedAuthenticationTests {
     func authWithoutMethod() {
         var machine = ConnectionStateMachine(topicAliasMaximum: 10)
         _ = machine.received(.connect(Connect(clientIdentifier: "c")))
-        guard case .close(let code, _) = machine.received(.auth(Auth(reasonCode: .reAuthenticate, properties: authProperties("X", nil)))) else {
+        guard
+            case .close(let code, _) = machine.received(
+                .auth(Auth(reasonCode: .reAuthenticate, properties: authProperties("X", nil)))
+            )
+        else {
             Issue.record("accepted")
             return
         }

@@ -9,7 +9,9 @@ import Testing
 @Suite("Routing")
 struct RoutingTests {
     /// A broker with a publisher on connection 1 and subscribers on the next connections.
-    static func broker(subscribers: [(String, [(String, SubscriptionOptions)], ProtocolVersion, UInt32?)]) -> BrokerState {
+    static func broker(subscribers: [(String, [(String, SubscriptionOptions)], ProtocolVersion, UInt32?)])
+        -> BrokerState
+    {
         var state = BrokerState(now: t0)
         _ = state.connect(conn(1), connectPacket("pub"), now: t0)
         for (index, (clientID, filters, version, identifier)) in subscribers.enumerated() {
@@ -39,16 +41,23 @@ struct RoutingTests {
         for filter in ["#", "+/broker/uptime", "$SYS/#", "$SYS/+/uptime"] {
             tree.subscribe(try! TopicFilter(filter), entry: .init(clientID: filter, options: .init(), identifier: nil))
         }
-        #expect(Set(tree.match("$SYS/broker/uptime") { _ in true }.map(\.entry.clientID)) == ["$SYS/#", "$SYS/+/uptime"])
+        #expect(
+            Set(tree.match("$SYS/broker/uptime") { _ in true }.map(\.entry.clientID)) == ["$SYS/#", "$SYS/+/uptime"]
+        )
         #expect(try! TopicFilter("#").matches("$SYS/x") == false)
         #expect(try! TopicFilter("$SYS/#").matches("$SYS/x"))
     }
 
-    @Test("3.1.1 overlapping subscriptions deliver one copy at the highest granted QoS", arguments: [QoS.atMostOnce, .exactlyOnce])
+    @Test(
+        "3.1.1 overlapping subscriptions deliver one copy at the highest granted QoS",
+        arguments: [QoS.atMostOnce, .exactlyOnce]
+    )
     func overlappingLegacy(wildcardQoS: QoS) {
         // Both orders of the two QoS, so that the result cannot depend on the order of matching.
         let exactQoS: QoS = wildcardQoS == .atMostOnce ? .exactlyOnce : .atMostOnce
-        var state = Self.broker(subscribers: [("s", [("a/#", .init(qos: wildcardQoS)), ("a/+", .init(qos: exactQoS))], .v3_1_1, nil)])
+        var state = Self.broker(subscribers: [
+            ("s", [("a/#", .init(qos: wildcardQoS)), ("a/+", .init(qos: exactQoS))], .v3_1_1, nil)
+        ])
         let actions = state.publish(conn(1), publishPacket("a/b", "x", qos: .exactlyOnce, id: 1), now: t0)
         let delivered = actions.publishes(to: conn(2))
         #expect(delivered.count == 1)
@@ -61,8 +70,14 @@ struct RoutingTests {
         _ = state.connect(conn(1), connectPacket("pub"), now: t0)
         _ = state.connect(conn(2), connectPacket("s"), now: t0)
         _ = state.subscribe(conn(2), subscribePacket([("a/#", .init())], identifier: 7), now: t0)
-        _ = state.subscribe(conn(2), subscribePacket([("a/b", .init(qos: .atLeastOnce))], id: 2, identifier: 9), now: t0)
-        let delivered = state.publish(conn(1), publishPacket("a/b", "x", qos: .atLeastOnce, id: 1), now: t0).publishes(to: conn(2))
+        _ = state.subscribe(
+            conn(2),
+            subscribePacket([("a/b", .init(qos: .atLeastOnce))], id: 2, identifier: 9),
+            now: t0
+        )
+        let delivered = state.publish(conn(1), publishPacket("a/b", "x", qos: .atLeastOnce, id: 1), now: t0).publishes(
+            to: conn(2)
+        )
         #expect(delivered.count == 1)
         #expect(Set(delivered[0].properties.subscriptionIdentifiers) == [7, 9])
         #expect(delivered[0].qos == .atLeastOnce)
@@ -115,7 +130,11 @@ struct RoutingTests {
         let onNew = SubscriptionOptions(retainHandling: .sendOnNewSubscription)
         #expect(state.subscribe(conn(2), subscribePacket([("r", onNew)]), now: t0).publishes(to: conn(2)).count == 1)
         #expect(state.subscribe(conn(2), subscribePacket([("r", onNew)]), now: t0).publishes(to: conn(2)).isEmpty)
-        #expect(state.subscribe(conn(2), subscribePacket([("r", .init(retainHandling: .doNotSend))]), now: t0).publishes(to: conn(2)).isEmpty)
+        #expect(
+            state.subscribe(conn(2), subscribePacket([("r", .init(retainHandling: .doNotSend))]), now: t0).publishes(
+                to: conn(2)
+            ).isEmpty
+        )
         #expect(state.subscribe(conn(2), subscribePacket([("r", .init())]), now: t0).publishes(to: conn(2)).count == 1)
     }
 
@@ -157,7 +176,11 @@ struct RoutingTests {
         long.messageExpiryInterval = 100
         _ = state.publish(conn(1), publishPacket("t", "short", qos: .atLeastOnce, id: 1, properties: short), now: t0)
         _ = state.publish(conn(1), publishPacket("t", "long", qos: .atLeastOnce, id: 2, properties: long), now: t0)
-        let delivered = state.connect(conn(3), connectPacket("s", cleanStart: false, expiry: 600), now: t0.plus(seconds: 30)).publishes(to: conn(3))
+        let delivered = state.connect(
+            conn(3),
+            connectPacket("s", cleanStart: false, expiry: 600),
+            now: t0.plus(seconds: 30)
+        ).publishes(to: conn(3))
         #expect(delivered.map(\.text) == ["long"])
         #expect(delivered.first?.properties.messageExpiryInterval == 70)
         #expect(state.statistics.publishMessagesExpired == 1)
@@ -183,7 +206,11 @@ struct RoutingTests {
         var state = BrokerState(now: t0)
         _ = state.connect(conn(1), connectPacket("pub"), now: t0)
         let actions = state.publish(conn(1), publishPacket("nobody", "x", qos: .atLeastOnce, id: 5), now: t0)
-        #expect(actions.sent(to: conn(1)) == [.puback(PublishAcknowledgement(packetIdentifier: 5, reasonCode: .noMatchingSubscribers))])
+        #expect(
+            actions.sent(to: conn(1)) == [
+                .puback(PublishAcknowledgement(packetIdentifier: 5, reasonCode: .noMatchingSubscribers))
+            ]
+        )
     }
 
     @Test("QoS 0 messages are not queued for an offline session (queue_qos0_messages false)")
@@ -206,7 +233,9 @@ struct RoutingTests {
         _ = state.connect(conn(2), connectPacket("s", cleanStart: false, expiry: 60), now: t0)
         _ = state.subscribe(conn(2), subscribePacket([("t", .init(qos: .atLeastOnce))]), now: t0)
         _ = state.connectionClosed(conn(2), now: t0)
-        for n in 1...5 { _ = state.publish(conn(1), publishPacket("t", "\(n)", qos: .atLeastOnce, id: UInt16(n)), now: t0) }
+        for n in 1...5 {
+            _ = state.publish(conn(1), publishPacket("t", "\(n)", qos: .atLeastOnce, id: UInt16(n)), now: t0)
+        }
         #expect(state.sessions["s"]?.queue.count == 2)
         #expect(state.statistics.publishMessagesDropped == 3)
     }
@@ -214,7 +243,9 @@ struct RoutingTests {
 
 @Suite("Property pass-through")
 struct PropertyPassThroughTests {
-    @Test("§3.3.2.3 Payload Format, Content Type, Response Topic, Correlation Data and User Properties reach the subscriber unchanged, in order")
+    @Test(
+        "§3.3.2.3 Payload Format, Content Type, Response Topic, Correlation Data and User Properties reach the subscriber unchanged, in order"
+    )
     func passThrough() throws {
         var state = BrokerState(now: t0)
         _ = state.connect(conn(1), connectPacket("requester"), now: t0)
@@ -228,7 +259,8 @@ struct PropertyPassThroughTests {
             .userProperty(name: "b", value: "2"),
             .userProperty(name: "a", value: "1"),
         ])
-        let delivered = state.publish(conn(1), publishPacket("requests", "{}", properties: properties), now: t0).publishes(to: conn(2))
+        let delivered = state.publish(conn(1), publishPacket("requests", "{}", properties: properties), now: t0)
+            .publishes(to: conn(2))
         #expect(delivered.count == 1)
         #expect(delivered.first?.properties == properties)
     }
@@ -240,7 +272,9 @@ struct PropertyPassThroughTests {
         _ = state.connect(conn(2), connectPacket("s", version: .v3_1_1), now: t0)
         _ = state.subscribe(conn(2), subscribePacket([("t", .init())]), now: t0)
         let properties = try Properties([.contentType("text/plain")])
-        let delivered = state.publish(conn(1), publishPacket("t", "x", properties: properties), now: t0).publishes(to: conn(2))
+        let delivered = state.publish(conn(1), publishPacket("t", "x", properties: properties), now: t0).publishes(
+            to: conn(2)
+        )
         #expect(delivered.first?.properties.isEmpty == true)
     }
 }

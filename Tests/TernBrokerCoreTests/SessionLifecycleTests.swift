@@ -69,7 +69,11 @@ struct SessionLifecycleTests {
         #expect(state.sessions["sub"]?.queue.count == 1)
         _ = state.tick(now: t0.plus(seconds: 29))
         #expect(state.sessions["sub"] != nil)
-        let actions = state.connect(conn(3), connectPacket("sub", cleanStart: false, expiry: 30), now: t0.plus(seconds: 29))
+        let actions = state.connect(
+            conn(3),
+            connectPacket("sub", cleanStart: false, expiry: 30),
+            now: t0.plus(seconds: 29)
+        )
         #expect(actions.connack?.sessionPresent == true)
         #expect(actions.publishes(to: conn(3)).map(\.text) == ["queued"])
     }
@@ -82,7 +86,10 @@ struct SessionLifecycleTests {
         #expect(state.nextDeadline == t0.plus(seconds: 30))
         _ = state.tick(now: t0.plus(seconds: 30))
         #expect(state.sessions["a"] == nil)
-        #expect(state.connect(conn(2), connectPacket("a", cleanStart: false, expiry: 30), now: t0.plus(seconds: 31)).connack?.sessionPresent == false)
+        #expect(
+            state.connect(conn(2), connectPacket("a", cleanStart: false, expiry: 30), now: t0.plus(seconds: 31))
+                .connack?.sessionPresent == false
+        )
     }
 
     @Test("§3.1.2.11.2 0xFFFFFFFF never expires, unless persistent_client_expiration caps it")
@@ -141,7 +148,9 @@ struct SessionLifecycleTests {
         #expect(state.sessions["a"] == nil)
     }
 
-    @Test("§3.14.2.2.2 expiry 0 at CONNECT then non-zero at DISCONNECT is a protocol error (0x82); the will is published")
+    @Test(
+        "§3.14.2.2.2 expiry 0 at CONNECT then non-zero at DISCONNECT is a protocol error (0x82); the will is published"
+    )
     func disconnectZeroToNonZero() {
         var state = BrokerState(now: t0)
         _ = state.connect(conn(9), connectPacket("watcher"), now: t0)

@@ -28,10 +28,12 @@ final class StoreHarness {
         didSet { state.accessControl = accessControl }
     }
 
-    init(_ kind: StoreKind, configuration: BrokerConfiguration = BrokerConfiguration(), now: BrokerInstant = t0) throws {
+    init(_ kind: StoreKind, configuration: BrokerConfiguration = BrokerConfiguration(), now: BrokerInstant = t0) throws
+    {
         self.kind = kind
         self.configuration = configuration
-        self.path = FileManager.default.temporaryDirectory.appendingPathComponent("tern-rules-\(UUID().uuidString).db").path
+        self.path =
+            FileManager.default.temporaryDirectory.appendingPathComponent("tern-rules-\(UUID().uuidString).db").path
         self.store = try Self.open(kind, path: path, existing: nil)
         self.state = BrokerState(configuration: configuration, now: now)
         state.recordsChanges = true
@@ -99,7 +101,11 @@ struct StoreRulesTests {
         let harness = try StoreHarness(kind)
         for expiry in [nil, UInt32(0)] {
             _ = harness.state.connect(conn(1), connectPacket("c", expiry: expiry, will: will("w", "x")), now: t0)
-            _ = harness.state.subscribe(conn(1), subscribePacket([("t/#", SubscriptionOptions(qos: .exactlyOnce))]), now: t0)
+            _ = harness.state.subscribe(
+                conn(1),
+                subscribePacket([("t/#", SubscriptionOptions(qos: .exactlyOnce))]),
+                now: t0
+            )
             _ = harness.state.publish(conn(1), publishPacket("t/1", "m", qos: .exactlyOnce, id: 7), now: t0)
             _ = harness.state.disconnect(conn(1), Disconnect(), now: t0)
             #expect(harness.state.takeStoreChanges().isEmpty)
@@ -107,26 +113,48 @@ struct StoreRulesTests {
         #expect(try harness.storedSessions().isEmpty)
     }
 
-    @Test("§3.1.2.11.2: expiry N keeps session, subscriptions, queue and will N seconds, across a restart", arguments: StoreKind.allCases)
+    @Test(
+        "§3.1.2.11.2: expiry N keeps session, subscriptions, queue and will N seconds, across a restart",
+        arguments: StoreKind.allCases
+    )
     func expiryKeepsEverythingAcrossRestart(kind: StoreKind) throws {
         let harness = try StoreHarness(kind)
         harness.run { $0.connect(conn(1), connectPacket("sub", expiry: 60), now: t0) }
-        harness.run { $0.subscribe(conn(1), subscribePacket([("q/#", SubscriptionOptions(qos: .atLeastOnce))], identifier: 9), now: t0) }
+        harness.run {
+            $0.subscribe(
+                conn(1),
+                subscribePacket([("q/#", SubscriptionOptions(qos: .atLeastOnce))], identifier: 9),
+                now: t0
+            )
+        }
         harness.run { $0.disconnect(conn(1), Disconnect(), now: t0) }
         harness.run { $0.connect(conn(2), connectPacket("pub"), now: t0) }
-        for n in 1...3 { harness.run { $0.publish(conn(2), publishPacket("q/\(n)", "m\(n)", qos: .atLeastOnce, id: UInt16(n)), now: t0) } }
+        for n in 1...3 {
+            harness.run {
+                $0.publish(conn(2), publishPacket("q/\(n)", "m\(n)", qos: .atLeastOnce, id: UInt16(n)), now: t0)
+            }
+        }
 
         let (summary, _) = try harness.restart(now: t0.plus(seconds: 59))
         #expect(summary.sessions == 1)
         #expect(summary.queuedMessages == 3)
-        let actions = harness.run { $0.connect(conn(3), connectPacket("sub", cleanStart: false, expiry: 60), now: t0.plus(seconds: 59)) }
+        let actions = harness.run {
+            $0.connect(conn(3), connectPacket("sub", cleanStart: false, expiry: 60), now: t0.plus(seconds: 59))
+        }
         #expect(actions.connack?.sessionPresent == true)
         let publishes = actions.publishes(to: conn(3))
         #expect(publishes.map(\.text) == ["m1", "m2", "m3"])
-        #expect(publishes.allSatisfy { $0.qos == .atLeastOnce && !$0.duplicate && $0.properties.subscriptionIdentifiers == [9] })
+        #expect(
+            publishes.allSatisfy {
+                $0.qos == .atLeastOnce && !$0.duplicate && $0.properties.subscriptionIdentifiers == [9]
+            }
+        )
     }
 
-    @Test("§3.1.2.11.2: the deadline is absolute, so a session whose expiry passed while stopped is gone", arguments: StoreKind.allCases)
+    @Test(
+        "§3.1.2.11.2: the deadline is absolute, so a session whose expiry passed while stopped is gone",
+        arguments: StoreKind.allCases
+    )
     func downtimeCounts(kind: StoreKind) throws {
         let harness = try StoreHarness(kind)
         harness.run { $0.connect(conn(1), connectPacket("short", expiry: 10), now: t0) }
@@ -137,14 +165,21 @@ struct StoreRulesTests {
         let (summary, _) = try harness.restart(now: t0.plus(seconds: 11))
         #expect(summary.sessions == 1)
         #expect(summary.expiredSessions == 1)
-        let short = harness.run { $0.connect(conn(3), connectPacket("short", cleanStart: false, expiry: 10), now: t0.plus(seconds: 11)) }
+        let short = harness.run {
+            $0.connect(conn(3), connectPacket("short", cleanStart: false, expiry: 10), now: t0.plus(seconds: 11))
+        }
         #expect(short.connack?.sessionPresent == false)
-        let long = harness.run { $0.connect(conn(4), connectPacket("long", cleanStart: false, expiry: 100), now: t0.plus(seconds: 11)) }
+        let long = harness.run {
+            $0.connect(conn(4), connectPacket("long", cleanStart: false, expiry: 100), now: t0.plus(seconds: 11))
+        }
         #expect(long.connack?.sessionPresent == true)
         #expect(try harness.storedSessions() == ["long", "short"])  // both attached now, with expiry > 0
     }
 
-    @Test("§3.1.2.11.2: 0xFFFFFFFF never expires; persistent_client_expiration bounds it, without overflow", arguments: StoreKind.allCases)
+    @Test(
+        "§3.1.2.11.2: 0xFFFFFFFF never expires; persistent_client_expiration bounds it, without overflow",
+        arguments: StoreKind.allCases
+    )
     func neverExpiresUnlessCapped(kind: StoreKind) throws {
         var capped = BrokerConfiguration()
         capped.persistentClientExpiration = 3600
@@ -154,28 +189,42 @@ struct StoreRulesTests {
             harness.run { $0.disconnect(conn(1), Disconnect(), now: t0) }
             let later = t0.plus(seconds: 3601)
             try harness.restart(now: later)
-            let actions = harness.run { $0.connect(conn(2), connectPacket("forever", cleanStart: false, expiry: .max), now: later) }
+            let actions = harness.run {
+                $0.connect(conn(2), connectPacket("forever", cleanStart: false, expiry: .max), now: later)
+            }
             #expect(actions.connack?.sessionPresent == alive)
         }
     }
 
-    @Test("§3.1.2.4: Clean Start 1 with an expiry is stored: persistence follows the expiry, not the flag", arguments: StoreKind.allCases)
+    @Test(
+        "§3.1.2.4: Clean Start 1 with an expiry is stored: persistence follows the expiry, not the flag",
+        arguments: StoreKind.allCases
+    )
     func cleanStartWithExpiryIsKept(kind: StoreKind) throws {
         let harness = try StoreHarness(kind)
         harness.run { $0.connect(conn(1), connectPacket("cs", cleanStart: true, expiry: 300), now: t0) }
-        harness.run { $0.subscribe(conn(1), subscribePacket([("cs/t", SubscriptionOptions(qos: .atLeastOnce))]), now: t0) }
+        harness.run {
+            $0.subscribe(conn(1), subscribePacket([("cs/t", SubscriptionOptions(qos: .atLeastOnce))]), now: t0)
+        }
         harness.run { $0.disconnect(conn(1), Disconnect(), now: t0) }
         try harness.restart(now: t0.plus(seconds: 5))
-        let actions = harness.run { $0.connect(conn(2), connectPacket("cs", cleanStart: false, expiry: 300), now: t0.plus(seconds: 5)) }
+        let actions = harness.run {
+            $0.connect(conn(2), connectPacket("cs", cleanStart: false, expiry: 300), now: t0.plus(seconds: 5))
+        }
         #expect(actions.connack?.sessionPresent == true)
         #expect(harness.state.sessions["cs"]?.subscriptions.keys.sorted() == ["cs/t"])
         // Clean Start 1 again discards it, then starts a new stored session with no subscriptions.
-        harness.run { $0.connect(conn(3), connectPacket("cs", cleanStart: true, expiry: 300), now: t0.plus(seconds: 6)) }
+        harness.run {
+            $0.connect(conn(3), connectPacket("cs", cleanStart: true, expiry: 300), now: t0.plus(seconds: 6))
+        }
         try harness.restart(now: t0.plus(seconds: 7))
         #expect(harness.state.sessions["cs"]?.subscriptions.isEmpty == true)
     }
 
-    @Test("§3.14.2.2.2: DISCONNECT changes the interval; N → 0 removes the stored session", arguments: StoreKind.allCases)
+    @Test(
+        "§3.14.2.2.2: DISCONNECT changes the interval; N → 0 removes the stored session",
+        arguments: StoreKind.allCases
+    )
     func disconnectChangesInterval(kind: StoreKind) throws {
         let harness = try StoreHarness(kind)
         harness.run { $0.connect(conn(1), connectPacket("a", expiry: 60), now: t0) }
@@ -190,11 +239,16 @@ struct StoreRulesTests {
         #expect(harness.state.sessions.keys.sorted() == ["b"])
     }
 
-    @Test("[MQTT-3.14.2-2]: expiry 0 at CONNECT then non-zero at DISCONNECT is 0x82; the session ends, the will goes out", arguments: StoreKind.allCases)
+    @Test(
+        "[MQTT-3.14.2-2]: expiry 0 at CONNECT then non-zero at DISCONNECT is 0x82; the session ends, the will goes out",
+        arguments: StoreKind.allCases
+    )
     func zeroToNonZeroIsProtocolError(kind: StoreKind) throws {
         let harness = try StoreHarness(kind)
         harness.run { $0.connect(conn(9), connectPacket("watcher", expiry: 60), now: t0) }
-        harness.run { $0.subscribe(conn(9), subscribePacket([("will/#", SubscriptionOptions(qos: .atLeastOnce))]), now: t0) }
+        harness.run {
+            $0.subscribe(conn(9), subscribePacket([("will/#", SubscriptionOptions(qos: .atLeastOnce))]), now: t0)
+        }
         harness.run { $0.connect(conn(1), connectPacket("z", expiry: 0, will: will("will/z", "gone")), now: t0) }
         var nonZero = Disconnect()
         nonZero.properties.sessionExpiryInterval = 30
@@ -205,18 +259,27 @@ struct StoreRulesTests {
         #expect(harness.state.sessions["z"] == nil)
     }
 
-    @Test("MQTT 3.1.1 §3.1.2.4: clean session 0 is stored and never expires; clean session 1 is not stored", arguments: StoreKind.allCases)
+    @Test(
+        "MQTT 3.1.1 §3.1.2.4: clean session 0 is stored and never expires; clean session 1 is not stored",
+        arguments: StoreKind.allCases
+    )
     func v311CleanSession(kind: StoreKind) throws {
         let harness = try StoreHarness(kind)
         harness.run { $0.connect(conn(1), connectPacket("keep", version: .v3_1_1, cleanStart: false), now: t0) }
-        harness.run { $0.subscribe(conn(1), subscribePacket([("old/t", SubscriptionOptions(qos: .atLeastOnce))]), now: t0) }
+        harness.run {
+            $0.subscribe(conn(1), subscribePacket([("old/t", SubscriptionOptions(qos: .atLeastOnce))]), now: t0)
+        }
         harness.run { $0.disconnect(conn(1), Disconnect(), now: t0) }
         harness.run { $0.connect(conn(2), connectPacket("drop", version: .v3_1_1, cleanStart: true), now: t0) }
-        harness.run { $0.subscribe(conn(2), subscribePacket([("old/t", SubscriptionOptions(qos: .atLeastOnce))]), now: t0) }
+        harness.run {
+            $0.subscribe(conn(2), subscribePacket([("old/t", SubscriptionOptions(qos: .atLeastOnce))]), now: t0)
+        }
         harness.run { $0.disconnect(conn(2), Disconnect(), now: t0) }
         let year = t0.plus(seconds: 365 * 86_400)
         try harness.restart(now: year)
-        let actions = harness.run { $0.connect(conn(3), connectPacket("keep", version: .v3_1_1, cleanStart: false), now: year) }
+        let actions = harness.run {
+            $0.connect(conn(3), connectPacket("keep", version: .v3_1_1, cleanStart: false), now: year)
+        }
         #expect(actions.connack?.sessionPresent == true)
         #expect(harness.state.sessions["drop"] == nil)
     }
@@ -227,98 +290,166 @@ struct StoreRulesTests {
     func pendingWillAcrossRestart(kind: StoreKind) throws {
         let harness = try StoreHarness(kind)
         harness.run { $0.connect(conn(9), connectPacket("watcher", expiry: 600), now: t0) }
-        harness.run { $0.subscribe(conn(9), subscribePacket([("will/#", SubscriptionOptions(qos: .atLeastOnce))]), now: t0) }
+        harness.run {
+            $0.subscribe(conn(9), subscribePacket([("will/#", SubscriptionOptions(qos: .atLeastOnce))]), now: t0)
+        }
         harness.run { $0.disconnect(conn(9), Disconnect(), now: t0) }
-        harness.run { $0.connect(conn(1), connectPacket("w", expiry: 600, will: qos1(will("will/w", "late", delay: 20))), now: t0) }
+        harness.run {
+            $0.connect(conn(1), connectPacket("w", expiry: 600, will: qos1(will("will/w", "late", delay: 20))), now: t0)
+        }
         harness.run { $0.connectionClosed(conn(1), now: t0) }
 
         try harness.restart(now: t0.plus(seconds: 5))
         #expect(harness.state.pendingWills["w"] != nil)
         harness.run { $0.tick(now: t0.plus(seconds: 21)) }
-        let actions = harness.run { $0.connect(conn(2), connectPacket("watcher", cleanStart: false, expiry: 600), now: t0.plus(seconds: 22)) }
+        let actions = harness.run {
+            $0.connect(conn(2), connectPacket("watcher", cleanStart: false, expiry: 600), now: t0.plus(seconds: 22))
+        }
         #expect(actions.publishes(to: conn(2)).map(\.text) == ["late"])
     }
 
-    @Test("§3.1.2.5: the will races the session's end: expiry shorter than the delay sends it at the expiry", arguments: StoreKind.allCases)
+    @Test(
+        "§3.1.2.5: the will races the session's end: expiry shorter than the delay sends it at the expiry",
+        arguments: StoreKind.allCases
+    )
     func willRacesSessionEnd(kind: StoreKind) throws {
         let harness = try StoreHarness(kind)
         harness.run { $0.connect(conn(9), connectPacket("watcher", expiry: 600), now: t0) }
-        harness.run { $0.subscribe(conn(9), subscribePacket([("will/#", SubscriptionOptions(qos: .atLeastOnce))]), now: t0) }
-        harness.run { $0.connect(conn(1), connectPacket("w", expiry: 10, will: qos1(will("will/w", "at-expiry", delay: 100))), now: t0) }
+        harness.run {
+            $0.subscribe(conn(9), subscribePacket([("will/#", SubscriptionOptions(qos: .atLeastOnce))]), now: t0)
+        }
+        harness.run {
+            $0.connect(
+                conn(1),
+                connectPacket("w", expiry: 10, will: qos1(will("will/w", "at-expiry", delay: 100))),
+                now: t0
+            )
+        }
         harness.run { $0.connectionClosed(conn(1), now: t0) }
         try harness.restart(now: t0.plus(seconds: 2))
         #expect(harness.state.pendingWills["w"]?.deadline == t0.plus(seconds: 10))
         // Both the session's expiry and the will passed while stopped: the will goes out at start-up.
         try harness.restart(now: t0.plus(seconds: 50))
         #expect(harness.state.sessions["w"] == nil)
-        let resumed = harness.run { $0.connect(conn(2), connectPacket("watcher", cleanStart: false, expiry: 600), now: t0.plus(seconds: 51)) }
+        let resumed = harness.run {
+            $0.connect(conn(2), connectPacket("watcher", cleanStart: false, expiry: 600), now: t0.plus(seconds: 51))
+        }
         #expect(resumed.publishes(to: conn(2)).map(\.text) == ["at-expiry"])
     }
 
-    @Test("§3.1.2.5: a reconnect within the delay cancels the will, also after a restart", arguments: StoreKind.allCases)
+    @Test(
+        "§3.1.2.5: a reconnect within the delay cancels the will, also after a restart",
+        arguments: StoreKind.allCases
+    )
     func reconnectCancelsWill(kind: StoreKind) throws {
         let harness = try StoreHarness(kind)
-        harness.run { $0.connect(conn(1), connectPacket("w", expiry: 600, will: will("will/w", "never", delay: 60)), now: t0) }
+        harness.run {
+            $0.connect(conn(1), connectPacket("w", expiry: 600, will: will("will/w", "never", delay: 60)), now: t0)
+        }
         harness.run { $0.connectionClosed(conn(1), now: t0) }
         try harness.restart(now: t0.plus(seconds: 5))
-        harness.run { $0.connect(conn(2), connectPacket("w", cleanStart: false, expiry: 600), now: t0.plus(seconds: 6)) }
+        harness.run {
+            $0.connect(conn(2), connectPacket("w", cleanStart: false, expiry: 600), now: t0.plus(seconds: 6))
+        }
         try harness.restart(now: t0.plus(seconds: 7))
         #expect(harness.state.pendingWills["w"] == nil)
     }
 
-    @Test("A session still attached when the broker died has its will published at start-up", arguments: StoreKind.allCases)
+    @Test(
+        "A session still attached when the broker died has its will published at start-up",
+        arguments: StoreKind.allCases
+    )
     func attachedAtCrashPublishesWill(kind: StoreKind) throws {
         let harness = try StoreHarness(kind)
         harness.run { $0.connect(conn(9), connectPacket("watcher", expiry: 600), now: t0) }
-        harness.run { $0.subscribe(conn(9), subscribePacket([("will/#", SubscriptionOptions(qos: .atLeastOnce))]), now: t0) }
-        harness.run { $0.connect(conn(1), connectPacket("w", expiry: 600, will: qos1(will("will/w", "crashed"))), now: t0) }
+        harness.run {
+            $0.subscribe(conn(9), subscribePacket([("will/#", SubscriptionOptions(qos: .atLeastOnce))]), now: t0)
+        }
+        harness.run {
+            $0.connect(conn(1), connectPacket("w", expiry: 600, will: qos1(will("will/w", "crashed"))), now: t0)
+        }
         try harness.restart(now: t0.plus(seconds: 3))
         #expect(harness.state.sessions["w"]?.connection == nil)
         #expect(harness.state.sessions["w"]?.expiresAt == t0.plus(seconds: 603))
-        let actions = harness.run { $0.connect(conn(2), connectPacket("watcher", cleanStart: false, expiry: 600), now: t0.plus(seconds: 4)) }
+        let actions = harness.run {
+            $0.connect(conn(2), connectPacket("watcher", cleanStart: false, expiry: 600), now: t0.plus(seconds: 4))
+        }
         #expect(actions.publishes(to: conn(2)).map(\.text) == ["crashed"])
     }
 
     // MARK: Messages
 
-    @Test("§3.3.2.3.3: Message Expiry keeps counting across a restart; an expired message does not block the queue", arguments: StoreKind.allCases)
+    @Test(
+        "§3.3.2.3.3: Message Expiry keeps counting across a restart; an expired message does not block the queue",
+        arguments: StoreKind.allCases
+    )
     func messageExpiryAcrossRestart(kind: StoreKind) throws {
         let harness = try StoreHarness(kind)
         harness.run { $0.connect(conn(1), connectPacket("sub", expiry: 600), now: t0) }
-        harness.run { $0.subscribe(conn(1), subscribePacket([("e/#", SubscriptionOptions(qos: .atLeastOnce))]), now: t0) }
+        harness.run {
+            $0.subscribe(conn(1), subscribePacket([("e/#", SubscriptionOptions(qos: .atLeastOnce))]), now: t0)
+        }
         harness.run { $0.disconnect(conn(1), Disconnect(), now: t0) }
         harness.run { $0.connect(conn(2), connectPacket("pub"), now: t0) }
         var short = Properties()
         short.messageExpiryInterval = 5
         var long = Properties()
         long.messageExpiryInterval = 100
-        harness.run { $0.publish(conn(2), publishPacket("e/1", "short", qos: .atLeastOnce, id: 1, properties: short), now: t0) }
-        harness.run { $0.publish(conn(2), publishPacket("e/2", "long", qos: .atLeastOnce, id: 2, properties: long), now: t0) }
+        harness.run {
+            $0.publish(conn(2), publishPacket("e/1", "short", qos: .atLeastOnce, id: 1, properties: short), now: t0)
+        }
+        harness.run {
+            $0.publish(conn(2), publishPacket("e/2", "long", qos: .atLeastOnce, id: 2, properties: long), now: t0)
+        }
         try harness.restart(now: t0.plus(seconds: 6))
-        let actions = harness.run { $0.connect(conn(3), connectPacket("sub", cleanStart: false, expiry: 600), now: t0.plus(seconds: 10)) }
+        let actions = harness.run {
+            $0.connect(conn(3), connectPacket("sub", cleanStart: false, expiry: 600), now: t0.plus(seconds: 10))
+        }
         let publishes = actions.publishes(to: conn(3))
         #expect(publishes.map(\.text) == ["long"])
         #expect(publishes.first?.properties.messageExpiryInterval == 90)
     }
 
-    @Test("§4.4: after a restart, unacknowledged PUBLISH go again with DUP=1 and their ids, PUBREL again, then the queue", arguments: StoreKind.allCases)
+    @Test(
+        "§4.4: after a restart, unacknowledged PUBLISH go again with DUP=1 and their ids, PUBREL again, then the queue",
+        arguments: StoreKind.allCases
+    )
     func redeliveryAfterRestart(kind: StoreKind) throws {
         let harness = try StoreHarness(kind)
         harness.run { $0.connect(conn(1), connectPacket("sub", expiry: 600, receiveMaximum: 2), now: t0) }
-        harness.run { $0.subscribe(conn(1), subscribePacket([("r/#", SubscriptionOptions(qos: .exactlyOnce))]), now: t0) }
+        harness.run {
+            $0.subscribe(conn(1), subscribePacket([("r/#", SubscriptionOptions(qos: .exactlyOnce))]), now: t0)
+        }
         harness.run { $0.connect(conn(2), connectPacket("pub"), now: t0) }
         var sent: [Publish] = []
         for n in 1...4 {
-            let actions = harness.run { $0.publish(conn(2), publishPacket("r/\(n)", "m\(n)", qos: .exactlyOnce, id: UInt16(n)), now: t0) }
+            let actions = harness.run {
+                $0.publish(conn(2), publishPacket("r/\(n)", "m\(n)", qos: .exactlyOnce, id: UInt16(n)), now: t0)
+            }
             sent += actions.publishes(to: conn(1))
         }
         #expect(sent.count == 2)  // Receive Maximum 2: m3 and m4 wait in the queue
         // m1 reaches PUBREL; m2 stays unacknowledged.
-        let pubrel = harness.run { $0.acknowledge(conn(1), .pubrec, PublishAcknowledgement(packetIdentifier: sent[0].packetIdentifier), now: t0) }
-        #expect(pubrel.sent(to: conn(1)) == [.pubrel(PublishAcknowledgement(packetIdentifier: sent[0].packetIdentifier))])
+        let pubrel = harness.run {
+            $0.acknowledge(
+                conn(1),
+                .pubrec,
+                PublishAcknowledgement(packetIdentifier: sent[0].packetIdentifier),
+                now: t0
+            )
+        }
+        #expect(
+            pubrel.sent(to: conn(1)) == [.pubrel(PublishAcknowledgement(packetIdentifier: sent[0].packetIdentifier))]
+        )
 
         try harness.restart(now: t0.plus(seconds: 30))
-        let actions = harness.run { $0.connect(conn(3), connectPacket("sub", cleanStart: false, expiry: 600, receiveMaximum: 2), now: t0.plus(seconds: 30)) }
+        let actions = harness.run {
+            $0.connect(
+                conn(3),
+                connectPacket("sub", cleanStart: false, expiry: 600, receiveMaximum: 2),
+                now: t0.plus(seconds: 30)
+            )
+        }
         let packets = actions.sent(to: conn(3)).filter { if case .connack = $0 { false } else { true } }
         #expect(packets.first == .pubrel(PublishAcknowledgement(packetIdentifier: sent[0].packetIdentifier)))
         guard packets.count >= 2, case .publish(let again) = packets[1] else {
@@ -327,26 +458,42 @@ struct StoreRulesTests {
         }
         #expect(again.duplicate && again.packetIdentifier == sent[1].packetIdentifier && again.text == "m2")
         #expect(packets.count == 2)  // the window (2) is full: PUBREL for m1 and m2 again
-        let complete = harness.run { $0.acknowledge(conn(3), .pubcomp, PublishAcknowledgement(packetIdentifier: sent[0].packetIdentifier), now: t0.plus(seconds: 31)) }
+        let complete = harness.run {
+            $0.acknowledge(
+                conn(3),
+                .pubcomp,
+                PublishAcknowledgement(packetIdentifier: sent[0].packetIdentifier),
+                now: t0.plus(seconds: 31)
+            )
+        }
         #expect(complete.publishes(to: conn(3)).map(\.text) == ["m3"])
     }
 
-    @Test("§4.3.3: an inbound QoS 2 id awaiting PUBREL survives a restart, so a re-sent PUBLISH is not delivered twice", arguments: StoreKind.allCases)
+    @Test(
+        "§4.3.3: an inbound QoS 2 id awaiting PUBREL survives a restart, so a re-sent PUBLISH is not delivered twice",
+        arguments: StoreKind.allCases
+    )
     func inboundQoS2AcrossRestart(kind: StoreKind) throws {
         let harness = try StoreHarness(kind)
         harness.run { $0.connect(conn(9), connectPacket("sub", expiry: 600), now: t0) }
-        harness.run { $0.subscribe(conn(9), subscribePacket([("x/#", SubscriptionOptions(qos: .atLeastOnce))]), now: t0) }
+        harness.run {
+            $0.subscribe(conn(9), subscribePacket([("x/#", SubscriptionOptions(qos: .atLeastOnce))]), now: t0)
+        }
         harness.run { $0.disconnect(conn(9), Disconnect(), now: t0) }
         harness.run { $0.connect(conn(1), connectPacket("pub", expiry: 600), now: t0) }
         harness.run { $0.publish(conn(1), publishPacket("x/1", "once", qos: .exactlyOnce, id: 42), now: t0) }
         try harness.restart(now: t0.plus(seconds: 1))
-        harness.run { $0.connect(conn(2), connectPacket("pub", cleanStart: false, expiry: 600), now: t0.plus(seconds: 1)) }
+        harness.run {
+            $0.connect(conn(2), connectPacket("pub", cleanStart: false, expiry: 600), now: t0.plus(seconds: 1))
+        }
         var again = publishPacket("x/1", "once", qos: .exactlyOnce, id: 42)
         again.duplicate = true
         let resent = harness.run { $0.publish(conn(2), again, now: t0.plus(seconds: 1)) }
         #expect(resent.sent(to: conn(2)) == [.pubrec(PublishAcknowledgement(packetIdentifier: 42))])
         harness.run { $0.publishRelease(conn(2), PublishAcknowledgement(packetIdentifier: 42)) }
-        let actions = harness.run { $0.connect(conn(3), connectPacket("sub", cleanStart: false, expiry: 600), now: t0.plus(seconds: 2)) }
+        let actions = harness.run {
+            $0.connect(conn(3), connectPacket("sub", cleanStart: false, expiry: 600), now: t0.plus(seconds: 2))
+        }
         #expect(actions.publishes(to: conn(3)).map(\.text) == ["once"])
     }
 
@@ -354,24 +501,45 @@ struct StoreRulesTests {
     func retainedAcrossRestart(kind: StoreKind) throws {
         let harness = try StoreHarness(kind)
         harness.run { $0.connect(conn(1), connectPacket("pub"), now: t0) }
-        harness.run { $0.publish(conn(1), publishPacket("ret/a", "A", qos: .atLeastOnce, id: 1, retain: true), now: t0) }
-        harness.run { $0.publish(conn(1), publishPacket("ret/b", "B", qos: .atLeastOnce, id: 2, retain: true), now: t0) }
+        harness.run {
+            $0.publish(conn(1), publishPacket("ret/a", "A", qos: .atLeastOnce, id: 1, retain: true), now: t0)
+        }
+        harness.run {
+            $0.publish(conn(1), publishPacket("ret/b", "B", qos: .atLeastOnce, id: 2, retain: true), now: t0)
+        }
         harness.run { $0.publish(conn(1), publishPacket("ret/b", "", qos: .atLeastOnce, id: 3, retain: true), now: t0) }
-        harness.run { $0.publish(conn(1), publishPacket("ret/a", "A2", qos: .atLeastOnce, id: 4, retain: true), now: t0) }
+        harness.run {
+            $0.publish(conn(1), publishPacket("ret/a", "A2", qos: .atLeastOnce, id: 4, retain: true), now: t0)
+        }
         let (summary, _) = try harness.restart(now: t0.plus(seconds: 1))
         #expect(summary.retainedMessages == 1)
         harness.run { $0.connect(conn(2), connectPacket("s"), now: t0.plus(seconds: 1)) }
-        let actions = harness.run { $0.subscribe(conn(2), subscribePacket([("ret/#", SubscriptionOptions(qos: .atLeastOnce))]), now: t0.plus(seconds: 1)) }
+        let actions = harness.run {
+            $0.subscribe(
+                conn(2),
+                subscribePacket([("ret/#", SubscriptionOptions(qos: .atLeastOnce))]),
+                now: t0.plus(seconds: 1)
+            )
+        }
         #expect(actions.publishes(to: conn(2)).map(\.text) == ["A2"])
         #expect(harness.store.statistics.messages == 1)  // A replaced by A2, B deleted
     }
 
-    @Test("A message queued for many sessions is stored once, and goes when the last one has it", arguments: StoreKind.allCases)
+    @Test(
+        "A message queued for many sessions is stored once, and goes when the last one has it",
+        arguments: StoreKind.allCases
+    )
     func messageStoredOnce(kind: StoreKind) throws {
         let harness = try StoreHarness(kind)
         for n in 1...3 {
             harness.run { $0.connect(conn(UInt64(n)), connectPacket("s\(n)", expiry: 600), now: t0) }
-            harness.run { $0.subscribe(conn(UInt64(n)), subscribePacket([("once/t", SubscriptionOptions(qos: .atLeastOnce))]), now: t0) }
+            harness.run {
+                $0.subscribe(
+                    conn(UInt64(n)),
+                    subscribePacket([("once/t", SubscriptionOptions(qos: .atLeastOnce))]),
+                    now: t0
+                )
+            }
             harness.run { $0.disconnect(conn(UInt64(n)), Disconnect(), now: t0) }
         }
         harness.run { $0.connect(conn(9), connectPacket("pub"), now: t0) }
@@ -380,9 +548,13 @@ struct StoreRulesTests {
         #expect(snapshot.messages.count == 1)
         #expect(snapshot.sessions.map(\.deliveries.count) == [1, 1, 1])
         for n in 1...3 {
-            let actions = harness.run { $0.connect(conn(UInt64(10 + n)), connectPacket("s\(n)", cleanStart: false, expiry: 600), now: t0) }
+            let actions = harness.run {
+                $0.connect(conn(UInt64(10 + n)), connectPacket("s\(n)", cleanStart: false, expiry: 600), now: t0)
+            }
             let id = actions.publishes(to: conn(UInt64(10 + n)))[0].packetIdentifier
-            harness.run { $0.acknowledge(conn(UInt64(10 + n)), .puback, PublishAcknowledgement(packetIdentifier: id), now: t0) }
+            harness.run {
+                $0.acknowledge(conn(UInt64(10 + n)), .puback, PublishAcknowledgement(packetIdentifier: id), now: t0)
+            }
         }
         snapshot = try harness.reload()
         #expect(snapshot.messages.isEmpty)
@@ -394,7 +566,9 @@ struct StoreRulesTests {
 struct SQLiteStoreFileTests {
     @Test("A corrupt store file is moved aside with a timestamped name and the store starts empty")
     func corruptFileMovedAside() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tern-corrupt-\(UUID().uuidString)").path
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "tern-corrupt-\(UUID().uuidString)"
+        ).path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let path = directory + "/tern.db"
@@ -409,17 +583,27 @@ struct SQLiteStoreFileTests {
 
     @Test("A store whose rows do not decode is moved aside too")
     func undecodableRowsMovedAside() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tern-rows-\(UUID().uuidString).db").path
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tern-rows-\(UUID().uuidString).db")
+            .path
         defer {
-            for name in (try? FileManager.default.contentsOfDirectory(atPath: FileManager.default.temporaryDirectory.path)) ?? []
+            for name
+                in (try? FileManager.default.contentsOfDirectory(atPath: FileManager.default.temporaryDirectory.path))
+                ?? []
             where name.hasPrefix((path as NSString).lastPathComponent) {
-                try? FileManager.default.removeItem(atPath: FileManager.default.temporaryDirectory.appendingPathComponent(name).path)
+                try? FileManager.default.removeItem(
+                    atPath: FileManager.default.temporaryDirectory.appendingPathComponent(name).path
+                )
             }
         }
         let first = try SQLiteStore(path: path)
         _ = try first.load()
         first.start { _ in }
-        let message = ApplicationMessage(topic: try TopicName("a"), payload: ByteBuffer(string: "x"), qos: .atLeastOnce, retain: true)
+        let message = ApplicationMessage(
+            topic: try TopicName("a"),
+            payload: ByteBuffer(string: "x"),
+            qos: .atLeastOnce,
+            retain: true
+        )
         _ = first.submit([.putMessage(id: 1, message), .putRetained(topic: "a", messageID: 1)])
         first.close()
         #expect(try SQLiteStore(path: path).load().retained == ["a": 1])
@@ -433,13 +617,21 @@ struct SQLiteStoreFileTests {
 
     @Test("loss_window: nothing waits (no ticket), and the change is committed within the interval")
     func lossWindowCommitsWithinInterval() async throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tern-window-\(UUID().uuidString).db").path
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tern-window-\(UUID().uuidString).db")
+            .path
         defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
         let store = try SQLiteStore(path: path, durability: .lossWindow(interval: .milliseconds(200), changes: 0))
         _ = try store.load()
         let (stream, continuation) = AsyncStream<UInt64>.makeStream()
         store.start { continuation.yield($0) }
-        let header = StoredSessionHeader(key: 1, clientID: "w", protocolVersion: .v5, expiryInterval: 60, expiresAt: nil, attached: true)
+        let header = StoredSessionHeader(
+            key: 1,
+            clientID: "w",
+            protocolVersion: .v5,
+            expiryInterval: 60,
+            expiresAt: nil,
+            attached: true
+        )
         let started = ContinuousClock.now
         #expect(store.submit([.putSession(header)]) == nil)
         for await _ in stream { break }
@@ -450,13 +642,21 @@ struct SQLiteStoreFileTests {
 
     @Test("Group commit: a submitted change's ticket is reported once it is on disk")
     func commitTicketsReported() async throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tern-ticket-\(UUID().uuidString).db").path
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tern-ticket-\(UUID().uuidString).db")
+            .path
         defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
         let store = try SQLiteStore(path: path)
         _ = try store.load()
         let (stream, continuation) = AsyncStream<UInt64>.makeStream()
         store.start { continuation.yield($0) }
-        let header = StoredSessionHeader(key: 1, clientID: "t", protocolVersion: .v5, expiryInterval: 60, expiresAt: nil, attached: true)
+        let header = StoredSessionHeader(
+            key: 1,
+            clientID: "t",
+            protocolVersion: .v5,
+            expiryInterval: 60,
+            expiresAt: nil,
+            attached: true
+        )
         let ticket = try #require(store.submit([.putSession(header)]))
         var reported: UInt64 = 0
         for await committed in stream {

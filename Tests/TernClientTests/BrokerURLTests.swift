@@ -24,7 +24,10 @@ struct BrokerURLTests {
         #expect(configuration.webSocketPath == path)
     }
 
-    @Test("a URL that names no broker is refused with .invalidArgument", arguments: ["broker:1883", "http://h", "mqtt://", "mqtt://h:0", "mqtt://h:port", "ws://:80/"])
+    @Test(
+        "a URL that names no broker is refused with .invalidArgument",
+        arguments: ["broker:1883", "http://h", "mqtt://", "mqtt://h:0", "mqtt://h:port", "ws://:80/"]
+    )
     func refuses(url: String) {
         #expect(throws: MQTTClientError.self) { try MQTTClientConfiguration(url: url, clientID: "c") }
         do {

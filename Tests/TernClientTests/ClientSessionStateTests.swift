@@ -20,7 +20,9 @@ struct ClientSessionStateTests {
         let (packets, dropped) = state.resume(sessionPresent: true, policy: .dropInflight)
         var again = first
         again.duplicate = true
-        #expect(packets == [.publish(again), .pubrel(PublishAcknowledgement(packetIdentifier: second.packetIdentifier))])
+        #expect(
+            packets == [.publish(again), .pubrel(PublishAcknowledgement(packetIdentifier: second.packetIdentifier))]
+        )
         #expect(dropped.isEmpty)
     }
 
@@ -73,7 +75,10 @@ struct ClientSessionStateTests {
         let completed = state.received(.pubcomp, PublishAcknowledgement(packetIdentifier: id))
         #expect(completed.completion == .completed(packetIdentifier: id, reasonCode: .success))
         let refused = state.start(outgoing("b", qos: .exactlyOnce))
-        let result = state.received(.pubrec, PublishAcknowledgement(packetIdentifier: refused.packetIdentifier, reasonCode: .quotaExceeded))
+        let result = state.received(
+            .pubrec,
+            PublishAcknowledgement(packetIdentifier: refused.packetIdentifier, reasonCode: .quotaExceeded)
+        )
         #expect(result.reply == nil)
         #expect(result.completion == .completed(packetIdentifier: refused.packetIdentifier, reasonCode: .quotaExceeded))
         #expect(state.outbound.isEmpty)

@@ -7,7 +7,8 @@ import Testing
 @testable import TernClient
 
 func temporaryDirectory() -> String {
-    let path = FileManager.default.temporaryDirectory.appendingPathComponent("tern-client-store-\(UUID().uuidString)").path
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent("tern-client-store-\(UUID().uuidString)")
+        .path
     return path
 }
 
@@ -21,8 +22,17 @@ struct FileClientStoreTests {
         var properties = Properties()
         properties.messageExpiryInterval = 60
         try properties.append(.userProperty(name: "k", value: "v"))
-        _ = state.start(Publish(topic: try TopicName("a/b"), payload: ByteBuffer(string: "one"), qos: .atLeastOnce, properties: properties))
-        let second = state.start(Publish(topic: try TopicName("c"), payload: ByteBuffer(string: "two"), qos: .exactlyOnce, retain: true))
+        _ = state.start(
+            Publish(
+                topic: try TopicName("a/b"),
+                payload: ByteBuffer(string: "one"),
+                qos: .atLeastOnce,
+                properties: properties
+            )
+        )
+        let second = state.start(
+            Publish(topic: try TopicName("c"), payload: ByteBuffer(string: "two"), qos: .exactlyOnce, retain: true)
+        )
         _ = state.received(.pubrec, PublishAcknowledgement(packetIdentifier: second.packetIdentifier))
         _ = state.receivedExactlyOnce(77)
 

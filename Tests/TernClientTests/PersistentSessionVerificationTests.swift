@@ -33,7 +33,10 @@ final class MessageCollector: Sendable {
         let deadline = Date().addingTimeInterval(seconds)
         while received.count < count {
             guard Date() < deadline else {
-                throw MQTTClientError(.timeout, reasonString: "\(received.count) of \(count) messages after \(seconds) s")
+                throw MQTTClientError(
+                    .timeout,
+                    reasonString: "\(received.count) of \(count) messages after \(seconds) s"
+                )
             }
             try await Task.sleep(for: .milliseconds(10))
         }
@@ -45,7 +48,9 @@ final class MessageCollector: Sendable {
 func eventually(seconds: Double = 30, _ condition: () async -> Bool) async throws {
     let deadline = Date().addingTimeInterval(seconds)
     while await !condition() {
-        guard Date() < deadline else { throw MQTTClientError(.timeout, reasonString: "condition not met in \(seconds) s") }
+        guard Date() < deadline else {
+            throw MQTTClientError(.timeout, reasonString: "condition not met in \(seconds) s")
+        }
         try await Task.sleep(for: .milliseconds(10))
     }
 }
@@ -122,7 +127,9 @@ struct PersistentSessionVerificationTests {
 func withMosquitto<T>(_ body: (Int) async throws -> T) async throws -> T {
     for _ in 0..<10 {
         let port = Int.random(in: 20_000...29_999)
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tern-mosquitto-\(port)-\(UUID().uuidString)")
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "tern-mosquitto-\(port)-\(UUID().uuidString)"
+        )
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         let config = directory.appendingPathComponent("mosquitto.conf")
@@ -142,7 +149,10 @@ func withMosquitto<T>(_ body: (Int) async throws -> T) async throws -> T {
         let deadline = Date().addingTimeInterval(20)
         var listening = false
         while process.isRunning, Date() < deadline {
-            if let channel = try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port).get() {
+            if let channel = try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(
+                host: "127.0.0.1",
+                port: port
+            ).get() {
                 try? await channel.close()
                 listening = true
                 break

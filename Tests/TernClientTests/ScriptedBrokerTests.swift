@@ -26,7 +26,9 @@ final class ScriptedBroker: Sendable {
                 defer { index += 1 }
                 return index
             }
-            guard index < self.channels.count else { throw MQTTClientError(.timeout, reasonString: "no more scripted connections") }
+            guard index < self.channels.count else {
+                throw MQTTClientError(.timeout, reasonString: "no more scripted connections")
+            }
             let channel = self.channels[index]
             try await channel.eventLoop.flatSubmit { initialize(channel) }.get()
             try await channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1883)).get()
@@ -68,7 +70,9 @@ final class ScriptedBroker: Sendable {
     }
 }
 
-func scriptedClient(_ broker: ScriptedBroker, policy: ClientSessionState.SessionLostPolicy = .dropInflight) -> MQTTClient {
+func scriptedClient(_ broker: ScriptedBroker, policy: ClientSessionState.SessionLostPolicy = .dropInflight)
+    -> MQTTClient
+{
     var configuration = MQTTClientConfiguration(clientID: "scripted")
     configuration.sessionExpiry = .seconds(600)
     configuration.keepAlive = 0
@@ -116,14 +120,21 @@ struct ScriptedBrokerTests {
         await client.disconnect()
     }
 
-    @Test("session present = 0: in-flight state is dropped, the publish fails with sessionLost, and the client subscribes again")
+    @Test(
+        "session present = 0: in-flight state is dropped, the publish fails with sessionLost, and the client subscribes again"
+    )
     func sessionLostDrops() async throws {
         let broker = ScriptedBroker(connections: 2)
         let client = scriptedClient(broker)
         _ = try await handshake(client, broker)
         async let subscribed = client.subscribe(to: "cmd/#", qos: .atLeastOnce)
         guard case .subscribe(let subscribe) = try await broker.read(0) else { Issue.record("no SUBSCRIBE"); return }
-        try await broker.send(.suback(SubscribeAcknowledgement(packetIdentifier: subscribe.packetIdentifier, reasonCodes: [.grantedQoS1])), on: 0)
+        try await broker.send(
+            .suback(
+                SubscribeAcknowledgement(packetIdentifier: subscribe.packetIdentifier, reasonCodes: [.grantedQoS1])
+            ),
+            on: 0
+        )
         _ = try await subscribed
         let publishing = Task { try await client.publish(to: "t", "x", qos: .atLeastOnce) }
         _ = try await broker.read(0)
@@ -131,7 +142,9 @@ struct ScriptedBrokerTests {
         try await broker.drop(0)
         _ = try await broker.read(1)
         try await broker.send(.connack(ConnAck(sessionPresent: false)), on: 1)
-        guard case .subscribe(let again) = try await broker.read(1) else { Issue.record("not subscribed again"); return }
+        guard case .subscribe(let again) = try await broker.read(1) else {
+            Issue.record("not subscribed again"); return
+        }
         #expect(again.subscriptions.map(\.filter.string) == ["cmd/#"])
         await #expect(throws: MQTTClientError(.sessionLost)) { try await publishing.value }
         #expect(await client.inflightCount == 0)

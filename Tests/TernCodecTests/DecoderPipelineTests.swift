@@ -8,7 +8,10 @@ import Testing
 /// The decoder under NIO's hostile chunking, and both codec halves in a channel pipeline.
 @Suite("Decoder in a pipeline")
 struct DecoderPipelineTests {
-    @Test("ByteToMessageDecoderVerifier: byte by byte, in bursts and with leftovers", arguments: ProtocolVersion.allCases)
+    @Test(
+        "ByteToMessageDecoderVerifier: byte by byte, in bursts and with leftovers",
+        arguments: ProtocolVersion.allCases
+    )
     func verifier(version: ProtocolVersion) throws {
         let packets = try PacketRoundTripTests.samples(for: version).filter { $0.type != .connect }
         let pairs = try packets.map { packet -> (ByteBuffer, [MQTTPacket]) in
@@ -46,7 +49,9 @@ struct DecoderPipelineTests {
     @Test("the encoder writes packets in the channel's protocol level")
     func encoderInPipeline() throws {
         let channel = EmbeddedChannel()
-        try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(MQTTPacketEncoder(protocolVersion: .v3_1_1)))
+        try channel.pipeline.syncOperations.addHandler(
+            MessageToByteHandler(MQTTPacketEncoder(protocolVersion: .v3_1_1))
+        )
         try channel.writeOutbound(MQTTPacket.puback(PublishAcknowledgement(packetIdentifier: 7, reasonCode: .success)))
         let written = try #require(try channel.readOutbound(as: ByteBuffer.self))
         #expect(Array(written.readableBytesView) == [0x40, 0x02, 0x00, 0x07])

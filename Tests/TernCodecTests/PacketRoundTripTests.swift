@@ -34,7 +34,9 @@ struct PacketRoundTripTests {
                 )
             )
         )
-        packets.append(.connect(Connect(protocolVersion: version, clientIdentifier: "", cleanStart: true, keepAlive: 0)))
+        packets.append(
+            .connect(Connect(protocolVersion: version, clientIdentifier: "", cleanStart: true, keepAlive: 0))
+        )
         packets.append(.connect(Connect(protocolVersion: version, clientIdentifier: "u", username: "only-user")))
         if v5 {
             // MQTT 5 allows a password without a user name (§3.1.2.9).
@@ -83,9 +85,17 @@ struct PacketRoundTripTests {
         packets.append(.puback(PublishAcknowledgement(packetIdentifier: 1)))
         packets.append(.puback(PublishAcknowledgement(packetIdentifier: 2, reasonCode: failure)))
         packets.append(
-            .pubrec(PublishAcknowledgement(packetIdentifier: 3, reasonCode: v5 ? .quotaExceeded : .success, properties: try props(.reasonString("full"))))
+            .pubrec(
+                PublishAcknowledgement(
+                    packetIdentifier: 3,
+                    reasonCode: v5 ? .quotaExceeded : .success,
+                    properties: try props(.reasonString("full"))
+                )
+            )
         )
-        packets.append(.pubrel(PublishAcknowledgement(packetIdentifier: 4, reasonCode: v5 ? .packetIdentifierNotFound : .success)))
+        packets.append(
+            .pubrel(PublishAcknowledgement(packetIdentifier: 4, reasonCode: v5 ? .packetIdentifierNotFound : .success))
+        )
         packets.append(.pubcomp(PublishAcknowledgement(packetIdentifier: 5)))
         packets.append(
             .subscribe(
@@ -96,12 +106,18 @@ struct PacketRoundTripTests {
                         .init(
                             filter: filter("$share/g/x/#"),
                             options: v5
-                                ? SubscriptionOptions(qos: .atLeastOnce, retainAsPublished: true, retainHandling: .doNotSend)
+                                ? SubscriptionOptions(
+                                    qos: .atLeastOnce,
+                                    retainAsPublished: true,
+                                    retainHandling: .doNotSend
+                                )
                                 : SubscriptionOptions(qos: .atLeastOnce)
                         ),
                         .init(
                             filter: filter("#"),
-                            options: v5 ? SubscriptionOptions(noLocal: true, retainHandling: .sendOnNewSubscription) : SubscriptionOptions()
+                            options: v5
+                                ? SubscriptionOptions(noLocal: true, retainHandling: .sendOnNewSubscription)
+                                : SubscriptionOptions()
                         ),
                     ],
                     properties: try props(.subscriptionIdentifier(42))
@@ -109,11 +125,21 @@ struct PacketRoundTripTests {
             )
         )
         packets.append(
-            .suback(SubscribeAcknowledgement(packetIdentifier: 6, reasonCodes: [.grantedQoS2, .grantedQoS1, .unspecifiedError]))
+            .suback(
+                SubscribeAcknowledgement(
+                    packetIdentifier: 6,
+                    reasonCodes: [.grantedQoS2, .grantedQoS1, .unspecifiedError]
+                )
+            )
         )
         packets.append(.unsubscribe(Unsubscribe(packetIdentifier: 7, filters: [filter("a/+/c"), filter("#")])))
         packets.append(
-            .unsuback(SubscribeAcknowledgement(packetIdentifier: 7, reasonCodes: v5 ? [.success, .noSubscriptionExisted] : []))
+            .unsuback(
+                SubscribeAcknowledgement(
+                    packetIdentifier: 7,
+                    reasonCodes: v5 ? [.success, .noSubscriptionExisted] : []
+                )
+            )
         )
         packets.append(.pingreq)
         packets.append(.pingresp)
@@ -121,11 +147,24 @@ struct PacketRoundTripTests {
         if v5 {
             packets.append(.disconnect(Disconnect(reasonCode: .disconnectWithWillMessage)))
             packets.append(
-                .disconnect(Disconnect(reasonCode: .serverShuttingDown, properties: try props(.sessionExpiryInterval(0), .reasonString("bye"))))
+                .disconnect(
+                    Disconnect(
+                        reasonCode: .serverShuttingDown,
+                        properties: try props(.sessionExpiryInterval(0), .reasonString("bye"))
+                    )
+                )
             )
             packets.append(.auth(Auth()))
             packets.append(
-                .auth(Auth(reasonCode: .continueAuthentication, properties: try props(.authenticationMethod("SCRAM-SHA-1"), .authenticationData(buffer("n,,n=user")))))
+                .auth(
+                    Auth(
+                        reasonCode: .continueAuthentication,
+                        properties: try props(
+                            .authenticationMethod("SCRAM-SHA-1"),
+                            .authenticationData(buffer("n,,n=user"))
+                        )
+                    )
+                )
             )
         }
         return packets
@@ -143,10 +182,16 @@ struct PacketRoundTripTests {
         #expect(seen == expected)
     }
 
-    @Test("a server decoder learns the level from CONNECT and reads later packets in it", arguments: ProtocolVersion.allCases)
+    @Test(
+        "a server decoder learns the level from CONNECT and reads later packets in it",
+        arguments: ProtocolVersion.allCases
+    )
     func serverDecoderLearnsVersion(version: ProtocolVersion) throws {
         var stream = ByteBuffer()
-        try MQTTPacket.connect(Connect(protocolVersion: version, clientIdentifier: "x")).write(to: &stream, version: version)
+        try MQTTPacket.connect(Connect(protocolVersion: version, clientIdentifier: "x")).write(
+            to: &stream,
+            version: version
+        )
         let ack = MQTTPacket.puback(PublishAcknowledgement(packetIdentifier: 9))
         try ack.write(to: &stream, version: version)
         var decoder = MQTTPacketDecoder()

@@ -35,7 +35,11 @@ struct PacketVectorTests {
             name: "§3.1 CONNECT with session expiry",
             version: .v5,
             packet: .connect(
-                Connect(clientIdentifier: "abc", keepAlive: 60, properties: try! Properties([.sessionExpiryInterval(.max)]))
+                Connect(
+                    clientIdentifier: "abc",
+                    keepAlive: 60,
+                    properties: try! Properties([.sessionExpiryInterval(.max)])
+                )
             ),
             bytes: [0x10, 0x15] + mqttString("MQTT") + [0x05, 0x02, 0x00, 0x3C, 0x05, 0x11, 0xFF, 0xFF, 0xFF, 0xFF]
                 + mqttString("abc")
@@ -81,7 +85,9 @@ struct PacketVectorTests {
         Vector(
             name: "§3.3 PUBLISH QoS 1",
             version: .v3_1_1,
-            packet: .publish(Publish(topic: topic("a/b"), payload: buffer("hi"), qos: .atLeastOnce, packetIdentifier: 10)),
+            packet: .publish(
+                Publish(topic: topic("a/b"), payload: buffer("hi"), qos: .atLeastOnce, packetIdentifier: 10)
+            ),
             bytes: [0x32, 0x09] + mqttString("a/b") + [0x00, 0x0A] + ascii("hi")
         ),
         // MQTT 5.0 §3.3.1: retain = flag 0001; Message Expiry Interval 60.
@@ -89,7 +95,12 @@ struct PacketVectorTests {
             name: "§3.3 PUBLISH retained with expiry",
             version: .v5,
             packet: .publish(
-                Publish(topic: topic("t"), payload: buffer("x"), retain: true, properties: try! Properties([.messageExpiryInterval(60)]))
+                Publish(
+                    topic: topic("t"),
+                    payload: buffer("x"),
+                    retain: true,
+                    properties: try! Properties([.messageExpiryInterval(60)])
+                )
             ),
             bytes: [0x31, 0x0A] + mqttString("t") + [0x05, 0x02, 0x00, 0x00, 0x00, 0x3C] + ascii("x")
         ),
@@ -97,7 +108,15 @@ struct PacketVectorTests {
         Vector(
             name: "§3.3 PUBLISH DUP QoS 2",
             version: .v5,
-            packet: .publish(Publish(topic: topic("t"), payload: ByteBuffer(), qos: .exactlyOnce, duplicate: true, packetIdentifier: 0x0102)),
+            packet: .publish(
+                Publish(
+                    topic: topic("t"),
+                    payload: ByteBuffer(),
+                    qos: .exactlyOnce,
+                    duplicate: true,
+                    packetIdentifier: 0x0102
+                )
+            ),
             bytes: [0x3C, 0x06] + mqttString("t") + [0x01, 0x02, 0x00]
         ),
         Vector(
@@ -113,15 +132,35 @@ struct PacketVectorTests {
             packet: .puback(PublishAcknowledgement(packetIdentifier: 10, reasonCode: .noMatchingSubscribers)),
             bytes: [0x40, 0x03, 0x00, 0x0A, 0x10]
         ),
-        Vector(name: "§3.5 PUBREC", version: .v5, packet: .pubrec(PublishAcknowledgement(packetIdentifier: 10)), bytes: [0x50, 0x02, 0x00, 0x0A]),
+        Vector(
+            name: "§3.5 PUBREC",
+            version: .v5,
+            packet: .pubrec(PublishAcknowledgement(packetIdentifier: 10)),
+            bytes: [0x50, 0x02, 0x00, 0x0A]
+        ),
         // §3.6.1: PUBREL's fixed header flags are 0010.
-        Vector(name: "§3.6 PUBREL", version: .v3_1_1, packet: .pubrel(PublishAcknowledgement(packetIdentifier: 10)), bytes: [0x62, 0x02, 0x00, 0x0A]),
-        Vector(name: "§3.7 PUBCOMP", version: .v5, packet: .pubcomp(PublishAcknowledgement(packetIdentifier: 10)), bytes: [0x70, 0x02, 0x00, 0x0A]),
+        Vector(
+            name: "§3.6 PUBREL",
+            version: .v3_1_1,
+            packet: .pubrel(PublishAcknowledgement(packetIdentifier: 10)),
+            bytes: [0x62, 0x02, 0x00, 0x0A]
+        ),
+        Vector(
+            name: "§3.7 PUBCOMP",
+            version: .v5,
+            packet: .pubcomp(PublishAcknowledgement(packetIdentifier: 10)),
+            bytes: [0x70, 0x02, 0x00, 0x0A]
+        ),
         // MQTT 3.1.1 §3.8: flags 0010, packet id 1, "a/#" at QoS 1.
         Vector(
             name: "§3.8 SUBSCRIBE",
             version: .v3_1_1,
-            packet: .subscribe(Subscribe(packetIdentifier: 1, subscriptions: [.init(filter: filter("a/#"), options: .init(qos: .atLeastOnce))])),
+            packet: .subscribe(
+                Subscribe(
+                    packetIdentifier: 1,
+                    subscriptions: [.init(filter: filter("a/#"), options: .init(qos: .atLeastOnce))]
+                )
+            ),
             bytes: [0x82, 0x08, 0x00, 0x01] + mqttString("a/#") + [0x01]
         ),
         // MQTT 5.0 §3.8.3.1: options QoS 2 | No Local | Retain As Published | Retain Handling 2 = 0x2E.
@@ -134,7 +173,12 @@ struct PacketVectorTests {
                     subscriptions: [
                         .init(
                             filter: filter("a/#"),
-                            options: .init(qos: .exactlyOnce, noLocal: true, retainAsPublished: true, retainHandling: .doNotSend)
+                            options: .init(
+                                qos: .exactlyOnce,
+                                noLocal: true,
+                                retainAsPublished: true,
+                                retainHandling: .doNotSend
+                            )
                         )
                     ],
                     properties: try! Properties([.subscriptionIdentifier(5)])
@@ -145,7 +189,9 @@ struct PacketVectorTests {
         Vector(
             name: "§3.9 SUBACK",
             version: .v3_1_1,
-            packet: .suback(SubscribeAcknowledgement(packetIdentifier: 1, reasonCodes: [.grantedQoS1, .unspecifiedError])),
+            packet: .suback(
+                SubscribeAcknowledgement(packetIdentifier: 1, reasonCodes: [.grantedQoS1, .unspecifiedError])
+            ),
             bytes: [0x90, 0x04, 0x00, 0x01, 0x01, 0x80]
         ),
         Vector(
@@ -193,7 +239,9 @@ struct PacketVectorTests {
         Vector(
             name: "§3.15 AUTH",
             version: .v5,
-            packet: .auth(Auth(reasonCode: .continueAuthentication, properties: try! Properties([.authenticationMethod("PLAIN")]))),
+            packet: .auth(
+                Auth(reasonCode: .continueAuthentication, properties: try! Properties([.authenticationMethod("PLAIN")]))
+            ),
             bytes: [0xF0, 0x0A, 0x18, 0x08, 0x15] + mqttString("PLAIN")
         ),
         Vector(name: "§3.15 AUTH success", version: .v5, packet: .auth(Auth()), bytes: [0xF0, 0x00]),

@@ -61,9 +61,16 @@ struct PropertyTests {
             return .subscribe(
                 Subscribe(packetIdentifier: 1, subscriptions: [.init(filter: filter("a"))], properties: properties)
             )
-        case .suback: return .suback(SubscribeAcknowledgement(packetIdentifier: 1, reasonCodes: [.grantedQoS1], properties: properties))
-        case .unsubscribe: return .unsubscribe(Unsubscribe(packetIdentifier: 1, filters: [filter("a")], properties: properties))
-        case .unsuback: return .unsuback(SubscribeAcknowledgement(packetIdentifier: 1, reasonCodes: [.success], properties: properties))
+        case .suback:
+            return .suback(
+                SubscribeAcknowledgement(packetIdentifier: 1, reasonCodes: [.grantedQoS1], properties: properties)
+            )
+        case .unsubscribe:
+            return .unsubscribe(Unsubscribe(packetIdentifier: 1, filters: [filter("a")], properties: properties))
+        case .unsuback:
+            return .unsuback(
+                SubscribeAcknowledgement(packetIdentifier: 1, reasonCodes: [.success], properties: properties)
+            )
         case .disconnect: return .disconnect(Disconnect(reasonCode: .normalDisconnection, properties: properties))
         case .auth:
             var withMethod = properties
@@ -91,7 +98,10 @@ struct PropertyTests {
         #expect(checked > 0)
     }
 
-    @Test("every property is refused as malformed in every packet that does not allow it", arguments: Property.Identifier.allCases)
+    @Test(
+        "every property is refused as malformed in every packet that does not allow it",
+        arguments: Property.Identifier.allCases
+    )
     func everyPropertyRefusedElsewhere(identifier: Property.Identifier) throws {
         for context in Self.contexts where !identifier.allowedIn.contains(context) {
             // Build the packet with an allowed dummy, then swap the encoded property in by hand.
@@ -147,7 +157,8 @@ struct PropertyTests {
     @Test("a PUBLISH may carry several Subscription Identifiers (§3.3.2.3.8)")
     func severalSubscriptionIdentifiers() throws {
         let properties = try Properties([.subscriptionIdentifier(1), .subscriptionIdentifier(70_000)])
-        guard case .publish(let decoded) = try roundTrip(Self.packet(in: .publish, properties: properties), version: .v5)
+        guard
+            case .publish(let decoded) = try roundTrip(Self.packet(in: .publish, properties: properties), version: .v5)
         else { return }
         #expect(decoded.properties.subscriptionIdentifiers == [1, 70_000])
     }

@@ -5,13 +5,19 @@ import Testing
 /// MQTT 5.0 §4.7 (topic names and filters) and §4.8.2 (shared subscriptions).
 @Suite("Topic names and filters (§4.7, §4.8.2)")
 struct TopicTests {
-    @Test("valid topic names", arguments: ["a", "a/b", "/", "//", "$SYS/broker/uptime", "a b/ü", "sport/tennis/player1"])
+    @Test(
+        "valid topic names",
+        arguments: ["a", "a/b", "/", "//", "$SYS/broker/uptime", "a b/ü", "sport/tennis/player1"]
+    )
     func validNames(name: String) throws {
         let topic = try TopicName(name)
         #expect(topic.string == name)
     }
 
-    @Test("topic names refuse wildcards, emptiness and U+0000 with 0x90", arguments: ["", "a/+", "#", "a/#", "a+b", "a\u{0}b"])
+    @Test(
+        "topic names refuse wildcards, emptiness and U+0000 with 0x90",
+        arguments: ["", "a/+", "#", "a/#", "a+b", "a\u{0}b"]
+    )
     func invalidNames(name: String) {
         #expect(throws: TernError.self) { try TopicName(name) }
         do { _ = try TopicName(name) } catch { #expect(error.reasonCode == .topicNameInvalid) }
@@ -23,7 +29,10 @@ struct TopicTests {
         #expect(try !TopicName("SYS/$x").isDollarTopic)
     }
 
-    @Test("valid filters", arguments: ["#", "+", "a/#", "a/+/b", "+/+", "/+", "a//b", "sport/tennis/#", "$SYS/#", "+/tennis/#"])
+    @Test(
+        "valid filters",
+        arguments: ["#", "+", "a/#", "a/+/b", "+/+", "/+", "a//b", "sport/tennis/#", "$SYS/#", "+/tennis/#"]
+    )
     func validFilters(string: String) throws {
         let topicFilter = try TopicFilter(string)
         #expect(topicFilter.filter == string)

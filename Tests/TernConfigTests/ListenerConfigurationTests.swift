@@ -13,9 +13,12 @@ struct ListenerConfigurationTests {
     struct Files: ~Copyable {
         let directory: String
         init(_ files: [String: String]) throws {
-            directory = FileManager.default.temporaryDirectory.appendingPathComponent("tern-conf-\(UUID().uuidString)").path
+            directory =
+                FileManager.default.temporaryDirectory.appendingPathComponent("tern-conf-\(UUID().uuidString)").path
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            for (name, text) in files { try text.write(toFile: directory + "/" + name, atomically: true, encoding: .utf8) }
+            for (name, text) in files {
+                try text.write(toFile: directory + "/" + name, atomically: true, encoding: .utf8)
+            }
         }
         deinit { try? FileManager.default.removeItem(atPath: directory) }
         func path(_ name: String) -> String { directory + "/" + name }
@@ -56,7 +59,9 @@ struct ListenerConfigurationTests {
         #expect(!options.broker.allowAnonymous)  // Mosquitto 2: a configured listener needs allow_anonymous true
     }
 
-    @Test("without per_listener_settings, allow_anonymous, password_file and acl_file are broker-wide wherever they are")
+    @Test(
+        "without per_listener_settings, allow_anonymous, password_file and acl_file are broker-wide wherever they are"
+    )
     func globalSecurity() throws {
         let files = try Files(["passwd": "alice:$7$101$x$y\n", "acl": "user alice\ntopic alice/#\n"])
         let text = """
@@ -101,7 +106,10 @@ struct ListenerConfigurationTests {
     @Test("TLS options before the first listener belong to the port listener")
     func defaultListenerTLS() throws {
         let files = try Files(["c": "c", "k": "k"])
-        let options = try MosquittoConfiguration.parse("port 8883\ncertfile \(files.path("c"))\nkeyfile \(files.path("k"))\n", file: "a.conf").options
+        let options = try MosquittoConfiguration.parse(
+            "port 8883\ncertfile \(files.path("c"))\nkeyfile \(files.path("k"))\n",
+            file: "a.conf"
+        ).options
         #expect(options.listeners.map(\.port) == [8883])
         #expect(options.listeners[0].tls?.certificateFile == files.path("c"))
     }
@@ -112,14 +120,23 @@ struct ListenerConfigurationTests {
         let cases: [(String, Int, String)] = [
             ("listener 1883\nprotocol carrier-pigeon", 2, "protocol expects mqtt or websockets, not 'carrier-pigeon'"),
             ("listener 8883\ncertfile /nonexistent/server.crt", 2, "certfile /nonexistent/server.crt cannot be read"),
-            ("listener 8883\n\ncertfile \(files.path("c"))", 3, "certfile needs certfile and keyfile in the same listener"),
+            (
+                "listener 8883\n\ncertfile \(files.path("c"))", 3,
+                "certfile needs certfile and keyfile in the same listener"
+            ),
             ("listener 8883\ntls_version sslv3", 2, "tls_version expects tlsv1.3, tlsv1.2 or tlsv1.1, not 'sslv3'"),
             (
                 "listener 8883\ncertfile \(files.path("c"))\nkeyfile \(files.path("k"))\nrequire_certificate true", 4,
                 "require_certificate needs cafile or capath to check client certificates against"
             ),
-            ("acl_file \(files.path("acl"))", 1, "acl_file \(files.path("acl")) is not an ACL file: \(files.path("acl")):2: expected user, topic or pattern, not 'allow'"),
-            ("acl_file /nonexistent/acl", 1, "cannot read acl_file /nonexistent/acl: The operation could not be completed. The file doesn’t exist."),
+            (
+                "acl_file \(files.path("acl"))", 1,
+                "acl_file \(files.path("acl")) is not an ACL file: \(files.path("acl")):2: expected user, topic or pattern, not 'allow'"
+            ),
+            (
+                "acl_file /nonexistent/acl", 1,
+                "cannot read acl_file /nonexistent/acl: The operation could not be completed. The file doesn’t exist."
+            ),
             ("per_listener_settings sometimes", 1, "per_listener_settings expects true or false, not 'sometimes'"),
         ]
         for (text, line, reason) in cases {

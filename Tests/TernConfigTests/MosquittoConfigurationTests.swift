@@ -91,7 +91,10 @@ struct MosquittoConfigurationTests {
         #expect(persistence.durability == .lossWindow)
         #expect(configuration.options.broker.persistentClientExpiration == UInt32(172_800))  // 2d
         #expect(configuration.warnings.isEmpty)
-        #expect(try MosquittoConfiguration.parse("persistence_location data/", file: "p.conf").persistence.path == "data/tern.db")
+        #expect(
+            try MosquittoConfiguration.parse("persistence_location data/", file: "p.conf").persistence.path
+                == "data/tern.db"
+        )
     }
 
     @Test("an unknown option is a warning that names the file and line")
@@ -103,18 +106,30 @@ struct MosquittoConfigurationTests {
     @Test(
         "a bad value stops start-up with the file, the line and what was expected",
         arguments: [
-            ("max_inflight_messages lots", 1, "max_inflight_messages expects a whole number from 0 to 65535, not 'lots'"),
+            (
+                "max_inflight_messages lots", 1,
+                "max_inflight_messages expects a whole number from 0 to 65535, not 'lots'"
+            ),
             ("# ok\nmax_qos 3", 2, "max_qos expects a whole number from 0 to 2, not '3'"),
             ("retain_available maybe", 1, "retain_available expects true or false, not 'maybe'"),
             ("listener 70000", 1, "a port must be a number from 0 to 65535, not '70000'"),
-            ("persistent_client_expiration forever", 1, "persistent_client_expiration expects a duration such as 3600, 12h, 7d, 2w, 6m or 1y, not 'forever'"),
+            (
+                "persistent_client_expiration forever", 1,
+                "persistent_client_expiration expects a duration such as 3600, 12h, 7d, 2w, 6m or 1y, not 'forever'"
+            ),
             ("\n\nmax_packet_size 10", 3, "max_packet_size must be 0 or at least 20 bytes"),
             ("log_dest carrier-pigeon", 1, "log_dest expects stdout, stderr or file PATH, not 'carrier-pigeon'"),
             ("allow_anonymous", 1, "allow_anonymous takes exactly one value"),
             ("persistence yes", 1, "persistence expects true or false, not 'yes'"),
             ("autosave_interval -5", 1, "autosave_interval expects a whole number from 0 to 2147483647, not '-5'"),
-            ("persistence_file data/tern.db", 1, "persistence_file is a file name; put the directory in persistence_location"),
-            ("persistence_durability eventually", 1, "persistence_durability expects commit or loss_window, not 'eventually'"),
+            (
+                "persistence_file data/tern.db", 1,
+                "persistence_file is a file name; put the directory in persistence_location"
+            ),
+            (
+                "persistence_durability eventually", 1,
+                "persistence_durability expects commit or loss_window, not 'eventually'"
+            ),
         ]
     )
     func badValues(text: String, line: Int, reason: String) {
@@ -129,7 +144,10 @@ struct MosquittoConfigurationTests {
             try MosquittoConfiguration.parse("allow_anonymous false\npassword_file /nonexistent/passwd", file: "a.conf")
         }
         do {
-            _ = try MosquittoConfiguration.parse("allow_anonymous false\npassword_file /nonexistent/passwd", file: "a.conf")
+            _ = try MosquittoConfiguration.parse(
+                "allow_anonymous false\npassword_file /nonexistent/passwd",
+                file: "a.conf"
+            )
         } catch {
             #expect(error.line == 2)
             #expect(error.reason.hasPrefix("cannot read password_file /nonexistent/passwd"))
