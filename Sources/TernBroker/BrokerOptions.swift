@@ -14,6 +14,11 @@ public struct BrokerOptions: Sendable {
             case webSockets = "websockets"
         }
 
+        /// Every address, IPv6 and IPv4 alike (`listener PORT` without an address): the IPv6
+        /// wildcard, which Linux shares with IPv4 unless `net.ipv6.bindv6only` is set. Where IPv6 is
+        /// not available at all, the broker listens on every IPv4 address instead.
+        public static let allAddresses = "::"
+
         public var host: String
         public var port: Int
         /// A Unix socket path to listen on instead of `host` and `port`.

@@ -26,7 +26,19 @@ extension MQTTBroker {
         if let path = listener.unixSocketPath {
             return try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).get()
         }
-        return try await bootstrap.bind(host: listener.host, port: listener.port).get()
+        guard listener.host == BrokerOptions.Listener.allAddresses else {
+            return try await bootstrap.bind(host: listener.host, port: listener.port).get()
+        }
+        do {
+            return try await bootstrap.bind(host: listener.host, port: listener.port).get()
+        } catch let error as IOError where error.errnoCode == EAFNOSUPPORT || error.errnoCode == EADDRNOTAVAIL {
+            logger.notice(
+                "IPv6 is not available: listening on every IPv4 address",
+                metadata: ["listener": "\(listener.name)"]
+            )
+            return try await makeBootstrap(listener, index: index, tls: tls).bind(host: "0.0.0.0", port: listener.port)
+                .get()
+        }
     }
 
     private func makeBootstrap(_ listener: BrokerOptions.Listener, index: Int, tls: NIOSSLContext?) -> ServerBootstrap {

@@ -17,8 +17,10 @@ public struct TestClient: ~Copyable {
     private let continuation: AsyncStream<Event>.Continuation
     private var timeoutToken: UInt64 = 0
 
-    /// Connects a socket to 127.0.0.1:`port`; the MQTT CONNECT is up to the test.
-    public static func connect(port: Int, version: ProtocolVersion = .v5) async throws -> TestClient {
+    /// Connects a socket to `host`:`port`; the MQTT CONNECT is up to the test.
+    public static func connect(host: String = "127.0.0.1", port: Int, version: ProtocolVersion = .v5) async throws
+        -> TestClient
+    {
         let (stream, continuation) = AsyncStream<Event>.makeStream()
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelInitializer { channel in
@@ -32,7 +34,7 @@ public struct TestClient: ~Copyable {
                     try channel.pipeline.syncOperations.addHandler(Collector(continuation: continuation))
                 }
             }
-            .connect(host: "127.0.0.1", port: port)
+            .connect(host: host, port: port)
             .get()
         return TestClient(
             channel: channel,

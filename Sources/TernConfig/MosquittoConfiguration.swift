@@ -166,7 +166,7 @@ public struct MosquittoConfiguration: Sendable {
                     draft.listener = BrokerOptions.Listener(unixSocketPath: arguments[1])
                 } else {
                     draft.listener = BrokerOptions.Listener(
-                        host: arguments.count == 2 ? arguments[1] : "0.0.0.0",
+                        host: arguments.count == 2 ? arguments[1] : BrokerOptions.Listener.allAddresses,
                         port: port
                     )
                 }
@@ -338,7 +338,7 @@ public struct MosquittoConfiguration: Sendable {
     /// it is known which of them the block has.
     struct ListenerDraft {
         var line: Int
-        var listener = BrokerOptions.Listener(host: "0.0.0.0", port: 1883)
+        var listener = BrokerOptions.Listener(host: BrokerOptions.Listener.allAddresses, port: 1883)
         /// The TLS options given, by name, with their values and lines.
         var tls: [String: (value: String, line: Int)] = [:]
         var security = ListenerSecurity()

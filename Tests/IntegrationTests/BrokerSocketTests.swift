@@ -21,6 +21,27 @@ struct BrokerSocketTests {
         )
     }
 
+    @Test("a listener without an address (`listener PORT`) serves IPv6 and IPv4 clients, as Mosquitto's does")
+    func everyAddress() async throws {
+        try await withTestBroker({ $0.listeners = [.init(host: BrokerOptions.Listener.allAddresses, port: 0)] }) {
+            _,
+            port in
+            var ipv6 = try await TestClient.connect(host: "::1", port: port)
+            var ipv4 = try await TestClient.connect(host: "127.0.0.1", port: port)
+            #expect(try await ipv6.handshake(Connect(clientIdentifier: "six")).reasonCode == .success)
+            #expect(try await ipv4.handshake(Connect(clientIdentifier: "four")).reasonCode == .success)
+            try await ipv6.send(.subscribe(subscription("t")))
+            guard case .suback? = try await ipv6.next() else { throw UnexpectedPacket(description: "no SUBACK") }
+            try await ipv4.send(publish("t", "across"))
+            guard case .publish(let delivered)? = try await ipv6.next() else {
+                throw UnexpectedPacket(description: "no PUBLISH")
+            }
+            #expect(String(buffer: delivered.payload) == "across")
+            await ipv6.close()
+            await ipv4.close()
+        }
+    }
+
     @Test("QoS 0, 1 and 2 end to end, on MQTT 5 and 3.1.1", arguments: [ProtocolVersion.v5, .v3_1_1])
     func publishSubscribe(version: ProtocolVersion) async throws {
         try await withTestBroker { _, port in

@@ -68,10 +68,15 @@ struct HostileClientTests {
     @Test("a client that never finishes its CONNECT is dropped after the connect timeout")
     func slowConnect() async throws {
         try await withTestBroker({ $0.connectTimeout = 3 }) { _, port in
+            let clock = ContinuousClock()
+            let started = clock.now  // the broker's timer starts later, when it accepts
             var client = try await TestClient.connect(port: port)
-            // The start of a CONNECT, then silence. On a loaded machine the broker may close first; either way it closes.
-            try? await client.sendRaw([0x10, 0x20, 0x00, 0x04])
+            // The start of a CONNECT, then silence.
+            try await client.sendRaw([0x10, 0x20, 0x00, 0x04])
             #expect(try await client.next(seconds: 20) == nil)
+            // Closed by the connect timeout, not by anything earlier (clock granularity aside).
+            let waited = clock.now - started
+            #expect(waited >= .milliseconds(2_950), "closed after \(waited)")
             // No bystander check here: this broker's short connect timeout would also cut off a bystander
             // whose handshake is slowed by a loaded machine. The other hostile tests check bystanders.
         }
@@ -123,11 +128,8 @@ struct HostileClientTests {
                     try await group.waitForAll()
                 }
             }
-            let memoryStart = residentBytes()
             try await round(1)
-            let memoryAfterFirst = residentBytes()
             try await round(2)
-            let memoryAfterSecond = residentBytes()
             // The broker closes its side as it processes each DISCONNECT; give the last ones a moment.
             var after = openFileDescriptors()
             for _ in 0..<50 where after > before {
@@ -135,22 +137,14 @@ struct HostileClientTests {
                 after = openFileDescriptors()
             }
             #expect(after <= before)
-            // Memory is checked on a broker in a process of its own (InteropTests, "Broker memory"):
-            // this process also runs the other suites, whose allocations would blur the figure.
-            _ = (memoryStart, memoryAfterFirst, memoryAfterSecond)
+            // Memory is not measured here: this process also runs the other suites, whose
+            // allocations would blur the figure. It is checked on a `tern serve` in a process of its
+            // own (InteropTests, "Broker memory" and "Stalled subscriber").
             #expect(broker.statistics.connectionsTotal == 10_000)
             #expect(broker.sessionCount == 0)
             try await brokerStillServes(port: port)
         }
     }
-}
-
-/// The resident memory of this process, from /proc/self/statm.
-func residentBytes() -> Int {
-    guard let statm = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
-    let fields = statm.split(separator: " ")
-    guard fields.count >= 2, let pages = Int(fields[1]) else { return 0 }
-    return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
 }
 
 /// The number of open file descriptors of this process.

@@ -1,5 +1,6 @@
 import Foundation
 import TernBroker
+import TernBrokerTesting
 
 /// Runs clients nobody here wrote (Mosquitto's command-line tools, paho-mqtt for Python) against
 /// an embedded broker. Each process is started by the test and stopped only by its own PID.
@@ -73,18 +74,33 @@ enum Peers {
     }
 
     /// Starts a server process on a port from 20000…29999 (below Linux's ephemeral range, so that
-    /// parallel tests' client sockets cannot take it first) and tries another port if the process
-    /// exits at start. `command` gives the executable and arguments for a port.
+    /// parallel tests' client sockets cannot take it first), waits until it accepts connections,
+    /// and tries another port if the process exits at start. `command` gives the executable and arguments for a port.
     static func startOnFreePort(_ command: (Int) throws -> (String, [String])) async throws -> (Running, port: Int) {
         for _ in 0..<10 {
             let port = Int.random(in: 20_000...29_999)
             let (path, arguments) = try command(port)
             let candidate = try Running(path, arguments)
-            try await Task.sleep(for: .milliseconds(300))
-            if candidate.process.isRunning { return (candidate, port) }
+            // Started when it accepts a connection; a server that could not bind exits instead.
+            let deadline = Date().addingTimeInterval(10)
+            while candidate.process.isRunning, Date() < deadline {
+                if await accepts(port: port) {
+                    if candidate.process.isRunning { return (candidate, port) }
+                    break
+                }
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            candidate.killNow()
             _ = candidate.finish(timeout: 1)
         }
         throw PeerTimeout(what: "a server on any of 10 ports")
+    }
+
+    /// Whether something accepts TCP connections on 127.0.0.1:`port`.
+    static func accepts(port: Int) async -> Bool {
+        guard let probe = try? await TestClient.connect(port: port) else { return false }
+        await probe.close()
+        return true
     }
 
     static func script(_ name: String) -> String {

@@ -615,7 +615,10 @@ struct SQLiteStoreFileTests {
         #expect(try reopened.load().isEmpty)
     }
 
-    @Test("loss_window: nothing waits (no ticket), and the change is committed within the interval")
+    @Test(
+        "loss_window: nothing waits (no ticket), and the change is committed within the interval",
+        .timeLimit(.minutes(1))
+    )
     func lossWindowCommitsWithinInterval() async throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("tern-window-\(UUID().uuidString).db")
             .path
@@ -640,7 +643,7 @@ struct SQLiteStoreFileTests {
         store.close()
     }
 
-    @Test("Group commit: a submitted change's ticket is reported once it is on disk")
+    @Test("Group commit: a submitted change's ticket is reported once it is on disk", .timeLimit(.minutes(1)))
     func commitTicketsReported() async throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("tern-ticket-\(UUID().uuidString).db")
             .path

@@ -45,7 +45,7 @@ struct ListenerConfigurationTests {
         #expect(options.listeners.count == 4)
         #expect(options.listeners[0] == .init(host: "127.0.0.1", port: 1883))
         let tls = try #require(options.listeners[1].tls)
-        #expect(options.listeners[1].host == "0.0.0.0")
+        #expect(options.listeners[1].host == BrokerOptions.Listener.allAddresses)
         #expect(tls.certificateFile == files.path("server.crt"))
         #expect(tls.privateKeyFile == files.path("server.key"))
         #expect(tls.caFile == files.path("ca.crt"))

@@ -57,7 +57,7 @@ struct MosquittoConfigurationTests {
     @Test("once a listener is configured, anonymous access must be asked for (Mosquitto 2)")
     func listenerDisablesAnonymous() throws {
         let options = try MosquittoConfiguration.parse("listener 1883", file: "a.conf").options
-        #expect(options.listeners == [.init(host: "0.0.0.0", port: 1883)])
+        #expect(options.listeners == [.init(host: BrokerOptions.Listener.allAddresses, port: 1883)])
         #expect(!options.broker.allowAnonymous)
     }
 
