@@ -48,6 +48,8 @@ public actor MQTTClient {
     private var subscriptions: [String: Subscribe.Subscription] = [:]
     private var nextControlPacketIdentifier: UInt16 = 1
     private var shuttingDown = false
+    /// What the pipeline last reported before the connection closed, for the error that says so.
+    private var connectionFailure: String?
     private var reconnectTask: Task<Void, Never>?
     private var everConnected = false
     /// What the last CONNACK said, including after automatic reconnects.
@@ -463,6 +465,9 @@ public actor MQTTClient {
 
     enum ConnectionEvent: Sendable {
         case packet(MQTTPacket)
+        /// The pipeline caught an error (a TLS handshake that failed, a WebSocket refusal); the
+        /// connection closes next, and the error says why.
+        case failed(String)
         case closed
     }
 
@@ -470,6 +475,7 @@ public actor MQTTClient {
         guard let connection, connection.generation == generation else { return }
         switch event {
         case .packet(let packet): received(packet, on: connection.channel)
+        case .failed(let cause): connectionFailure = cause
         case .closed: connectionClosed()
         }
     }
@@ -586,7 +592,8 @@ public actor MQTTClient {
 
     private func connectionClosed() {
         let wasConnected = connection?.connected ?? false
-        tearDown(MQTTClientError(.connectionClosed))
+        tearDown(MQTTClientError(.connectionClosed, reasonString: connectionFailure))
+        connectionFailure = nil
         if !wasConnected { return }
         guard !shuttingDown, let policy = configuration.reconnect else {
             for (_, stream) in streams { stream.continuation.finish() }
@@ -657,6 +664,7 @@ final class EventForwarder: ChannelInboundHandler, Sendable {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        continuation.yield(.failed("\(error)"))
         context.close(promise: nil)
     }
 }

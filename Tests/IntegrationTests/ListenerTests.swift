@@ -41,6 +41,16 @@ struct ListenerTests {
         }
     }
 
+    /// Connecting fails because TLS refused it, and says so: the connection closed with the TLS
+    /// error as its reason. A refused TCP connect (a timeout) or a broker crash does not pass.
+    /// `alert` is BoringSSL's name for the failure (an alert the peer sent, or the local check).
+    static func expectTLSRefusal(_ what: String, alert: String, _ connect: () async throws -> Void) async {
+        let error = await #expect(throws: MQTTClientError.self, "\(what)") { try await connect() }
+        guard let error else { return }
+        #expect(error.code == .connectionClosed, "\(what): \(error)")
+        #expect(error.reasonString?.contains(alert) == true, "\(what): expected \(alert), got \(error)")
+    }
+
     static func client(
         _ id: String,
         url: String,
@@ -122,19 +132,22 @@ struct ListenerTests {
     @Test("expired, untrusted and missing client certificates are refused; everyone else is still served")
     func badClientCertificates() async throws {
         try await Self.withListeners { _, ports, certificates in
-            let attempts: [(String, (String, String)?)] = [
-                ("expired", (certificates.expiredCertificate, certificates.expiredKey)),
-                ("stranger", (certificates.strangerCertificate, certificates.strangerKey)),
-                ("none", nil),
+            let attempts: [(String, (String, String)?, alert: String)] = [
+                (
+                    "expired", (certificates.expiredCertificate, certificates.expiredKey),
+                    "SSLV3_ALERT_CERTIFICATE_EXPIRED"
+                ),
+                ("stranger", (certificates.strangerCertificate, certificates.strangerKey), "TLSV1_ALERT_UNKNOWN_CA"),
+                ("none", nil, "TLSV1_ALERT_CERTIFICATE_REQUIRED"),
             ]
-            for (name, certificate) in attempts {
+            for (name, certificate, alert) in attempts {
                 let client = try Self.client(
                     name,
                     url: "mqtts://localhost:\(ports[2])",
                     certificates: certificates,
                     clientCertificate: certificate
                 )
-                await #expect(throws: (any Error).self, "\(name) certificate") { try await client.connect() }
+                await Self.expectTLSRefusal("\(name) certificate", alert: alert) { try await client.connect() }
             }
             let alice = try Self.client(
                 "a",
@@ -158,7 +171,9 @@ struct ListenerTests {
                 try NIOSSLCertificate.fromPEMFile(certificates.strangerCertificate)
             )
             let client = MQTTClient(configuration: configuration)
-            await #expect(throws: (any Error).self) { try await client.connect() }
+            await Self.expectTLSRefusal("untrusted server", alert: "CERTIFICATE_VERIFY_FAILED") {
+                try await client.connect()
+            }
         }
     }
 
@@ -301,7 +316,9 @@ struct ListenerTests {
             let old = try Self.client("old", url: "mqtts://localhost:\(port)", certificates: certificates)
             var configuration = old.configuration
             configuration.tls?.maximumTLSVersion = .tlsv12
-            await #expect(throws: (any Error).self) { try await MQTTClient(configuration: configuration).connect() }
+            await Self.expectTLSRefusal("TLS 1.2 client", alert: "TLSV1_ALERT_PROTOCOL_VERSION") {
+                try await MQTTClient(configuration: configuration).connect()
+            }
             let current = try Self.client("current", url: "mqtts://localhost:\(port)", certificates: certificates)
             try await current.connect()
             await current.disconnect()
@@ -336,7 +353,9 @@ struct ListenerTests {
                 certificates: certificates,
                 clientCertificate: (certificates.strangerCertificate, certificates.strangerKey)
             )
-            await #expect(throws: (any Error).self) { try await stranger.connect() }
+            await Self.expectTLSRefusal("stranger certificate", alert: "TLSV1_ALERT_UNKNOWN_CA") {
+                try await stranger.connect()
+            }
         }
     }
 
