@@ -84,6 +84,12 @@ public final class MQTTBroker: Service, Sendable {
         self.listening = group.any().makePromise(of: [SocketAddress].self)
     }
 
+    deinit {
+        // A broker released without having run (embedded in a test, say) never bound anything;
+        // its waiters learn so. A no-op once the promise is fulfilled.
+        listening.fail(ListenerError(listener: "every listener", reason: "the broker was released before it listened"))
+    }
+
     /// The addresses the broker listens on, once it does. Throws if binding failed.
     public func waitUntilListening() async throws -> [SocketAddress] {
         try await listening.futureResult.get()

@@ -23,7 +23,9 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private var attached = false
     private var closing = false
     private var needsFlush = false
-    private var lastRead = NIODeadline.now()
+    /// When the last bytes arrived, on the event loop's clock: the keep-alive and connect timers
+    /// run on that clock too, so a test loop (`EmbeddedEventLoop`) drives them in virtual time.
+    private var lastRead = NIODeadline.uptimeNanoseconds(0)
     private var keepAliveTimeout: TimeAmount?
     private var timer: Scheduled<Void>?
     private var outbox = Outbox()
@@ -102,7 +104,7 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !closing else { return }
-        lastRead = .now()
+        lastRead = context.eventLoop.now
         let buffer = unwrapInboundIn(data)
         bytesRead += UInt64(buffer.readableBytes)
         do {
@@ -378,7 +380,7 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     private func checkKeepAlive() {
         guard let timeout = keepAliveTimeout, let context, !closing else { return }
-        let idle = NIODeadline.now() - lastRead
+        let idle = context.eventLoop.now - lastRead
         if idle >= timeout {
             refuse(TernError(.keepAliveTimeout, "no packet for \(idle.nanoseconds / 1_000_000) ms"))
         } else {

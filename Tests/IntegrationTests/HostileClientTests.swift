@@ -65,23 +65,6 @@ struct HostileClientTests {
         }
     }
 
-    @Test("a client that never finishes its CONNECT is dropped after the connect timeout")
-    func slowConnect() async throws {
-        try await withTestBroker({ $0.connectTimeout = 3 }) { _, port in
-            let clock = ContinuousClock()
-            let started = clock.now  // the broker's timer starts later, when it accepts
-            var client = try await TestClient.connect(port: port)
-            // The start of a CONNECT, then silence.
-            try await client.sendRaw([0x10, 0x20, 0x00, 0x04])
-            #expect(try await client.next(seconds: 20) == nil)
-            // Closed by the connect timeout, not by anything earlier (clock granularity aside).
-            let waited = clock.now - started
-            #expect(waited >= .milliseconds(2_950), "closed after \(waited)")
-            // No bystander check here: this broker's short connect timeout would also cut off a bystander
-            // whose handshake is slowed by a loaded machine. The other hostile tests check bystanders.
-        }
-    }
-
     @Test("an unknown protocol level gets a CONNACK 'unacceptable protocol version' and a close (§3.1.2.2)")
     func unknownProtocolLevel() async throws {
         try await withTestBroker { _, port in
@@ -90,16 +73,6 @@ struct HostileClientTests {
                 [0x10, 0x0D] + [0x00, 0x04] + Array("MQTT".utf8) + [0x07, 0x02, 0x00, 0x3C, 0x00, 0x00, 0x00]
             )
             #expect(try await client.next() == .connack(ConnAck(reasonCode: .unsupportedProtocolVersion)))
-            #expect(try await client.next() == nil)
-        }
-    }
-
-    @Test("§3.1.2.10 a client silent for 1.5 × keep alive gets DISCONNECT 0x8D")
-    func keepAliveTimeout() async throws {
-        try await withTestBroker { _, port in
-            var client = try await TestClient.connect(port: port)
-            _ = try await client.handshake(Connect(clientIdentifier: "quiet", keepAlive: 1))
-            #expect(try await client.next(seconds: 20) == .disconnect(Disconnect(reasonCode: .keepAliveTimeout)))
             #expect(try await client.next() == nil)
         }
     }
