@@ -78,6 +78,7 @@ let package = Package(
             name: "TernBroker",
             dependencies: [
                 "TernBrokerCore",
+                "TernCodec",
                 "TernTransport",
                 "TernStore",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -103,7 +104,11 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        .target(name: "TernConfig", dependencies: ["TernBroker"], swiftSettings: swiftSettings),
+        .target(
+            name: "TernConfig",
+            dependencies: ["TernBroker", "TernBrokerCore", "TernCodec"],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "TernClient",
             dependencies: [

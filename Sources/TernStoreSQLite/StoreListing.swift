@@ -77,10 +77,11 @@ public struct StoreListing: Sendable {
         }
     }
 
-    /// A plain-text table, one session per line, then totals.
-    public func table(now: Date) -> String {
+    /// One session per line, then totals: columns padded into an aligned table for a person to
+    /// read, or separated by tabs (`aligned` false) for scripts.
+    public func table(now: Date, aligned: Bool = true) -> String {
         let formatter = ISO8601DateFormatter()
-        var lines = ["CLIENT ID\tLEVEL\tEXPIRY\tEXPIRES AT\tSUBSCRIPTIONS\tQUEUED\tIN FLIGHT\tWILL"]
+        var rows = [["CLIENT ID", "LEVEL", "EXPIRY", "EXPIRES AT", "SUBSCRIPTIONS", "QUEUED", "IN FLIGHT", "WILL"]]
         for entry in entries {
             let expiry = entry.expiryInterval == .max ? "never" : "\(entry.expiryInterval)s"
             let deadline: String
@@ -92,9 +93,23 @@ public struct StoreListing: Sendable {
                 deadline = "never"
             }
             let filters = entry.subscriptions.isEmpty ? "-" : entry.subscriptions.joined(separator: ",")
-            lines.append(
-                "\(entry.clientID)\t\(entry.protocolLevel)\t\(expiry)\t\(deadline)\t\(filters)\t\(entry.queued)\t\(entry.inflight)\t\(entry.hasWill ? "yes" : "no")"
-            )
+            rows.append([
+                entry.clientID, "\(entry.protocolLevel)", expiry, deadline, filters, "\(entry.queued)",
+                "\(entry.inflight)",
+                entry.hasWill ? "yes" : "no",
+            ])
+        }
+        var lines: [String]
+        if aligned {
+            let widths = rows[0].indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
+            lines = rows.map { row in
+                row.enumerated().map { column, field in
+                    column == row.count - 1
+                        ? field : field.padding(toLength: widths[column] + 2, withPad: " ", startingAt: 0)
+                }.joined()
+            }
+        } else {
+            lines = rows.map { $0.joined(separator: "\t") }
         }
         lines.append("\(entries.count) sessions, \(messages) messages, \(retained) retained, \(fileSize) bytes")
         return lines.joined(separator: "\n")

@@ -19,6 +19,13 @@ struct Sessions: ParsableCommand {
     @Option(name: .long, help: "The store file (for example DIR/tern.db after `tern serve --data DIR`).")
     var store: String?
 
+    enum Format: String, ExpressibleByArgument, CaseIterable {
+        case table, tsv
+    }
+
+    @Option(help: "table: aligned columns (the default on a terminal); tsv: tab-separated (the default otherwise).")
+    var format: Format?
+
     func run() throws {
         let path: String
         if let store {
@@ -39,6 +46,7 @@ struct Sessions: ParsableCommand {
             throw ExitCode(1)
         }
         let listing = try StoreListing.read(path: path)
-        print(listing.table(now: Date()))
+        let aligned = (format ?? (isatty(STDOUT_FILENO) != 0 ? .table : .tsv)) == .table
+        print(listing.table(now: Date(), aligned: aligned))
     }
 }

@@ -83,8 +83,11 @@ final class TernServer: @unchecked Sendable {
     }
 
     /// `tern sessions --store DIR/tern.db`, read while the server runs.
-    func sessionsListing() throws -> String {
-        try Peers.run(try #require(ternExecutable), ["sessions", "--store", directory + "/tern.db"]).stdout
+    func sessionsListing(format: String = "tsv") throws -> String {
+        try Peers.run(
+            try #require(ternExecutable),
+            ["sessions", "--store", directory + "/tern.db", "--format", format]
+        ).stdout
     }
 }
 
@@ -257,6 +260,17 @@ struct RestartTests {
 
         let listing = try server.sessionsListing()
         #expect(listing.contains("v5-clean-start") && listing.contains("v311") && listing.contains("inflight"))
+        #expect(listing.split(separator: "\n").first?.split(separator: "\t").count == 8)
+        // The aligned table, as on a terminal: every row's last column starts where WILL does.
+        let table = try server.sessionsListing(format: "table").split(separator: "\n").dropLast().map(String.init)
+        let willColumn = try #require(table.first?.range(of: "WILL")?.lowerBound.utf16Offset(in: table[0]))
+        #expect(table.count >= 4 && !table.joined().contains("\t"))
+        for row in table.dropFirst() {
+            let last = row.range(of: " ", options: .backwards).map {
+                row.distance(from: row.startIndex, to: $0.upperBound)
+            }
+            #expect(last == willColumn, "\(row)")
+        }
         let stopped = try #require(server.terminate())
         #expect(stopped.status == 0, "tern serve exit status after SIGTERM: \(stopped.stderr)")
         try await server.startAgain()
