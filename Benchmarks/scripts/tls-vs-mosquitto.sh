@@ -4,12 +4,12 @@
 # (`tern bench`: one publisher, one subscriber, 16-byte payloads). Prints each rate and the
 # ratios. Asserts nothing.
 #
-# Usage: benchmarks/tls-vs-mosquitto.sh [messages]     (default 200000)
+# Usage: Benchmarks/scripts/tls-vs-mosquitto.sh [messages]     (default 200000)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 count=${1:-200000}
 command -v openssl >/dev/null || { echo "openssl is not installed"; exit 1; }
-source benchmarks/common.sh
+source Benchmarks/scripts/common.sh
 (
     cd "$work"
     openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:prime256v1 -out ca.key 2>/dev/null

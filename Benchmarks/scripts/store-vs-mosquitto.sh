@@ -9,13 +9,13 @@
 #     restart: time to first CONNACK, store size on disk, broker memory after start-up, and the
 #     drain rate when every session resumes.
 #
-# Usage: benchmarks/store-vs-mosquitto.sh [throughput-messages] [sessions] [queued-messages]
+# Usage: Benchmarks/scripts/store-vs-mosquitto.sh [throughput-messages] [sessions] [queued-messages]
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 count=${1:-100000}
 sessions=${2:-1000}
 queued=${3:-100000}
-source benchmarks/common.sh
+source Benchmarks/scripts/common.sh
 rss_mb() { awk '/VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 
 start_mosquitto() {  # port dir

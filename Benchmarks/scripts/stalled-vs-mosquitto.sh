@@ -5,12 +5,12 @@
 # Prints the broker's RSS before, at peak and after the stalled client left, and what the healthy
 # subscriber got (order, loss). Asserts nothing.
 #
-# Usage: benchmarks/stalled-vs-mosquitto.sh [seconds] [qos]     (default 8 s, QoS 0)
+# Usage: Benchmarks/scripts/stalled-vs-mosquitto.sh [seconds] [qos]     (default 8 s, QoS 0)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 seconds=${1:-8}
 qos=${2:-0}
-source benchmarks/common.sh
+source Benchmarks/scripts/common.sh
 mqttbench=$(build_mqttbench)
 mosquitto_port=28860
 tern_port=28861

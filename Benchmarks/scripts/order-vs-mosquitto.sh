@@ -5,16 +5,16 @@
 # round by round. Prints, per broker and QoS, the total out-of-order and lost counts, the median
 # rate and broker CPU, and the median ratio Tern / Mosquitto. Asserts nothing.
 #
-# Usage: benchmarks/order-vs-mosquitto.sh [rounds] [seconds] [qos list] [mqttbench options...]
+# Usage: Benchmarks/scripts/order-vs-mosquitto.sh [rounds] [seconds] [qos list] [mqttbench options...]
 #   default 10 rounds of 3 s at QoS "0 1 2"; for example fan-out to 100 subscribers at QoS 0:
-#   benchmarks/order-vs-mosquitto.sh 3 5 0 -P 1 -S 100 -L fanout
+#   Benchmarks/scripts/order-vs-mosquitto.sh 3 5 0 -P 1 -S 100 -L fanout
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 rounds=${1:-10}
 seconds=${2:-3}
 qos_list=${3:-0 1 2}
 shift $(($# < 3 ? $# : 3))
-source benchmarks/common.sh
+source Benchmarks/scripts/common.sh
 mqttbench=$(build_mqttbench)
 mosquitto_port=28850
 tern_port=28851

@@ -3,11 +3,11 @@
 # payloads, QoS 0 and QoS 1, through each broker in turn with the same load generator
 # (`tern bench`). Prints each rate and the ratio Tern / Mosquitto. Asserts nothing.
 #
-# Usage: benchmarks/compare-mosquitto.sh [messages]     (default 200000)
+# Usage: Benchmarks/scripts/compare-mosquitto.sh [messages]     (default 200000)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 count=${1:-200000}
-source benchmarks/common.sh
+source Benchmarks/scripts/common.sh
 mosquitto_port=28840
 tern_port=28841
 printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$mosquitto_port" > "$work/mosquitto.conf"
