@@ -163,9 +163,19 @@ let package = Package(
                 "TernBrokerTesting",
                 "TernBrokerCore",
                 "TernCodec",
-                "TernStore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "TernBrokerTests",
+            dependencies: [
+                "TernBroker",
+                "TernBrokerCore",
+                "TernCodec",
+                "TernStore",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "DequeModule", package: "swift-collections"),
             ],
