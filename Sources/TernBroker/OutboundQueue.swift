@@ -26,7 +26,6 @@ struct OutboundQueue {
     private var wakeScheduled = false
 
     var isEmpty: Bool { entries.isEmpty }
-    var count: Int { entries.count }
 
     /// Appends `action`, which may leave once `ticket` is committed (0: at once).
     /// - Returns: whether the caller must wake the connection's event loop: true for the first

@@ -7,8 +7,6 @@ import TernBrokerCore
 struct Outbox {
     private var handles: [MQTTBroker.Handle] = []
 
-    var isEmpty: Bool { handles.isEmpty }
-
     mutating func wake(_ handle: MQTTBroker.Handle) {
         handles.append(handle)
     }
