@@ -14,6 +14,11 @@ extension MQTTBroker {
     /// bounds what a client that does not read costs: `high` plus what was already on its way.
     static let writeBufferWaterMark = ChannelOptions.Types.WriteBufferWaterMark(low: 32 * 1024, high: 128 * 1024)
 
+    /// NIO keeps each connection's receive buffers for reuse. Starting them small keeps an idle
+    /// client cheap (its CONNECT fits in a few hundred bytes); a busy one's reads grow them to
+    /// the maximum within a few reads.
+    static let receiveBufferSizes = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 64 * 1024)
+
     /// Binds one listener: TCP or a Unix socket, MQTT or WebSockets, with TLS when configured.
     func bind(_ listener: BrokerOptions.Listener, index: Int) async throws -> any Channel {
         let tls: NIOSSLContext?
@@ -47,6 +52,7 @@ extension MQTTBroker {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelOption(.writeBufferWaterMark, value: MQTTBroker.writeBufferWaterMark)
+            .childChannelOption(.recvAllocator, value: MQTTBroker.receiveBufferSizes)
         if listener.unixSocketPath == nil {
             bootstrap = bootstrap.childChannelOption(.socketOption(.tcp_nodelay), value: 1)
         }

@@ -15,7 +15,11 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     let id: ConnectionID
     /// The index of the listener the client came through, in ``BrokerOptions/listeners``.
     let listener: Int
-    private var processor: NIOSingleStepByteToMessageProcessor<MQTTPacketDecoder>
+    private var decoder: MQTTPacketDecoder
+    /// The start of a packet whose end has not arrived yet. Kept only while a packet is split
+    /// across reads: NIO's byte-to-message processor would keep the last read buffer for the life
+    /// of the connection (2 KiB per idle client) and stop NIO from reusing its receive buffer.
+    private var partialPacket: ByteBuffer?
     private var machine: ConnectionStateMachine
     private var context: ChannelHandlerContext?
     private var version: ProtocolVersion = .v5
@@ -50,9 +54,8 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         self.id = id
         self.listener = listener
         let limit = broker.options.broker.maxPacketSize
-        self.processor = NIOSingleStepByteToMessageProcessor(
-            MQTTPacketDecoder(maximumPacketSize: limit > 0 ? limit : MQTTPacketDecoder.protocolMaximumPacketSize),
-            maximumBufferSize: nil
+        self.decoder = MQTTPacketDecoder(
+            maximumPacketSize: limit > 0 ? limit : MQTTPacketDecoder.protocolMaximumPacketSize
         )
         self.machine = ConnectionStateMachine(
             topicAliasMaximum: broker.options.broker.maxTopicAlias,
@@ -105,19 +108,22 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !closing else { return }
         lastRead = context.eventLoop.now
-        let buffer = unwrapInboundIn(data)
+        var buffer = unwrapInboundIn(data)
         bytesRead += UInt64(buffer.readableBytes)
+        if var partial = partialPacket.take() {
+            partial.writeBuffer(&buffer)
+            buffer = partial
+        }
         do {
-            try processor.process(buffer: buffer) { packet in
-                guard !closing else { return }
+            while !closing, let packet = try decoder.decodePacket(from: &buffer) {
                 packetsRead += 1
                 handle(packet)
             }
-        } catch let error as TernError {
-            refuse(error)
         } catch {
-            close(reason: "\(error)")
+            refuse(error)
+            return
         }
+        if buffer.readableBytes > 0, !closing { partialPacket = buffer }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
