@@ -42,6 +42,10 @@ public final class MQTTBroker: Service, Sendable {
     struct Shared: ~Copyable {
         var state: BrokerState
         var handles: [ConnectionID: Handle] = [:]
+        /// The wake-up armed for the state's next deadline, while the broker runs.
+        var deadlineTimer: (at: BrokerInstant, task: Scheduled<Void>)?
+        /// Whether deadlines are being kept: from listening until shutdown.
+        var keepsDeadlines = false
     }
 
     public let options: BrokerOptions
@@ -135,8 +139,9 @@ public final class MQTTBroker: Service, Sendable {
         listening.succeed(channels.compactMap(\.localAddress))
 
         let loop = group.any()
-        let ticker = loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { [self] _ in
-            self.tick()
+        shared.withLock { shared in
+            shared.keepsDeadlines = true
+            armDeadlineTimer(&shared)
         }
         let sysTicker: RepeatedTask? =
             options.sysInterval > 0
@@ -155,7 +160,11 @@ public final class MQTTBroker: Service, Sendable {
         } onGracefulShutdown: {
             for channel in boundChannels { channel.close(promise: nil) }
         }
-        ticker.cancel()
+        shared.withLock { shared in
+            shared.keepsDeadlines = false
+            shared.deadlineTimer?.task.cancel()
+            shared.deadlineTimer = nil
+        }
         sysTicker?.cancel()
         await disconnectEveryone()
     }
@@ -254,7 +263,23 @@ public final class MQTTBroker: Service, Sendable {
                 let wake = handle.outbound.queue.withLock { $0.append(action, after: wait) }
                 if wake, id != current { outbox.wake(handle) }
             }
+            armDeadlineTimer(&shared)
         }
+    }
+
+    /// Makes sure a wake-up is scheduled for the state's next deadline (a will delay, a session
+    /// expiry, a retained message's expiry). One read of the deadline queue when nothing changed;
+    /// nothing runs while the broker has nothing timed to do.
+    private func armDeadlineTimer(_ shared: inout Shared) {
+        guard shared.keepsDeadlines, let next = shared.state.nextDeadline else { return }
+        if let armed = shared.deadlineTimer, armed.at <= next { return }
+        shared.deadlineTimer?.task.cancel()
+        let milliseconds = max(0, next.millisecondsSinceEpoch - BrokerInstant.now().millisecondsSinceEpoch)
+        // Weak: a broker that stops is released, whatever deadline lies years ahead.
+        let task = group.any().scheduleTask(in: .milliseconds(milliseconds)) { [weak self] () -> Void in
+            self?.deadlineReached()
+        }
+        shared.deadlineTimer = (next, task)
     }
 
     /// Runs `body` on the shared state for an event that belongs to no connection, and wakes the
@@ -277,7 +302,9 @@ public final class MQTTBroker: Service, Sendable {
         releaseMemoryIfLarge(freed)
     }
 
-    private func tick() {
+    private func deadlineReached() {
+        // Cleared first, so that the state change below arms the wake-up for what remains.
+        shared.withLock { $0.deadlineTimer = nil }
         withState { state in state.tick(now: .now()) }
         releaseMemoryIfLarge(shared.withLock { $0.state.takeFreedQueueBytes() })
     }

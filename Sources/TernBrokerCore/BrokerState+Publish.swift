@@ -138,6 +138,7 @@ extension BrokerState {
                     storeChanges.append(.putRetained(topic: key, messageID: message.storeID))
                 }
                 retained[key] = message
+                schedule(.retainedExpiry(key), at: message.expiresAt)
             }
         }
         let matches: [TopicTree.Match]

@@ -125,6 +125,7 @@ extension BrokerState {
             guard var message = messages[id] else { continue }
             message.storeID = id
             retained[topic] = message
+            schedule(.retainedExpiry(topic), at: message.expiresAt)
         }
         summary.retainedMessages = retained.count
 
@@ -176,6 +177,7 @@ extension BrokerState {
             if let will = header.will {
                 if let deadline = header.willDeadline {
                     pendingWills[header.clientID] = (will, deadline)
+                    schedule(.will(header.clientID), at: deadline)
                 } else if header.attached {
                     // The connection ended with the broker: its will is due from now on.
                     var message = will
@@ -185,9 +187,9 @@ extension BrokerState {
                         route(message, now: now, into: &actions)
                         session = sessions[header.clientID] ?? session
                     } else {
-                        pendingWills[header.clientID] = (
-                            message, now.adding(seconds: min(header.willDelay, header.expiryInterval))
-                        )
+                        let deadline = now.adding(seconds: min(header.willDelay, header.expiryInterval))
+                        pendingWills[header.clientID] = (message, deadline)
+                        schedule(.will(header.clientID), at: deadline)
                     }
                 }
             }
@@ -197,6 +199,7 @@ extension BrokerState {
                 session.expiresAt = lifetime.map { now.adding(seconds: $0) }
             }
             sessions[header.clientID] = session
+            schedule(.sessionExpiry(header.clientID), at: session.expiresAt)
             summary.sessions += 1
             if header.attached { recordSession(header.clientID) }
         }

@@ -15,6 +15,8 @@ public struct BrokerState: Sendable {
     public internal(set) var retained: [String: ApplicationMessage] = [:]
     /// Wills waiting for their Will Delay Interval, by client identifier.
     public internal(set) var pendingWills: [String: (message: ApplicationMessage, deadline: BrokerInstant)] = [:]
+    /// When each will, session expiry and retained message expiry comes due, earliest first.
+    var deadlines = Deadlines()
     public var statistics = BrokerStatistics()
     /// `acl_file`: who may publish, subscribe and receive where; `nil` allows everything. With
     /// `per_listener_settings true` a listener's own policy in ``listenerPolicies`` replaces it.
@@ -257,7 +259,9 @@ extension BrokerState {
                 route(message, now: now, into: &actions)
             } else {
                 // The will goes out at whichever comes first: its delay or the end of the session.
-                pendingWills[clientID] = (message, now.adding(seconds: min(delay, expiry)))
+                let deadline = now.adding(seconds: min(delay, expiry))
+                pendingWills[clientID] = (message, deadline)
+                schedule(.will(clientID), at: deadline)
             }
         }
         session.will = nil
@@ -270,6 +274,7 @@ extension BrokerState {
         if let cap = configuration.persistentClientExpiration { lifetime = min(lifetime ?? cap, cap) }
         session.expiresAt = lifetime.map { now.adding(seconds: $0) }
         sessions[clientID] = session
+        schedule(.sessionExpiry(clientID), at: session.expiresAt)
         recordSession(clientID)
     }
 
@@ -301,30 +306,60 @@ extension BrokerState {
         )
     }
 
-    /// Publishes wills whose delay has passed and ends sessions whose expiry has passed.
+    /// Publishes wills whose delay has passed, ends sessions whose expiry has passed and removes
+    /// expired retained messages. Only what is due is touched (``Deadlines``), not every session.
     public mutating func tick(now: BrokerInstant) -> [BrokerAction] {
         var actions: [BrokerAction] = []
-        for (clientID, pending) in pendingWills where pending.deadline <= now {
+        var wills: [String] = []
+        var endings: [String] = []
+        var retainedTopics: [String] = []
+        for entry in deadlines.popDue(now: now) {
+            switch entry.kind {
+            case .will(let clientID): wills.append(clientID)
+            case .sessionExpiry(let clientID): endings.append(clientID)
+            case .retainedExpiry(let topic): retainedTopics.append(topic)
+            }
+        }
+        // Wills first: a session that ends in the same tick publishes its will as it ends anyway.
+        for clientID in wills {
+            guard let pending = pendingWills[clientID], pending.deadline <= now else { continue }  // stale
             pendingWills[clientID] = nil
             route(pending.message, now: now, into: &actions)
             recordSession(clientID)
         }
-        for (clientID, session) in sessions where session.connection == nil {
-            if let expiresAt = session.expiresAt, expiresAt <= now {
-                endSession(clientID, now: now, into: &actions)
-            }
+        for clientID in endings {
+            guard let session = sessions[clientID], session.connection == nil,
+                let expiresAt = session.expiresAt, expiresAt <= now
+            else { continue }  // came back, or its expiry moved
+            endSession(clientID, now: now, into: &actions)
         }
-        for (topic, message) in retained where message.isExpired(at: now) {
+        for topic in retainedTopics {
+            guard let message = retained[topic], message.isExpired(at: now) else { continue }  // replaced
             retained[topic] = nil
             if recordsChanges { storeChanges.append(.deleteRetained(topic: topic)) }
         }
         return actions
     }
 
-    /// The earliest time at which ``tick(now:)`` has work to do.
-    public var nextDeadline: BrokerInstant? {
-        let wills = pendingWills.values.map(\.deadline)
-        let sessionEnds = sessions.values.compactMap { $0.connection == nil ? $0.expiresAt : nil }
-        return (wills + sessionEnds).min()
+    /// The earliest time at which ``tick(now:)`` may have work to do.
+    public var nextDeadline: BrokerInstant? { deadlines.earliest }
+
+    /// Adds a deadline; rebuilds the queue from the state when stale entries have piled up.
+    mutating func schedule(_ kind: Deadlines.Kind, at instant: BrokerInstant?) {
+        guard let instant else { return }
+        deadlines.schedule(kind, at: instant)
+        // An upper bound on the live entries: one per session, pending will and retained message.
+        if deadlines.needsCompaction(live: sessions.count + pendingWills.count + retained.count) {
+            var live: [Deadlines.Entry] = []
+            for (clientID, pending) in pendingWills { live.append(.init(at: pending.deadline, kind: .will(clientID))) }
+            for (clientID, session) in sessions where session.connection == nil {
+                guard let expiresAt = session.expiresAt else { continue }
+                live.append(.init(at: expiresAt, kind: .sessionExpiry(clientID)))
+            }
+            for (topic, message) in retained {
+                if let expiresAt = message.expiresAt { live.append(.init(at: expiresAt, kind: .retainedExpiry(topic))) }
+            }
+            deadlines.rebuild(live)
+        }
     }
 }

@@ -169,6 +169,54 @@ struct BrokerSocketTests {
         #expect(try await client.next() == nil)
         _ = await task.result
     }
+
+    @Test("§3.1.2.5 wills wait for their Will Delay Interval, and the broker's timer re-arms after each one")
+    func delayedWills() async throws {
+        try await withTestBroker { _, port in
+            var subscriber = try await TestClient.connect(port: port)
+            _ = try await subscriber.handshake(Connect(clientIdentifier: "watcher"))
+            try await subscriber.send(.subscribe(subscription("wills/+")))
+            guard case .suback? = try await subscriber.next() else { throw UnexpectedPacket(description: "no SUBACK") }
+            func leaver(_ name: String, willDelay: UInt32) async throws -> TestClient {
+                var willProperties = Properties()
+                willProperties.willDelayInterval = willDelay
+                var properties = Properties()
+                properties.sessionExpiryInterval = 60
+                var client = try await TestClient.connect(port: port)
+                let connack = try await client.handshake(
+                    Connect(
+                        clientIdentifier: name,
+                        properties: properties,
+                        will: .init(
+                            topic: try TopicName("wills/\(name)"),
+                            payload: ByteBuffer(string: name),
+                            qos: .atMostOnce,
+                            properties: willProperties
+                        )
+                    )
+                )
+                #expect(connack.reasonCode == .success)
+                return client
+            }
+            let first = try await leaver("first", willDelay: 1)
+            let second = try await leaver("second", willDelay: 2)
+            let left = ContinuousClock.now
+            // No DISCONNECT: both wills are due, each after its delay.
+            await first.close()
+            await second.close()
+            var arrivals: [(String, Duration)] = []
+            while arrivals.count < 2 {
+                guard case .publish(let will)? = try await subscriber.next() else {
+                    throw UnexpectedPacket(description: "no will")
+                }
+                arrivals.append((String(buffer: will.payload), ContinuousClock.now - left))
+            }
+            #expect(arrivals.map(\.0) == ["first", "second"])
+            #expect(arrivals[0].1 >= .milliseconds(900), "the first will came early: \(arrivals[0].1)")
+            #expect(arrivals[1].1 >= .milliseconds(1900), "the second will came early: \(arrivals[1].1)")
+            await subscriber.close()
+        }
+    }
 }
 
 @Suite("Topic Aliases over sockets")

@@ -186,4 +186,43 @@ struct SessionLifecycleTests {
         #expect(actions.connack?.reasonCode == .notAuthorized)
         #expect(actions.closes(conn(1)))
     }
+
+    @Test("§4.1 expiry deadlines: a client that comes back again and again does not grow the deadline queue")
+    func deadlinesStayBounded() {
+        var state = BrokerState(now: t0)
+        let year: UInt32 = 365 * 86_400
+        for round in 0..<5000 {
+            let now = t0.plus(seconds: Int64(round))
+            _ = state.connect(conn(UInt64(round)), connectPacket("flapping", cleanStart: false, expiry: year), now: now)
+            _ = state.connectionClosed(conn(UInt64(round)), now: now)
+        }
+        // Each detach adds a deadline; stale ones are compacted away, so one session keeps a few.
+        #expect(state.deadlines.count <= 1024 + 2)
+        #expect(state.nextDeadline != nil)
+        // Only the last detach counts: the session lives a year from then, not from the first.
+        let last = t0.plus(seconds: 4999)
+        _ = state.tick(now: last.plus(seconds: Int64(year) - 1))
+        #expect(state.sessions["flapping"] != nil)
+        _ = state.tick(now: last.plus(seconds: Int64(year)))
+        #expect(state.sessions["flapping"] == nil)
+        #expect(state.deadlines.count == 0)
+    }
+
+    @Test("§3.3.2.3.3 a retained message's expiry is a deadline; one replaced before it is not removed by it")
+    func retainedExpiryDeadline() {
+        var state = BrokerState(now: t0)
+        _ = state.connect(conn(1), connectPacket("pub"), now: t0)
+        var properties = Properties()
+        properties.messageExpiryInterval = 10
+        let expiring = publishPacket("r", "short", retain: true, properties: properties)
+        _ = state.publish(conn(1), expiring, now: t0)
+        #expect(state.nextDeadline == t0.plus(seconds: 10))
+        _ = state.tick(now: t0.plus(seconds: 10))
+        #expect(state.retained["r"] == nil)
+
+        _ = state.publish(conn(1), expiring, now: t0.plus(seconds: 20))
+        _ = state.publish(conn(1), publishPacket("r", "forever", retain: true), now: t0.plus(seconds: 25))
+        _ = state.tick(now: t0.plus(seconds: 30))
+        #expect(state.retained["r"].map { String(buffer: $0.payload) } == "forever")
+    }
 }
