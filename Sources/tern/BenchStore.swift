@@ -52,7 +52,7 @@ struct BenchStore: AsyncParsableCommand {
             var acknowledged: [EventLoopFuture<Void>] = []
             for index in first..<min(first + 100, sessions) {
                 let counter = BenchCounter(loop: loop, expected: 1)
-                let channel = try await BenchConnection.open(
+                let channel = try await StoreBenchConnection.open(
                     loop: loop,
                     port: port,
                     clientID: "store-bench-\(index)",
@@ -83,7 +83,7 @@ struct BenchStore: AsyncParsableCommand {
             }
         }
         let counter = BenchCounter(loop: loop, expected: messages)
-        let publisher = try await BenchConnection.open(
+        let publisher = try await StoreBenchConnection.open(
             loop: loop,
             port: port,
             clientID: "store-bench-publisher",
@@ -125,7 +125,7 @@ struct BenchStore: AsyncParsableCommand {
                 throw ValidationError("no CONNACK within \(timeout) s")
             }
             let probe = BenchCounter(loop: loop, expected: 0)
-            if let channel = try? await BenchConnection.open(
+            if let channel = try? await StoreBenchConnection.open(
                 loop: loop,
                 port: port,
                 clientID: "store-bench-probe",
@@ -146,7 +146,7 @@ struct BenchStore: AsyncParsableCommand {
         var channels: [any Channel] = []
         for index in 0..<sessions {
             channels.append(
-                try await BenchConnection.open(
+                try await StoreBenchConnection.open(
                     loop: loop,
                     port: port,
                     clientID: "store-bench-\(index)",
@@ -188,7 +188,7 @@ final class BenchCounter: Sendable {
 }
 
 /// One 3.1.1 connection of the store benchmark: answers PUBLISH with PUBACK and counts.
-final class BenchConnection: ChannelInboundHandler, Sendable {
+final class StoreBenchConnection: ChannelInboundHandler, Sendable {
     typealias InboundIn = MQTTPacket
     typealias OutboundOut = MQTTPacket
     let counter: BenchCounter
@@ -204,7 +204,7 @@ final class BenchConnection: ChannelInboundHandler, Sendable {
     {
         let connected = loop.makePromise(of: Void.self)
         let channel = try await openBenchChannel(loop: loop, host: "127.0.0.1", port: port) {
-            BenchConnection(counter: counter, connected: connected)
+            StoreBenchConnection(counter: counter, connected: connected)
         }
         try await channel.writeAndFlush(
             MQTTPacket.connect(
@@ -245,4 +245,27 @@ final class BenchConnection: ChannelInboundHandler, Sendable {
     func channelInactive(context: ChannelHandlerContext) {
         connected.fail(ValidationError("connection closed"))
     }
+}
+
+/// A 3.1.1 client connection for the store benchmark: the codec, then `handler`. CONNECT is up to the caller.
+func openBenchChannel(
+    loop: any EventLoop,
+    host: String,
+    port: Int,
+    handler: @escaping @Sendable () -> any ChannelHandler
+) async throws -> any Channel {
+    try await ClientBootstrap(group: loop)
+        .channelOption(.socketOption(.tcp_nodelay), value: 1)
+        .channelInitializer { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHandler(
+                    ByteToMessageHandler(MQTTPacketDecoder(protocolVersion: .v3_1_1))
+                )
+                try channel.pipeline.syncOperations.addHandler(
+                    MessageToByteHandler(MQTTPacketEncoder(protocolVersion: .v3_1_1))
+                )
+                try channel.pipeline.syncOperations.addHandler(handler())
+            }
+        }
+        .connect(host: host, port: port).get()
 }
