@@ -148,13 +148,27 @@ extension BrokerState {
             matches = topics.match(topicString) { sessions[$0]?.connection != nil }
         }
         guard !matches.isEmpty else { return 0 }
+        let checking = checksAccess
+        if matches.count == 1, !matches[0].isShared {
+            // The common case (one subscriber to the topic): no per-client merging to do.
+            let entry = matches[0].entry
+            if checking, let session = sessions[entry.clientID], !mayReceive(topicString, session: session) { return 0 }
+            if entry.options.noLocal, entry.clientID == message.publisherClientID { return 0 }  // §3.8.3.1
+            let delivery = Delivery(
+                message: message,
+                qos: min(message.qos, entry.options.qos),
+                retain: entry.options.retainAsPublished ? message.retain : false,
+                subscriptionIdentifiers: entry.identifier.map { [$0] } ?? []
+            )
+            deliver(delivery, to: entry.clientID, now: now, into: &actions)
+            return 1
+        }
 
         // One copy per client for ordinary subscriptions: the highest granted QoS and every
         // matching Subscription Identifier (§3.3.4). Each shared group adds its own copy.
         var perClient: [String: Delivery] = [:]
         var order: [String] = []
         var sharedDeliveries: [(String, Delivery)] = []
-        let checking = checksAccess
         for match in matches {
             let entry = match.entry
             if checking, let session = sessions[entry.clientID], !mayReceive(topicString, session: session) { continue }

@@ -96,7 +96,8 @@ public struct Session: Sendable {
     /// When a detached session ends; `nil` while connected or when it never expires.
     public internal(set) var expiresAt: BrokerInstant?
     public internal(set) var subscriptions: [String: SessionSubscription] = [:]
-    public internal(set) var inflight: [InflightMessage] = []
+    /// In send order; acknowledgements usually come in that order too, so the front goes first.
+    public internal(set) var inflight: Deque<InflightMessage> = []
     public internal(set) var queue: Deque<Delivery> = []
     public internal(set) var inboundQoS2Pending: Set<UInt16> = []
     /// The will registered by the current (or last) connection.

@@ -55,7 +55,9 @@ struct Bench: AsyncParsableCommand {
             throw ValidationError("--layout must be pairs, fanin or fanout")
         }
         guard payload >= BenchRun.headerSize else { throw ValidationError("--payload must be at least 16 bytes") }
-        guard publishers > 0, subscribers > 0 else { throw ValidationError("--publishers and --subscribers must be > 0") }
+        guard publishers > 0, subscribers > 0 else {
+            throw ValidationError("--publishers and --subscribers must be > 0")
+        }
         if layout == .pairs, publishers != subscribers {
             throw ValidationError("--layout pairs needs as many publishers as subscribers")
         }
@@ -124,7 +126,10 @@ struct Bench: AsyncParsableCommand {
                         Subscribe(
                             packetIdentifier: 1,
                             subscriptions: [
-                                .init(filter: try TopicFilter(plan.filter(subscriber: subscriber)), options: .init(qos: plan.qos))
+                                .init(
+                                    filter: try TopicFilter(plan.filter(subscriber: subscriber)),
+                                    options: .init(qos: plan.qos)
+                                )
                             ]
                         )
                     )

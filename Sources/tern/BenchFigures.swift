@@ -13,7 +13,9 @@ struct SequenceCheck {
     mutating func record(_ sequence: UInt32) {
         let word = Int(sequence >> 6)
         let bit = UInt64(1) << UInt64(sequence & 63)
-        if word >= seen.count { seen.append(contentsOf: repeatElement(0, count: word - seen.count + 1 + seen.count / 2)) }
+        if word >= seen.count {
+            seen.append(contentsOf: repeatElement(0, count: word - seen.count + 1 + seen.count / 2))
+        }
         if Int64(sequence) < highest || seen[word] & bit != 0 { duplicateOrOutOfOrder += 1 }
         if seen[word] & bit == 0 {
             seen[word] |= bit
@@ -116,7 +118,9 @@ struct BenchReport: Sendable {
             ("dup_or_ooo", "\(duplicateOrOutOfOrder)"),
         ]
         for (name, percentile) in [("p50", 50.0), ("p90", 90), ("p99", 99), ("p999", 99.9)] {
-            fields.append(("lat_\(name)_us", String(format: "%.1f", Double(latency.valueAtPercentile(percentile)) / 1000)))
+            fields.append(
+                ("lat_\(name)_us", String(format: "%.1f", Double(latency.valueAtPercentile(percentile)) / 1000))
+            )
         }
         fields.append(("lat_max_us", String(format: "%.1f", Double(latency.max) / 1000)))
         fields.append(("generator_cpu_pct", String(format: "%.1f", generatorCPU * 100)))

@@ -150,7 +150,9 @@ final class BenchRun {
     /// How many messages `publisher` may send now.
     private func allowance(_ publisher: Int) -> Int {
         var allowed = plan.count > 0 ? plan.count - sent[publisher] : Int.max
-        if plan.qos != .atMostOnce { allowed = min(allowed, inflightLimit[publisher] - (sent[publisher] - acknowledged[publisher])) }
+        if plan.qos != .atMostOnce {
+            allowed = min(allowed, inflightLimit[publisher] - (sent[publisher] - acknowledged[publisher]))
+        }
         if plan.window > 0 {
             let outstanding = expectedDeliveries - received
             allowed = min(allowed, (plan.window - outstanding) / plan.fanout(publisher: publisher))
