@@ -1,7 +1,7 @@
 // swift-tools-version:6.1
 import PackageDescription
 
-// Micro-benchmarks for TernCodec, in their own package so that the main build stays light.
+// Micro-benchmarks for TernCodec and the broker core's per-message work, in their own package so that the main build stays light.
 // Run with `swift package --disable-sandbox benchmark` from this directory.
 let package = Package(
     name: "TernBenchmarks",
@@ -21,7 +21,18 @@ let package = Package(
             ],
             path: "Benchmarks/CodecBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
-        )
+        ),
+        .executableTarget(
+            name: "DeliveryBenchmarks",
+            dependencies: [
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "TernBrokerCore", package: "Tern"),
+                .product(name: "TernCodec", package: "Tern"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            path: "Benchmarks/DeliveryBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

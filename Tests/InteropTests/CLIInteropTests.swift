@@ -294,6 +294,55 @@ struct PasswordFileInteropTests {
         )
         #expect(refused.status != 0)
     }
+
+    /// Runs `tern bench` and returns its JSON line, parsed.
+    func bench(port: Int, _ arguments: [String], json: String) throws -> [String: Any] {
+        let output = try Peers.run(tern, ["bench", "-p", "\(port)", "--json", json] + arguments, timeout: 60)
+        #expect(output.status == 0, "\(output.stderr)")
+        #expect(output.stdout.contains("rate="), "\(output.stdout)")
+        let lines = try String(contentsOfFile: json, encoding: .utf8).split(separator: "\n")
+        let line = try #require(lines.last.map { Data($0.utf8) })
+        return try #require(try JSONSerialization.jsonObject(with: line) as? [String: Any])
+    }
+
+    @Test("tern bench numbers every payload: loss and order per publisher against Tern and Mosquitto (MQTT-4.6.0-6)")
+    func benchChecksOrderAndLoss() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tern-bench-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let json = directory.appendingPathComponent("bench.jsonl").path
+        let runs: [[String]] = [
+            ["-q", "1", "-P", "2", "-S", "2", "--layout", "pairs", "-c", "3000"],
+            ["-q", "2", "-V", "3.1.1", "-P", "3", "-S", "1", "--layout", "fanin", "-c", "1000"],
+            ["-q", "1", "-P", "1", "-S", "3", "--layout", "fanout", "-c", "1000", "--rate", "2000"],
+        ]
+        try await withTestBroker { _, port in
+            for arguments in runs {
+                let result = try bench(port: port, arguments + ["--label", "tern"], json: json)
+                #expect(result["lost"] as? Int == 0, "\(arguments): \(result)")
+                #expect(result["dup_or_ooo"] as? Int == 0, "\(arguments): \(result)")
+                #expect(result["received"] as? Int == result["expected"] as? Int, "\(arguments): \(result)")
+                #expect((result["expected"] as? Int ?? 0) >= 3000, "\(arguments): \(result)")
+            }
+        }
+        let config = directory.appendingPathComponent("mosquitto.conf").path
+        let (mosquitto, port) = try await Peers.startOnFreePort { port in
+            try "listener \(port) 127.0.0.1\nallow_anonymous true\n".write(
+                toFile: config,
+                atomically: true,
+                encoding: .utf8
+            )
+            return (Peers.which("mosquitto") ?? "/usr/sbin/mosquitto", ["-c", config])
+        }
+        defer { mosquitto.killNow() }
+        let pid = mosquitto.process.processIdentifier
+        let result = try bench(port: port, runs[0] + ["--label", "mosquitto", "-b", "\(pid)"], json: json)
+        #expect(result["lost"] as? Int == 0 && result["dup_or_ooo"] as? Int == 0, "\(result)")
+        #expect(result["broker"] as? String == "mosquitto")
+        // With --broker-pid the broker's own figures are read from /proc.
+        #expect((result["rss_peak_kb"] as? Int ?? 0) > 0, "\(result)")
+        #expect(result["broker_cpu_pct"] is Double, "\(result)")
+    }
 }
 
 /// Resident memory of `tern serve` in a process of its own, across connect/disconnect cycles.
