@@ -5,16 +5,18 @@
 # configuration and runs every scenario against each in turn, with the independent C generator
 # (../shared/tools/mqttbench); `tern bench` repeats the one-to-one, fan-in and 5k msg/s rows as a
 # cross-check. Writes Benchmarks/RESULTS.md (medians over the rounds, ratios Tern / Mosquitto)
-# and keeps every run's JSON line in Benchmarks/results.jsonl. Prints figures; asserts nothing.
+# and keeps every run's JSON line in Benchmarks/RESULTS.jsonl. Prints figures; asserts nothing.
 #
 # Usage: Benchmarks/scripts/compare.sh [rounds] [seconds per run] [tern serve options...]
-#        (default 3 rounds of 4 s; e.g. `compare.sh 3 4 --threads 1`)
+#        (default 3 rounds of 4 s; e.g. `compare.sh 3 4 --threads 1`). RESULTS=FILE.md writes the
+#        table elsewhere (the JSON lines go beside it, as FILE.jsonl).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=${1:-3}
 seconds=${2:-4}
 shift $(( $# > 2 ? 2 : $# ))
 tern_options=("$@")
+output=${RESULTS:-Benchmarks/RESULTS.md}
 source Benchmarks/scripts/common.sh
 mqttbench=$(build_mqttbench)
 results=$work/results.jsonl
@@ -97,11 +99,11 @@ for round in $(seq 1 "$rounds"); do
     kill -9 "$mosquitto_pid" "$tern_pid" 2>/dev/null || true
 done
 
-cp "$results" Benchmarks/results.jsonl
-python3 - "$results" "$rounds" "$seconds" "${tern_options[*]:-}" > Benchmarks/RESULTS.md <<'PY'
+cp "$results" "${output%.md}.jsonl"
+python3 - "$results" "$rounds" "$seconds" "${tern_options[*]:-}" "${RESULTS:-}" > "$output" <<'PY'
 import json, platform, statistics, subprocess, sys, datetime
 runs = [json.loads(line) for line in open(sys.argv[1])]
-rounds, seconds, options = sys.argv[2], sys.argv[3], sys.argv[4]
+rounds, seconds, options, output = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 def pick(scenario, broker, tool="mqttbench"):
     return [r for r in runs if r.get("scenario") == scenario and r.get("broker") == broker and r.get("tool") == tool]
 def med(values):
@@ -110,7 +112,7 @@ def med(values):
 cpu_model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 mosquitto = subprocess.run(["mosquitto", "-h"], capture_output=True, text=True).stdout.splitlines()[0]
 swift = subprocess.run(["swift", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
-command = "Benchmarks/scripts/compare.sh " + " ".join([rounds, seconds] + ([options] if options else []))
+command = (f"RESULTS={output} " if output else "") + "Benchmarks/scripts/compare.sh " + " ".join([rounds, seconds] + ([options] if options else []))
 print("# Tern and Mosquitto side by side\n")
 print(f"Measured {datetime.date.today().isoformat()} on {platform.node() or 'this machine'}: {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores ({cpu_model}), Linux {platform.release()}.")
 print(f"{mosquitto}; {swift}; `tern serve {options}`.".replace("`tern serve `", "`tern serve` with its defaults"))
@@ -160,4 +162,4 @@ for scenario in dict.fromkeys(r["scenario"] for r in runs if r.get("tool") == "t
     ratio = f"{rt / rm:.2f}" if not fixed else "(fixed rate)"
     print(f"| {scenario.replace('_', ' ')} | {rm:,.0f} | {rt:,.0f} | {ratio} | {lat(m)} | {lat(t)} | {gen} | {ooo} |")
 PY
-cat Benchmarks/RESULTS.md
+cat "$output"
