@@ -148,18 +148,10 @@ extension BrokerState {
             matches = topics.match(topicString) { sessions[$0]?.connection != nil }
         }
         guard !matches.isEmpty else { return 0 }
-        let checking = checksAccess
         if matches.count == 1, !matches[0].isShared {
             // The common case (one subscriber to the topic): no per-client merging to do.
             let entry = matches[0].entry
-            if checking, let session = sessions[entry.clientID], !mayReceive(topicString, session: session) { return 0 }
-            if entry.options.noLocal, entry.clientID == message.publisherClientID { return 0 }  // §3.8.3.1
-            let delivery = Delivery(
-                message: message,
-                qos: min(message.qos, entry.options.qos),
-                retain: entry.options.retainAsPublished ? message.retain : false,
-                subscriptionIdentifiers: entry.identifier.map { [$0] } ?? []
-            )
+            guard let delivery = delivery(of: message, topic: topicString, to: entry) else { return 0 }
             deliver(delivery, to: entry.clientID, now: now, into: &actions)
             return 1
         }
@@ -171,38 +163,35 @@ extension BrokerState {
         var sharedDeliveries: [(String, Delivery)] = []
         for match in matches {
             let entry = match.entry
-            if checking, let session = sessions[entry.clientID], !mayReceive(topicString, session: session) { continue }
-            if entry.options.noLocal, entry.clientID == message.publisherClientID { continue }  // §3.8.3.1
-            let qos = min(message.qos, entry.options.qos)
-            let retain = entry.options.retainAsPublished ? message.retain : false
-            let identifiers = entry.identifier.map { [$0] } ?? []
+            guard let delivery = delivery(of: message, topic: topicString, to: entry) else { continue }
             if match.isShared {
-                sharedDeliveries.append(
-                    (
-                        entry.clientID,
-                        Delivery(message: message, qos: qos, retain: retain, subscriptionIdentifiers: identifiers)
-                    )
-                )
-                continue
-            }
-            if var existing = perClient[entry.clientID] {
-                existing.qos = max(existing.qos, qos)
-                existing.retain = existing.retain || retain
-                existing.subscriptionIdentifiers += identifiers
+                sharedDeliveries.append((entry.clientID, delivery))
+            } else if var existing = perClient[entry.clientID] {
+                existing.qos = max(existing.qos, delivery.qos)
+                existing.retain = existing.retain || delivery.retain
+                existing.subscriptionIdentifiers += delivery.subscriptionIdentifiers
                 perClient[entry.clientID] = existing
             } else {
-                perClient[entry.clientID] = Delivery(
-                    message: message,
-                    qos: qos,
-                    retain: retain,
-                    subscriptionIdentifiers: identifiers
-                )
+                perClient[entry.clientID] = delivery
                 order.append(entry.clientID)
             }
         }
         for clientID in order { deliver(perClient[clientID]!, to: clientID, now: now, into: &actions) }
         for (clientID, delivery) in sharedDeliveries { deliver(delivery, to: clientID, now: now, into: &actions) }
         return order.count + sharedDeliveries.count
+    }
+
+    /// What one matching subscription receives of `message`: its granted QoS, Retain As
+    /// Published and Subscription Identifier; `nil` when the ACL or No Local withholds it.
+    private func delivery(of message: ApplicationMessage, topic: String, to entry: TopicTree.Entry) -> Delivery? {
+        if checksAccess, let session = sessions[entry.clientID], !mayReceive(topic, session: session) { return nil }
+        if entry.options.noLocal, entry.clientID == message.publisherClientID { return nil }  // §3.8.3.1
+        return Delivery(
+            message: message,
+            qos: min(message.qos, entry.options.qos),
+            retain: entry.options.retainAsPublished ? message.retain : false,
+            subscriptionIdentifiers: entry.identifier.map { [$0] } ?? []
+        )
     }
 }
 
