@@ -100,6 +100,7 @@ let package = Package(
             name: "TernBrokerTesting",
             dependencies: [
                 "TernBroker",
+                "TernBrokerCore",
                 "TernCodec",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -148,9 +149,30 @@ let package = Package(
             name: "TernBrokerCoreTests",
             dependencies: [
                 "TernBrokerCore",
+                "TernBrokerTesting",
                 "TernCodec",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "TernStoreTests",
+            dependencies: [
                 "TernStore",
+                "TernBrokerCore",
+                "TernCodec",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "TernStoreSQLiteTests",
+            dependencies: [
                 "TernStoreSQLite",
+                "TernStore",
+                "TernBrokerCore",
+                "TernBrokerTesting",
+                "TernCodec",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "GRDB", package: "GRDB.swift"),
             ],

@@ -1,4 +1,5 @@
 import NIOCore
+import TernBrokerTesting
 import TernCodec
 import Testing
 
@@ -261,45 +262,6 @@ struct AccessControlTests {
         let suback = state.subscribe(conn(2), subscribePacket([("open/x", .init()), ("closed/x", .init())]), now: t0)
         guard case .suback(let ack)? = suback.sent(to: conn(2)).first else { Issue.record("no SUBACK"); return }
         #expect(ack.reasonCodes == [.success, .notAuthorized])
-    }
-
-    @Test(
-        "restored sessions are re-checked at reconnect: a subscription and queued messages no longer allowed are dropped",
-        arguments: StoreKind.allCases
-    )
-    func restoredSessionRechecked(kind: StoreKind) throws {
-        let harness = try StoreHarness(kind)
-        // Stored while everything was allowed.
-        harness.run { $0.connect(conn(1), Self.connect("alice-phone", user: "alice", expiry: 600), now: t0) }
-        harness.run {
-            $0.subscribe(
-                conn(1),
-                subscribePacket([("alice/#", .init(qos: .atLeastOnce)), ("bob/#", .init(qos: .atLeastOnce))]),
-                now: t0
-            )
-        }
-        harness.run { $0.disconnect(conn(1), Disconnect(), now: t0) }
-        harness.run { $0.connect(conn(2), connectPacket("pub"), now: t0) }
-        for topic in ["alice/1", "bob/1", "alice/secret/1", "alice/2"] {
-            harness.run { $0.publish(conn(2), publishPacket(topic, topic, qos: .atLeastOnce, id: 1), now: t0) }
-        }
-
-        harness.accessControl = try Self.acl()
-        _ = try harness.restart(now: t0)
-        // Before alice is back her identity is unknown: messages are queued, judged at reconnect.
-        let actions = harness.run {
-            $0.connect(conn(3), Self.connect("alice-phone", user: "alice", expiry: 600, cleanStart: false), now: t0)
-        }
-        #expect(actions.connack?.sessionPresent == true)
-        #expect(actions.publishes(to: conn(3)).map(\.text) == ["alice/1", "alice/2"])
-        #expect(harness.state.sessions["alice-phone"]?.subscriptions.keys.sorted() == ["alice/#"])
-        #expect(harness.state.topics.count == 1)
-        let reloaded = try harness.reload()
-        #expect(
-            reloaded.sessions.first { $0.header.clientID == "alice-phone" }?.subscriptions.map(\.filter.string) == [
-                "alice/#"
-            ]
-        )
     }
 
     @Test("a reload holds connected clients to the new ACL without disconnecting them")

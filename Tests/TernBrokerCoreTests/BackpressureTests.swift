@@ -1,4 +1,5 @@
 import NIOCore
+import TernBrokerTesting
 import TernCodec
 import Testing
 

@@ -1,37 +1,47 @@
 import NIOCore
-import TernCodec
+public import TernBrokerCore
+public import TernCodec
 
-@testable import TernBrokerCore
+// Packets and instants for tests that drive `BrokerState` without sockets: the broker-core rules
+// and the store rules, which live in different test targets, build their events the same way.
 
-let t0 = BrokerInstant(millisecondsSinceEpoch: 1_800_000_000_000)
+/// The instant every pure broker test starts at.
+
+public let t0 = BrokerInstant(millisecondsSinceEpoch: 1_800_000_000_000)
 
 extension BrokerInstant {
-    func plus(seconds: Int64) -> BrokerInstant {
+    /// This instant moved on by whole seconds.
+    public func plus(seconds: Int64) -> BrokerInstant {
         BrokerInstant(millisecondsSinceEpoch: millisecondsSinceEpoch + seconds * 1000)
     }
 }
 
 extension Array where Element == BrokerAction {
     /// The packets sent to `connection`, in order.
-    func sent(to connection: ConnectionID) -> [MQTTPacket] {
+    public func sent(to connection: ConnectionID) -> [MQTTPacket] {
         compactMap { if case .send(connection, let packet) = $0 { packet } else { nil } }
     }
 
-    func publishes(to connection: ConnectionID) -> [Publish] {
+    /// The PUBLISH packets sent to `connection`, in order.
+    public func publishes(to connection: ConnectionID) -> [Publish] {
         sent(to: connection).compactMap { if case .publish(let publish) = $0 { publish } else { nil } }
     }
 
-    func closes(_ connection: ConnectionID) -> Bool { contains(.close(connection)) }
+    /// Whether the actions close `connection`.
+    public func closes(_ connection: ConnectionID) -> Bool { contains(.close(connection)) }
 
-    var connack: ConnAck? {
+    /// The first CONNACK among the actions.
+    public var connack: ConnAck? {
         for action in self { if case .send(_, .connack(let ack)) = action { return ack } }
         return nil
     }
 }
 
-func conn(_ n: UInt64) -> ConnectionID { ConnectionID(n) }
+/// A connection id for a test.
+public func conn(_ n: UInt64) -> ConnectionID { ConnectionID(n) }
 
-func connectPacket(
+/// A CONNECT with the options the rules tests vary.
+public func connectPacket(
     _ clientID: String,
     version: ProtocolVersion = .v5,
     cleanStart: Bool = true,
@@ -39,7 +49,8 @@ func connectPacket(
     receiveMaximum: UInt16? = nil,
     maximumPacketSize: UInt32? = nil,
     will: Connect.Will? = nil,
-    keepAlive: UInt16 = 60
+    keepAlive: UInt16 = 60,
+    username: String? = nil
 ) -> Connect {
     var properties = Properties()
     if version == .v5 {
@@ -53,11 +64,13 @@ func connectPacket(
         cleanStart: cleanStart,
         keepAlive: keepAlive,
         properties: properties,
-        will: will
+        will: will,
+        username: username
     )
 }
 
-func publishPacket(
+/// A PUBLISH with a text payload.
+public func publishPacket(
     _ topic: String,
     _ payload: String,
     qos: QoS = .atMostOnce,
@@ -75,7 +88,9 @@ func publishPacket(
     )
 }
 
-func subscribePacket(_ filters: [(String, SubscriptionOptions)], id: UInt16 = 1, identifier: UInt32? = nil) -> Subscribe
+/// A SUBSCRIBE for the given filters and options.
+public func subscribePacket(_ filters: [(String, SubscriptionOptions)], id: UInt16 = 1, identifier: UInt32? = nil)
+    -> Subscribe
 {
     var properties = Properties()
     if let identifier { try! properties.append(.subscriptionIdentifier(identifier)) }
@@ -86,12 +101,14 @@ func subscribePacket(_ filters: [(String, SubscriptionOptions)], id: UInt16 = 1,
     )
 }
 
-func will(_ topic: String, _ payload: String, delay: UInt32? = nil) -> Connect.Will {
+/// A will with a text payload and an optional delay.
+public func will(_ topic: String, _ payload: String, delay: UInt32? = nil) -> Connect.Will {
     var properties = Properties()
     properties.willDelayInterval = delay
     return Connect.Will(topic: try! TopicName(topic), payload: ByteBuffer(string: payload), properties: properties)
 }
 
 extension Publish {
-    var text: String { String(buffer: payload) }
+    /// The payload as UTF-8 text.
+    public var text: String { String(buffer: payload) }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import NIOCore
+import TernBrokerTesting
 import TernCodec
 import TernStore
 import TernStoreSQLite
@@ -562,129 +563,6 @@ struct StoreRulesTests {
     }
 }
 
-@Suite("SQLite store files")
-struct SQLiteStoreFileTests {
-    @Test("A corrupt store file is moved aside with a timestamped name and the store starts empty")
-    func corruptFileMovedAside() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
-            "tern-corrupt-\(UUID().uuidString)"
-        ).path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let path = directory + "/tern.db"
-        try Data(repeating: 0x5A, count: 8192).write(to: URL(fileURLWithPath: path))
-        let store = try SQLiteStore(path: path)
-        defer { store.close() }
-        #expect(try store.load().isEmpty)
-        let names = try FileManager.default.contentsOfDirectory(atPath: directory)
-        #expect(names.contains { $0.hasPrefix("tern.db.corrupt-") })
-        #expect(names.contains("tern.db"))
-    }
-
-    @Test("A store whose rows do not decode is moved aside too")
-    func undecodableRowsMovedAside() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tern-rows-\(UUID().uuidString).db")
-            .path
-        defer {
-            for name
-                in (try? FileManager.default.contentsOfDirectory(atPath: FileManager.default.temporaryDirectory.path))
-                ?? []
-            where name.hasPrefix((path as NSString).lastPathComponent) {
-                try? FileManager.default.removeItem(
-                    atPath: FileManager.default.temporaryDirectory.appendingPathComponent(name).path
-                )
-            }
-        }
-        let first = try SQLiteStore(path: path)
-        _ = try first.load()
-        first.start { _ in }
-        let message = ApplicationMessage(
-            topic: try TopicName("a"),
-            payload: ByteBuffer(string: "x"),
-            qos: .atLeastOnce,
-            retain: true
-        )
-        _ = first.submit([.putMessage(id: 1, message), .putRetained(topic: "a", messageID: 1)])
-        first.close()
-        #expect(try SQLiteStore(path: path).load().retained == ["a": 1])
-        // Overwrite the message body with bytes that are not a PUBLISH.
-        let broken = try GRDBTestAccess.corruptMessages(path: path)
-        #expect(broken == 1)
-        let reopened = try SQLiteStore(path: path)
-        defer { reopened.close() }
-        #expect(try reopened.load().isEmpty)
-    }
-
-    @Test(
-        "loss_window: nothing waits (no ticket), and the change is committed within the interval",
-        .timeLimit(.minutes(1))
-    )
-    func lossWindowCommitsWithinInterval() async throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tern-window-\(UUID().uuidString).db")
-            .path
-        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
-        let store = try SQLiteStore(path: path, durability: .lossWindow(interval: .milliseconds(200), changes: 0))
-        _ = try store.load()
-        let (stream, continuation) = AsyncStream<UInt64>.makeStream()
-        store.start { continuation.yield($0) }
-        let header = StoredSessionHeader(
-            key: 1,
-            clientID: "w",
-            protocolVersion: .v5,
-            expiryInterval: 60,
-            expiresAt: nil,
-            attached: true
-        )
-        let started = ContinuousClock.now
-        #expect(store.submit([.putSession(header)]) == nil)
-        for await _ in stream { break }
-        #expect(ContinuousClock.now - started >= .milliseconds(150))
-        #expect(try StoreListing.read(path: path).entries.map(\.clientID) == ["w"])
-        store.close()
-    }
-
-    @Test("Group commit: a submitted change's ticket is reported once it is on disk", .timeLimit(.minutes(1)))
-    func commitTicketsReported() async throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tern-ticket-\(UUID().uuidString).db")
-            .path
-        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
-        let store = try SQLiteStore(path: path)
-        _ = try store.load()
-        let (stream, continuation) = AsyncStream<UInt64>.makeStream()
-        store.start { continuation.yield($0) }
-        let header = StoredSessionHeader(
-            key: 1,
-            clientID: "t",
-            protocolVersion: .v5,
-            expiryInterval: 60,
-            expiresAt: nil,
-            attached: true
-        )
-        let ticket = try #require(store.submit([.putSession(header)]))
-        var reported: UInt64 = 0
-        for await committed in stream {
-            reported = committed
-            if committed >= ticket { break }
-        }
-        #expect(reported >= ticket)
-        store.close()
-        #expect(try StoreListing.read(path: path).entries.map(\.clientID) == ["t"])
-    }
-}
-
-/// Direct access to a store file, to damage it on purpose.
-enum GRDBTestAccess {
-    static func corruptMessages(path: String) throws -> Int {
-        let database = try DatabaseQueue(path: path)
-        defer { try? database.close() }
-        return try database.write { db in
-            try db.execute(sql: "UPDATE messages SET body = x'00ff'")
-            return db.changesCount
-        }
-    }
-}
-
-/// A will sent at QoS 1, so that it is queued for a subscriber that is away.
 func qos1(_ will: Connect.Will) -> Connect.Will {
     var will = will
     will.qos = .atLeastOnce
