@@ -110,11 +110,17 @@ public struct ClientSessionState: Sendable, Hashable {
     ///   packet identifier, and every PUBREL again.
     /// - Without, inbound QoS 2 state is forgotten and outbound flows are dropped or republished
     ///   as new, by `policy`.
+    /// - A PUBLISH in `neverSent` never reached the server: it is neither re-sent nor dropped, and
+    ///   keeps its place, to go first-time when its turn comes.
     /// - Returns: the packets to send, in order, and the identifiers of dropped flows.
-    mutating func resume(sessionPresent: Bool, policy: SessionLostPolicy) -> (packets: [MQTTPacket], dropped: [UInt16])
-    {
+    mutating func resume(
+        sessionPresent: Bool,
+        policy: SessionLostPolicy,
+        neverSent: Set<UInt16> = []
+    ) -> (packets: [MQTTPacket], dropped: [UInt16]) {
+        let sent = outbound.filter { !neverSent.contains($0.packetIdentifier) }
         if sessionPresent {
-            let packets: [MQTTPacket] = outbound.map { flow in
+            let packets: [MQTTPacket] = sent.map { flow in
                 switch flow {
                 case .publish(var publish):
                     publish.duplicate = true
@@ -126,28 +132,23 @@ public struct ClientSessionState: Sendable, Hashable {
             return (packets, [])
         }
         inboundQoS2 = []
-        switch policy {
-        case .dropInflight:
-            let dropped = outbound.map(\.packetIdentifier)
-            outbound = []
-            inUse = []
-            return ([], dropped)
-        case .republish:
-            // A released QoS 2 message already reached the server; only unacknowledged PUBLISH go again.
-            var packets: [MQTTPacket] = []
-            var dropped: [UInt16] = []
-            outbound = outbound.filter { flow in
-                if case .publish(var publish) = flow {
-                    publish.duplicate = false
-                    packets.append(.publish(publish))
-                    return true
-                }
+        var packets: [MQTTPacket] = []
+        var dropped: [UInt16] = []
+        for flow in sent {
+            switch (policy, flow) {
+            case (.republish, .publish(var publish)):
+                publish.duplicate = false
+                packets.append(.publish(publish))
+            default:
+                // A released QoS 2 message already reached the server; under `.dropInflight`
+                // nothing the server may have seen goes again.
                 dropped.append(flow.packetIdentifier)
-                return false
             }
-            inUse.subtract(dropped)
-            return (packets, dropped)
         }
+        let gone = Set(dropped)
+        outbound.removeAll { gone.contains($0.packetIdentifier) }
+        inUse.subtract(gone)
+        return (packets, dropped)
     }
 
     /// Records an inbound QoS 2 PUBLISH. Returns `false` for a re-sent one already acknowledged,

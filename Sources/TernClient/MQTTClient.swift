@@ -27,14 +27,9 @@ public actor MQTTClient {
     public nonisolated let configuration: MQTTClientConfiguration
     private let logger: Logger
     private let group: any EventLoopGroup
-    private var session: ClientSessionState
-    /// Outbound packet ids whose PUBLISH has not been written on the current connection.
-    private var unsent: Deque<UInt16> = []
-    private var offlineQoS0: Deque<Publish> = []
+    /// The protocol rules; the actor performs what they decide.
+    private var machine: ClientConnectionStateMachine
     private var connection: Connection?
-    private var serverReceiveMaximum = Int(UInt16.max)
-    private var serverMaximumPacketSize: Int?
-    private var inboundAliases: [UInt16: TopicName] = [:]
     private var publishWaiters: [UInt16: CheckedContinuation<ReasonCode, any Error>] = [:]
     private var acknowledgementWaiters: [UInt16: CheckedContinuation<SubscribeAcknowledgement, any Error>] = [:]
     private var connackWaiter: CheckedContinuation<ConnAck, any Error>?
@@ -44,14 +39,10 @@ public actor MQTTClient {
     /// queued messages right after CONNACK, before the application has subscribed again.
     private var unclaimed: Deque<MQTTMessage> = []
     private static let unclaimedLimit = 10_000
-    /// Subscriptions to make again when the broker has lost the session.
-    private var subscriptions: [String: Subscribe.Subscription] = [:]
-    private var nextControlPacketIdentifier: UInt16 = 1
     private var shuttingDown = false
     /// What the pipeline last reported before the connection closed, for the error that says so.
     private var connectionFailure: String?
     private var reconnectTask: Task<Void, Never>?
-    private var everConnected = false
     /// What the last CONNACK said, including after automatic reconnects.
     public private(set) var lastConnectResult: ConnectResult?
     /// How many times the client has connected, automatic reconnects included.
@@ -61,7 +52,6 @@ public actor MQTTClient {
         let channel: any Channel
         let reader: Task<Void, Never>
         var pinger: Task<Void, Never>?
-        var connected = false
         let generation: Int
     }
     private var generation = 0
@@ -101,9 +91,9 @@ public actor MQTTClient {
         self.configuration = configuration
         self.group = group
         self.logger = logger
-        self.session = (try? configuration.store.load(clientID: configuration.clientID)) ?? ClientSessionState()
-        self.unsent = Deque(
-            session.outbound.compactMap { if case .publish(let p) = $0 { p.packetIdentifier } else { nil } }
+        self.machine = ClientConnectionStateMachine(
+            settings: .init(configuration),
+            session: (try? configuration.store.load(clientID: configuration.clientID)) ?? ClientSessionState()
         )
         if configuration.protocolVersion == .v5, !configuration.cleanStart, configuration.sessionExpiry == .none {
             // The pitfall of the source documents: Clean Start 0 alone keeps no session in MQTT 5.
@@ -196,43 +186,14 @@ public actor MQTTClient {
     }
 
     private func connected(_ connack: ConnAck, channel: any Channel) -> ConnectResult {
-        everConnected = true
-        connection?.connected = true
-        inboundAliases = [:]
-        let properties = connack.properties
-        serverReceiveMaximum = Int(properties.receiveMaximum ?? .max)
-        serverMaximumPacketSize = properties.maximumPacketSize.map { Int($0) }
-
-        var writes: [MQTTPacket] = []
-        let (resend, dropped) = session.resume(
-            sessionPresent: connack.sessionPresent,
-            policy: configuration.sessionLostPolicy
-        )
-        writes += resend
-        for id in dropped {
+        let resumption = machine.connected(connack)
+        for id in resumption.dropped {
             publishWaiters.removeValue(forKey: id)?.resume(throwing: MQTTClientError(.sessionLost))
         }
-        // Whatever was re-sent is on the wire; the rest waits for the window.
-        let resentIDs = Set(resend.compactMap { if case .publish(let p) = $0 { p.packetIdentifier } else { nil } })
-        unsent = Deque(
-            session.outbound.compactMap { flow in
-                if case .publish(let p) = flow, !resentIDs.contains(p.packetIdentifier) {
-                    p.packetIdentifier
-                } else {
-                    nil
-                }
-            }
-        )
         persist()
-        if !connack.sessionPresent, !subscriptions.isEmpty {
-            // The broker forgot the subscriptions with the session: make them again.
-            let id = controlPacketIdentifier()
-            writes.append(.subscribe(Subscribe(packetIdentifier: id, subscriptions: Array(subscriptions.values))))
-        }
-        for packet in writes { channel.write(packet, promise: nil) }
-        channel.flush()
-        sendQueued()
+        write(resumption.writes, on: channel)
 
+        let properties = connack.properties
         let keepAlive = properties.serverKeepAlive ?? configuration.keepAlive
         if keepAlive > 0 {
             connection?.pinger = Task { [weak self] in
@@ -262,8 +223,15 @@ public actor MQTTClient {
     }
 
     private func ping() {
-        guard let connection, connection.connected else { return }
+        guard let connection, machine.isConnected else { return }
         connection.channel.writeAndFlush(MQTTPacket.pingreq, promise: nil)
+    }
+
+    /// Writes `packets` in order with one flush.
+    private func write(_ packets: [MQTTPacket], on channel: any Channel) {
+        guard !packets.isEmpty else { return }
+        for packet in packets { channel.write(packet, promise: nil) }
+        channel.flush()
     }
 
     /// Disconnects for good: no reconnection follows. The session expiry stays as it was.
@@ -281,7 +249,7 @@ public actor MQTTClient {
         shuttingDown = true
         reconnectTask?.cancel()
         reconnectTask = nil
-        if let connection, connection.connected {
+        if let connection, machine.isConnected {
             var properties = Properties()
             if configuration.protocolVersion == .v5, let sessionExpiry {
                 properties.sessionExpiryInterval = sessionExpiry.interval
@@ -291,6 +259,7 @@ public actor MQTTClient {
             ).get()
             try? await connection.channel.close().get()
         }
+        _ = machine.connectionClosed()
         tearDown(MQTTClientError(.clientDisconnected))
         for (_, stream) in streams { stream.continuation.finish() }
         streams = [:]
@@ -323,29 +292,20 @@ public actor MQTTClient {
             retain: retain,
             properties: properties
         )
-        if let limit = serverMaximumPacketSize,
-            MQTTPacket.publish(publish).encodedSize(version: configuration.protocolVersion) > limit
-        {
-            throw MQTTClientError(.packetTooLarge, reasonString: "the broker accepts packets of at most \(limit) bytes")
-        }
-        if qos == .atMostOnce {
-            if let connection, connection.connected {
-                connection.channel.writeAndFlush(MQTTPacket.publish(publish), promise: nil)
-            } else {
-                guard offlineQoS0.count + unsent.count < configuration.offlineQueueLimit else {
-                    throw MQTTClientError(.offlineQueueFull)
-                }
-                offlineQoS0.append(publish)
-            }
+        switch machine.publish(publish) {
+        case .write(let packet):
+            connection?.channel.writeAndFlush(packet, promise: nil)
             return .success
-        }
-        guard unsent.count < configuration.offlineQueueLimit else { throw MQTTClientError(.offlineQueueFull) }
-        let started = session.start(publish)
-        persist()
-        unsent.append(started.packetIdentifier)
-        return try await withCheckedThrowingContinuation { continuation in
-            publishWaiters[started.packetIdentifier] = continuation
-            sendQueued()
+        case .queued:
+            return .success
+        case .rejected(let error):
+            throw error
+        case .started(let id, let writes):
+            persist()
+            return try await withCheckedThrowingContinuation { continuation in
+                publishWaiters[id] = continuation
+                if let connection { write(writes, on: connection.channel) }
+            }
         }
     }
 
@@ -357,30 +317,9 @@ public actor MQTTClient {
         try await publish(to: topic, payload: ByteBuffer(string: text), qos: qos, retain: retain)
     }
 
-    /// Writes queued messages while the broker's Receive Maximum allows.
-    private func sendQueued() {
-        guard let connection, connection.connected else { return }
-        var wrote = false
-        while let publish = offlineQoS0.popFirst() {
-            connection.channel.write(MQTTPacket.publish(publish), promise: nil)
-            wrote = true
-        }
-        let inFlight = session.outbound.count - unsent.count
-        var room = serverReceiveMaximum - inFlight
-        while room > 0, let id = unsent.popFirst() {
-            guard case .publish(let publish)? = session.outbound.first(where: { $0.packetIdentifier == id }) else {
-                continue
-            }
-            connection.channel.write(MQTTPacket.publish(publish), promise: nil)
-            room -= 1
-            wrote = true
-        }
-        if wrote { connection.channel.flush() }
-    }
-
     private func persist() {
         do {
-            try configuration.store.save(session, clientID: configuration.clientID)
+            try configuration.store.save(machine.session, clientID: configuration.clientID)
         } catch {
             logger.error("could not save the client session: \(error)")
         }
@@ -413,7 +352,7 @@ public actor MQTTClient {
         if let identifier, configuration.protocolVersion == .v5 {
             try properties.append(.subscriptionIdentifier(identifier))
         }
-        let id = controlPacketIdentifier()
+        let id = machine.controlPacketIdentifier()
         let ack: SubscribeAcknowledgement
         do {
             ack = try await request(
@@ -430,16 +369,16 @@ public actor MQTTClient {
             continuation.finish()
             throw MQTTClientError(.refused, reasonCode: code, reasonString: ack.properties.reasonString)
         }
-        subscriptions[filter] = subscription
+        machine.subscribed(filter, subscription)
         return MQTTSubscription(reasonCodes: ack.reasonCodes, stream: stream)
     }
 
     /// Unsubscribes; the subscription streams for `filter` end.
     public func unsubscribe(from filter: String) async throws {
         let topicFilter = try TopicFilter(filter)
-        let id = controlPacketIdentifier()
+        let id = machine.controlPacketIdentifier()
         _ = try await request(.unsubscribe(Unsubscribe(packetIdentifier: id, filters: [topicFilter])), id: id)
-        subscriptions[filter] = nil
+        machine.unsubscribed(filter)
         for (key, stream) in streams where stream.filter == topicFilter {
             stream.continuation.finish()
             streams[key] = nil
@@ -447,18 +386,11 @@ public actor MQTTClient {
     }
 
     private func request(_ packet: MQTTPacket, id: UInt16) async throws -> SubscribeAcknowledgement {
-        guard let connection, connection.connected else { throw MQTTClientError(.notConnected) }
+        guard let connection, machine.isConnected else { throw MQTTClientError(.notConnected) }
         return try await withCheckedThrowingContinuation { continuation in
             acknowledgementWaiters[id] = continuation
             connection.channel.writeAndFlush(packet, promise: nil)
         }
-    }
-
-    private func controlPacketIdentifier() -> UInt16 {
-        // SUBSCRIBE/UNSUBSCRIBE ids come from the top half, publications' from the bottom, so the
-        // two never collide without sharing state that must be persisted.
-        defer { nextControlPacketIdentifier = nextControlPacketIdentifier % 0x7FFF + 1 }
-        return 0x8000 | nextControlPacketIdentifier
     }
 
     // MARK: Receiving
@@ -481,117 +413,84 @@ public actor MQTTClient {
     }
 
     private func received(_ packet: MQTTPacket, on channel: any Channel) {
-        switch packet {
+        switch machine.received(packet) {
         case .connack(let connack):
             connackWaiter?.resume(returning: connack)
             connackWaiter = nil
-        case .publish(let publish):
-            deliver(publish, on: channel)
-        case .puback(let ack), .pubrec(let ack), .pubcomp(let ack):
-            let (reply, completion) = session.received(packet.type, ack)
+        case .deliver(let publish, let sessionChanged, let acknowledgement):
+            if sessionChanged { persist() }
+            deliver(publish)
+            if let acknowledgement { channel.writeAndFlush(acknowledgement, promise: nil) }
+        case .acknowledgeOnly(let acknowledgement):
+            channel.writeAndFlush(acknowledgement, promise: nil)
+        case .publishAcknowledged(let reply, let completion, let reasonString, let writes):
             // Durable before it is acted on: a PUBREL sent before the store knows of it would let a
             // restart re-send a PUBLISH the broker has already completed, and deliver it twice.
             persist()
-            if let reply { channel.writeAndFlush(reply, promise: nil) }
+            write((reply.map { [$0] } ?? []) + writes, on: channel)
             if case .completed(let id, let code)? = completion {
                 let waiter = publishWaiters.removeValue(forKey: id)
                 if code.isFailure {
-                    waiter?.resume(
-                        throwing: MQTTClientError(.refused, reasonCode: code, reasonString: ack.properties.reasonString)
-                    )
+                    waiter?.resume(throwing: MQTTClientError(.refused, reasonCode: code, reasonString: reasonString))
                 } else {
                     waiter?.resume(returning: code)
                 }
-                sendQueued()
             }
-        case .pubrel(let release):
-            session.released(release.packetIdentifier)
+        case .released(let reply):
             persist()
-            channel.writeAndFlush(
-                MQTTPacket.pubcomp(PublishAcknowledgement(packetIdentifier: release.packetIdentifier)),
-                promise: nil
-            )
-        case .suback(let ack), .unsuback(let ack):
+            channel.writeAndFlush(reply, promise: nil)
+        case .requestAcknowledged(let ack):
             acknowledgementWaiters.removeValue(forKey: ack.packetIdentifier)?.resume(returning: ack)
-        case .disconnect(let disconnect):
+        case .serverDisconnected(let disconnect):
             logger.notice("the broker disconnected", metadata: ["reason": "\(disconnect.reasonCode)"])
             channel.close(promise: nil)
-        default:
+        case .protocolError(let reason):
+            logger.warning("closing the connection: the broker broke a rule", metadata: ["reason": "\(reason)"])
+            channel.close(promise: nil)
+        case .ignore:
             break
         }
     }
 
-    private func deliver(_ publish: Publish, on channel: any Channel) {
-        var publish = publish
-        if let alias = publish.properties.topicAlias {
-            if publish.topic.isEmpty {
-                guard let known = inboundAliases[alias] else {
-                    channel.close(promise: nil)  // §3.3.2.3.4: an unknown alias is a protocol error
-                    return
-                }
-                publish.topic = known
-            } else {
-                inboundAliases[alias] = publish.topic
-            }
+    /// Hands a new message to every subscription stream it matches, or keeps it until one does.
+    private func deliver(_ publish: Publish) {
+        let acknowledger: MQTTMessage.Acknowledger? =
+            machine.settings.manualAcknowledgement && publish.qos != .atMostOnce
+            ? MQTTMessage.Acknowledger { [weak self] id, qos in await self?.acknowledge(id, qos: qos) } : nil
+        let message = MQTTMessage(
+            topic: publish.topic.string,
+            payload: publish.payload,
+            qos: publish.qos,
+            retain: publish.retain,
+            duplicate: publish.duplicate,
+            properties: publish.properties,
+            packetIdentifier: publish.packetIdentifier,
+            acknowledger: acknowledger
+        )
+        var delivered = false
+        for (_, stream) in streams where stream.filter.matches(message.topic) {
+            stream.continuation.yield(message)
+            delivered = true
         }
-        var isNew = true
-        if publish.qos == .exactlyOnce {
-            isNew = session.receivedExactlyOnce(publish.packetIdentifier)
-            if isNew { persist() }
-        }
-        let manual = configuration.acknowledgement == .manual
-        if isNew {
-            let acknowledger: MQTTMessage.Acknowledger? =
-                manual && publish.qos != .atMostOnce
-                ? MQTTMessage.Acknowledger { [weak self] id, qos in await self?.acknowledge(id, qos: qos) } : nil
-            let message = MQTTMessage(
-                topic: publish.topic.string,
-                payload: publish.payload,
-                qos: publish.qos,
-                retain: publish.retain,
-                duplicate: publish.duplicate,
-                properties: publish.properties,
-                packetIdentifier: publish.packetIdentifier,
-                acknowledger: acknowledger
-            )
-            var delivered = false
-            for (_, stream) in streams where stream.filter.matches(message.topic) {
-                stream.continuation.yield(message)
-                delivered = true
+        if !delivered {
+            // Kept until a subscription claims it (see `unclaimed`), within a bound.
+            if unclaimed.count >= Self.unclaimedLimit {
+                unclaimed.removeFirst()
+                logger.warning("dropping the oldest message that no subscription has claimed")
             }
-            if !delivered {
-                // Kept until a subscription claims it (see `unclaimed`), within a bound.
-                if unclaimed.count >= Self.unclaimedLimit {
-                    unclaimed.removeFirst()
-                    logger.warning("dropping the oldest message that no subscription has claimed")
-                }
-                unclaimed.append(message)
-            }
+            unclaimed.append(message)
         }
-        if !manual || !isNew { acknowledge(publish.packetIdentifier, qos: publish.qos) }
     }
 
     private func acknowledge(_ id: UInt16, qos: QoS) {
-        guard let connection, connection.connected else { return }
-        switch qos {
-        case .atMostOnce: return
-        case .atLeastOnce:
-            connection.channel.writeAndFlush(
-                MQTTPacket.puback(PublishAcknowledgement(packetIdentifier: id)),
-                promise: nil
-            )
-        case .exactlyOnce:
-            connection.channel.writeAndFlush(
-                MQTTPacket.pubrec(PublishAcknowledgement(packetIdentifier: id)),
-                promise: nil
-            )
-        }
+        guard let connection, let acknowledgement = machine.acknowledgement(id, qos: qos) else { return }
+        connection.channel.writeAndFlush(acknowledgement, promise: nil)
     }
 
     // MARK: Losing the connection
 
     private func connectionClosed() {
-        let wasConnected = connection?.connected ?? false
+        let wasConnected = machine.connectionClosed()
         tearDown(MQTTClientError(.connectionClosed, reasonString: connectionFailure))
         connectionFailure = nil
         if !wasConnected { return }
@@ -612,8 +511,6 @@ public actor MQTTClient {
         connection?.pinger?.cancel()
         connection?.reader.cancel()
         connection = nil
-        // Every unfinished PUBLISH goes out again on the next connection (with DUP if the session survived).
-        unsent = []
         if shuttingDown {
             for (_, waiter) in publishWaiters { waiter.resume(throwing: error) }
             publishWaiters = [:]
@@ -623,9 +520,7 @@ public actor MQTTClient {
     private func reconnect(policy: MQTTClientConfiguration.ReconnectPolicy) async {
         var generator = SystemRandomNumberGenerator()
         var attempt = 0
-        // A session that outlives the connection is resumed; one that does not starts clean.
-        let resume =
-            configuration.protocolVersion == .v5 ? configuration.sessionExpiry != .none : !configuration.cleanStart
+        let resume = ClientConnectionStateMachine.reconnectResumes(configuration)
         while !Task.isCancelled, !shuttingDown {
             try? await Task.sleep(for: policy.jitteredDelay(attempt: attempt, using: &generator))
             if Task.isCancelled || shuttingDown { return }
@@ -641,10 +536,10 @@ public actor MQTTClient {
     }
 
     /// Whether the client is connected now.
-    public var isConnected: Bool { connection?.connected ?? false }
+    public var isConnected: Bool { machine.isConnected }
 
     /// How many outbound QoS 1/2 messages are unfinished.
-    public var inflightCount: Int { session.outbound.count }
+    public var inflightCount: Int { machine.inflightCount }
 }
 
 /// Forwards packets and the end of the connection to the client's reader task, in order.
