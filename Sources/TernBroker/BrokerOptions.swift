@@ -58,6 +58,21 @@ public struct BrokerOptions: Sendable {
         }
     }
 
+    /// An HTTP listener for `/metrics` (Prometheus' text format), `/health` and `/ready`: Tern's
+    /// own `metrics_listener PORT [ADDRESS]`, on loopback unless an address is given.
+    public struct MetricsListener: Sendable, Hashable {
+        public var host: String
+        public var port: Int
+
+        public init(host: String = "127.0.0.1", port: Int) {
+            self.host = host
+            self.port = port
+        }
+    }
+
+    /// The metrics and health listener; none by default.
+    public var metricsListener: MetricsListener?
+
     /// The listeners. Mosquitto 2's default with no configuration: port 1883 on loopback only.
     public var listeners: [Listener] = [Listener(host: "127.0.0.1", port: 1883), Listener(host: "::1", port: 1883)]
     /// The protocol limits and switches, with Mosquitto's names.

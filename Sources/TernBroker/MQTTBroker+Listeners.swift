@@ -118,3 +118,37 @@ public struct ListenerError: Error, CustomStringConvertible {
     public var reason: String
     public var description: String { "listener \(listener): \(reason)" }
 }
+
+extension MQTTBroker {
+    /// Binds the metrics and health listener, if one is configured.
+    func bindMetricsListener() async throws -> (any Channel)? {
+        guard let listener = options.metricsListener else {
+            metricsListening.fail(ListenerError(listener: "metrics", reason: "no metrics_listener is configured"))
+            return nil
+        }
+        let endpoints = MetricsEndpoints(
+            scrape: { [weak self] in self?.scrapeMetrics() ?? [] },
+            isReady: { [weak self] in self?.ready.load(ordering: .relaxed) ?? false }
+        )
+        let channel: any Channel
+        do {
+            channel = try await ServerBootstrap(group: group)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                        try channel.pipeline.syncOperations.addHandler(MetricsHTTPHandler(endpoints: endpoints))
+                    }
+                }
+                .bind(host: listener.host, port: listener.port).get()
+        } catch {
+            throw ListenerError(listener: "metrics \(listener.host):\(listener.port)", reason: "\(error)")
+        }
+        logger.info(
+            "metrics listening",
+            metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")", "paths": "/metrics /health /ready"]
+        )
+        if let address = channel.localAddress { metricsListening.succeed(address) }
+        return channel
+    }
+}

@@ -1,6 +1,9 @@
+import Foundation
 public import Logging
 public import NIOCore
+import NIOHTTP1
 public import NIOPosix
+public import Prometheus
 public import ServiceLifecycle
 import Synchronization
 public import TernBrokerCore
@@ -58,6 +61,12 @@ public final class MQTTBroker: Service, Sendable {
     let counters = TrafficCounters()
     let passwordFiles: Mutex<PasswordFiles>
     let listening: EventLoopPromise<[SocketAddress]>
+    /// The metrics listener's address, once bound.
+    let metricsListening: EventLoopPromise<SocketAddress>
+    let metrics: BrokerMetrics
+    /// Whether the store is loaded and every MQTT listener bound, until shutdown begins (`/ready`).
+    let ready = Atomic<Bool>(false)
+    let startedAt = Date()
 
     /// - Parameters:
     ///   - options: Listeners and limits.
@@ -86,17 +95,45 @@ public final class MQTTBroker: Service, Sendable {
         self.shared = Mutex(Shared(state: state))
         self.passwordFiles = Mutex(passwords)
         self.listening = group.any().makePromise(of: [SocketAddress].self)
+        self.metricsListening = group.any().makePromise(of: SocketAddress.self)
+        self.metrics = BrokerMetrics(withStore: options.store != nil)
     }
 
     deinit {
         // A broker released without having run (embedded in a test, say) never bound anything;
         // its waiters learn so. A no-op once the promise is fulfilled.
         listening.fail(ListenerError(listener: "every listener", reason: "the broker was released before it listened"))
+        metricsListening.fail(ListenerError(listener: "metrics", reason: "the broker was released before it listened"))
     }
 
     /// The addresses the broker listens on, once it does. Throws if binding failed.
     public func waitUntilListening() async throws -> [SocketAddress] {
         try await listening.futureResult.get()
+    }
+
+    /// The metrics listener's address once it is bound. Throws if there is none or binding failed.
+    public func waitUntilMetricsListening() async throws -> SocketAddress {
+        try await metricsListening.futureResult.get()
+    }
+
+    /// The factory behind the broker's Prometheus registry. An embedding program that
+    /// bootstraps swift-metrics with it (`MetricsSystem.bootstrap(broker.metricsFactory)`) has its
+    /// own metrics served on the same `/metrics`.
+    public var metricsFactory: PrometheusMetricsFactory { metrics.factory }
+
+    /// What `/metrics` serves now, in Prometheus' text exposition format.
+    public func scrapeMetrics() -> [UInt8] {
+        // Read outside the lock: a store's figures may touch the file system.
+        let store = options.store?.statistics
+        let (statistics, gauges) = shared.withLock { ($0.state.statistics, $0.state.gauges) }
+        var all = statistics
+        all.messagesReceived = counters.packetsReceived.load(ordering: .relaxed)
+        all.messagesSent = counters.packetsSent.load(ordering: .relaxed)
+        all.bytesReceived = counters.bytesReceived.load(ordering: .relaxed)
+        all.bytesSent = counters.bytesSent.load(ordering: .relaxed)
+        return metrics.exposition(
+            .init(statistics: all, gauges: gauges, store: store, process: .read(), startedAt: startedAt)
+        )
     }
 
     /// A snapshot of the broker's counters.
@@ -110,6 +147,16 @@ public final class MQTTBroker: Service, Sendable {
 
     /// Runs the listeners until the task is cancelled or a graceful shutdown is requested.
     public func run() async throws {
+        // First, so that orchestration sees the process live (and not ready) while the store loads.
+        let metricsChannel: (any Channel)?
+        do {
+            metricsChannel = try await bindMetricsListener()
+        } catch {
+            listening.fail(error)
+            metricsListening.fail(error)
+            throw error
+        }
+        defer { metricsChannel?.close(promise: nil) }
         if let store = options.store {
             do {
                 try restore(from: store)
@@ -137,6 +184,7 @@ public final class MQTTBroker: Service, Sendable {
             throw error
         }
         listening.succeed(channels.compactMap(\.localAddress))
+        ready.store(true, ordering: .relaxed)
 
         let loop = group.any()
         shared.withLock { shared in
@@ -160,6 +208,7 @@ public final class MQTTBroker: Service, Sendable {
         } onGracefulShutdown: {
             for channel in boundChannels { channel.close(promise: nil) }
         }
+        ready.store(false, ordering: .relaxed)
         shared.withLock { shared in
             shared.keepsDeadlines = false
             shared.deadlineTimer?.task.cancel()
@@ -207,16 +256,17 @@ public final class MQTTBroker: Service, Sendable {
                     "\(loaded.components.seconds * 1000 + loaded.components.attoseconds / 1_000_000_000_000_000)",
             ]
         )
-        store.start { [self] ticket in self.committed(upTo: ticket) }
+        store.start { [self] commit in self.committed(commit) }
         // Changes made by the restore itself (sessions detached, wills published) go in the first batch.
         withState { _ in [] }
     }
 
     /// Wakes the connections whose queues waited for this commit; each writes what it released
     /// in its own queue's order, so a newer action never passes a released one.
-    private func committed(upTo ticket: UInt64) {
+    private func committed(_ commit: StoreCommit) {
+        metrics.recordCommit(commit.duration)
         var outbox = Outbox()
-        for handle in commits.commit(upTo: ticket) { outbox.wake(handle) }
+        for handle in commits.commit(upTo: commit.ticket) { outbox.wake(handle) }
         outbox.dispatch()
     }
 

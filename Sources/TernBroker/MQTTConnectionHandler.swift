@@ -99,6 +99,8 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     func channelInactive(context: ChannelHandlerContext) {
         outbox.dispatch()
+        // A DISCONNECT closes the channel within the read burst: count what it read.
+        reportReceivedTraffic()
         stopTimer()
         closing = true
         broker.connectionEnded(id)
@@ -129,11 +131,17 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     func channelReadComplete(context: ChannelHandlerContext) {
         flushIfNeeded()
         outbox.dispatch()
+        reportReceivedTraffic()
+        context.fireChannelReadComplete()
+    }
+
+    /// Adds this read burst's packets and bytes to the broker's counters, once per burst.
+    private func reportReceivedTraffic() {
+        guard packetsRead > 0 || bytesRead > 0 else { return }
         broker.counters.packetsReceived.add(packetsRead, ordering: .relaxed)
         broker.counters.bytesReceived.add(bytesRead, ordering: .relaxed)
         packetsRead = 0
         bytesRead = 0
-        context.fireChannelReadComplete()
     }
 
     /// Backpressure: while the socket does not keep up, the state keeps this client's QoS 1/2

@@ -28,6 +28,46 @@ public struct BrokerStatistics: Sendable, Hashable {
     /// Messages discarded because their Message Expiry Interval passed.
     public var publishMessagesExpired: UInt64 = 0
     public var connectionsTotal: UInt64 = 0
+    /// PUBLISH packets received from clients and sent to them, by QoS, and their payload bytes.
+    public var publishReceivedByQoS = CountsByQoS()
+    public var publishSentByQoS = CountsByQoS()
+    public var payloadBytesReceivedByQoS = CountsByQoS()
+    public var payloadBytesSentByQoS = CountsByQoS()
 
     public init() {}
+}
+
+/// One counter for each QoS.
+public struct CountsByQoS: Sendable, Hashable {
+    public var atMostOnce: UInt64 = 0
+    public var atLeastOnce: UInt64 = 0
+    public var exactlyOnce: UInt64 = 0
+
+    public init() {}
+
+    public subscript(qos: QoS) -> UInt64 {
+        get {
+            switch qos {
+            case .atMostOnce: atMostOnce
+            case .atLeastOnce: atLeastOnce
+            case .exactlyOnce: exactlyOnce
+            }
+        }
+        set {
+            switch qos {
+            case .atMostOnce: atMostOnce = newValue
+            case .atLeastOnce: atLeastOnce = newValue
+            case .exactlyOnce: exactlyOnce = newValue
+            }
+        }
+    }
+}
+
+extension BrokerStatistics {
+    /// Counts one PUBLISH sent to a client.
+    mutating func countSent(_ publish: Publish) {
+        publishMessagesSent += 1
+        publishSentByQoS[publish.qos] += 1
+        payloadBytesSentByQoS[publish.qos] += UInt64(publish.payload.readableBytes)
+    }
 }

@@ -8,6 +8,8 @@ extension BrokerState {
         var actions: [BrokerAction] = []
         guard let (clientID, version) = connections[connection] else { return [] }
         statistics.publishMessagesReceived += 1
+        statistics.publishReceivedByQoS[packet.qos] += 1
+        statistics.payloadBytesReceivedByQoS[packet.qos] += UInt64(packet.payload.readableBytes)
 
         func disconnect(_ code: ReasonCode) -> [BrokerAction] {
             var result: [BrokerAction] = []
@@ -267,20 +269,19 @@ extension BrokerState {
             statistics.publishMessagesExpired += 1
             return false
         }
-        let packet = MQTTPacket.publish(
-            delivery.publish(
-                packetIdentifier: packetIdentifier,
-                duplicate: false,
-                now: now,
-                version: session.protocolVersion
-            )
+        let publish = delivery.publish(
+            packetIdentifier: packetIdentifier,
+            duplicate: false,
+            now: now,
+            version: session.protocolVersion
         )
+        let packet = MQTTPacket.publish(publish)
         guard session.fitsClient(packet) else {
             // §3.1.2.11.4 [MQTT-3.1.2-25]: discarded for this subscriber only, as if delivered.
             statistics.publishMessagesDroppedTooLarge += 1
             return false
         }
-        statistics.publishMessagesSent += 1
+        statistics.countSent(publish)
         actions.append(.send(connection, packet))
         return true
     }

@@ -66,3 +66,36 @@ extension BrokerState {
         sessions.values.reduce(0) { $0 + ($1.connection != nil && !$1.writable ? 1 : 0) }
     }
 }
+
+/// What the broker holds now, for the metrics endpoint's gauges.
+public struct BrokerGauges: Sendable, Hashable {
+    public var clientsConnected = 0
+    /// Sessions, connected or not.
+    public var sessions = 0
+    public var subscriptions = 0
+    public var retainedMessages = 0
+    /// Messages waiting in session queues, for connected and disconnected sessions alike.
+    public var queuedMessages = 0
+    /// QoS 1/2 messages sent and not yet acknowledged.
+    public var inflightMessages = 0
+    public var clientsBackpressured = 0
+
+    public init() {}
+}
+
+extension BrokerState {
+    /// The gauges now. Walks every session: meant for a scrape, not for the publish path.
+    public var gauges: BrokerGauges {
+        var gauges = BrokerGauges()
+        gauges.clientsConnected = connections.count
+        gauges.sessions = sessions.count
+        gauges.subscriptions = topics.count
+        gauges.retainedMessages = retained.count
+        for session in sessions.values {
+            gauges.queuedMessages += session.queue.count
+            gauges.inflightMessages += session.inflight.count
+            if session.connection != nil, !session.writable { gauges.clientsBackpressured += 1 }
+        }
+        return gauges
+    }
+}

@@ -201,7 +201,7 @@ extension BrokerState {
         statistics.publishMessagesExpired += UInt64(expired.count)
         for delivery in expired { recordDeliveryEnded(delivery) }
         for packet in packets {
-            if case .publish = packet { statistics.publishMessagesSent += 1 }
+            if case .publish(let publish) = packet { statistics.countSent(publish) }
             actions.append(.send(connection, packet))
         }
         drainQueue(clientID, now: now, into: &actions)

@@ -171,6 +171,14 @@ public struct MosquittoConfiguration: Sendable {
                     )
                 }
                 listeners.append(draft)
+            case "metrics_listener":
+                guard (1...2).contains(arguments.count) else {
+                    throw error(line, "metrics_listener expects a port and an optional address")
+                }
+                result.options.metricsListener = BrokerOptions.MetricsListener(
+                    host: arguments.count == 2 ? arguments[1] : "127.0.0.1",
+                    port: try port(arguments[0], line)
+                )
             case "port":
                 defaultPort = try port(try one(option, arguments, line), line)
             case "bind_address":

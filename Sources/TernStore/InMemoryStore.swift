@@ -16,7 +16,7 @@ public final class InMemoryStore: TernStore {
         contents.withLock { $0.snapshot() }
     }
 
-    public func start(onCommit: @escaping @Sendable (UInt64) -> Void) {}
+    public func start(onCommit: @escaping @Sendable (StoreCommit) -> Void) {}
 
     public func submit(_ changes: [StoreChange]) -> UInt64? {
         contents.withLock { contents in

@@ -12,9 +12,9 @@ public protocol TernStore: AnyObject, Sendable {
     /// Reads everything stored. Called once, before the broker accepts connections.
     func load() throws -> StoreSnapshot
 
-    /// Begins accepting changes. `onCommit` is called, on the store's own thread, with the ticket
-    /// of the last change each commit made durable.
-    func start(onCommit: @escaping @Sendable (UInt64) -> Void)
+    /// Begins accepting changes. `onCommit` is called, on the store's own thread, after each
+    /// commit, with the ticket of the last change it made durable.
+    func start(onCommit: @escaping @Sendable (StoreCommit) -> Void)
 
     /// Queues changes without blocking.
     /// - Returns: the ticket to wait for before the changes are durable, or `nil` if they already are.
@@ -25,4 +25,18 @@ public protocol TernStore: AnyObject, Sendable {
 
     /// Figures for `$SYS/broker/store/...`.
     var statistics: StoreStatistics { get }
+}
+
+/// One commit of a store: how far it reached, and how long it took (for the commit-latency
+/// histogram of the metrics endpoint).
+public struct StoreCommit: Sendable, Hashable {
+    /// The ticket of the last change the commit made durable.
+    public var ticket: UInt64
+    /// From the start of the transaction to the end of its sync to disk.
+    public var duration: Duration
+
+    public init(ticket: UInt64, duration: Duration) {
+        self.ticket = ticket
+        self.duration = duration
+    }
 }

@@ -133,7 +133,7 @@ public final class SQLiteStore: TernStore {
 
     // MARK: Writing
 
-    public func start(onCommit: @escaping @Sendable (UInt64) -> Void) {
+    public func start(onCommit: @escaping @Sendable (StoreCommit) -> Void) {
         let thread = Thread { [self] in self.runWriter(onCommit: onCommit) }
         thread.name = "tern-store-writer"
         thread.start()
@@ -171,7 +171,7 @@ public final class SQLiteStore: TernStore {
         return (attributes?[.size] as? NSNumber)?.int64Value ?? 0
     }
 
-    private func runWriter(onCommit: @escaping @Sendable (UInt64) -> Void) {
+    private func runWriter(onCommit: @escaping @Sendable (StoreCommit) -> Void) {
         let (interval, changeLimit): (Duration?, Int) =
             switch durability {
             case .commit: (nil, 0)
@@ -206,7 +206,7 @@ public final class SQLiteStore: TernStore {
                 figures.statistics.averageCommitMicroseconds =
                     figures.totalCommitMicroseconds / figures.statistics.commits
             }
-            onCommit(ticket)
+            onCommit(StoreCommit(ticket: ticket, duration: elapsed))
         }
         queue.markStopped()
     }

@@ -3,6 +3,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import NIOSSL
+import TernBroker
 import TernCodec
 
 /// `tern bench`: publishers and subscribers through any MQTT broker, to compare brokers side by
@@ -148,8 +149,8 @@ struct Bench: AsyncParsableCommand {
             channels.append(channel)
         }
 
-        let brokerStart = brokerPid.flatMap { ProcessSample.read(pid: $0) }
-        let ownStart = ProcessSample.ownCPUSeconds()
+        let brokerStart = brokerPid.flatMap { ProcessFigures.read(pid: $0) }
+        let ownStart = ProcessFigures.ownCPUSeconds()
         let peakRSS = brokerStart?.residentKiB ?? 0
         let wallStart = NIODeadline.now()
         let drainTimeout = TimeAmount.seconds(self.drainTimeout)
@@ -171,7 +172,7 @@ struct Bench: AsyncParsableCommand {
         let sampler = Task { [brokerPid, startRSS = peakRSS] in
             var peak = startRSS
             while !Task.isCancelled, let pid = brokerPid {
-                if let sample = ProcessSample.read(pid: pid) { peak = max(peak, sample.residentKiB) }
+                if let sample = ProcessFigures.read(pid: pid) { peak = max(peak, sample.residentKiB) }
                 try? await Task.sleep(for: .milliseconds(100))
             }
             return peak
@@ -188,8 +189,8 @@ struct Bench: AsyncParsableCommand {
         let peak = await sampler.value
         if showProgress { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
         let wall = Double((NIODeadline.now() - wallStart).nanoseconds) / 1e9
-        let brokerEnd = brokerPid.flatMap { ProcessSample.read(pid: $0) }
-        let ownCPU = ProcessSample.ownCPUSeconds() - ownStart
+        let brokerEnd = brokerPid.flatMap { ProcessFigures.read(pid: $0) }
+        let ownCPU = ProcessFigures.ownCPUSeconds() - ownStart
 
         return try await loop.submit {
             let state = run.value

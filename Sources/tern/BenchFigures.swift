@@ -1,5 +1,6 @@
 import Foundation
 import Histogram
+import TernBroker
 
 /// What one subscriber received from one publisher, checked against the sequence numbers the
 /// publisher put in its payloads: how many distinct messages arrived, and how many arrived again
@@ -25,27 +26,9 @@ struct SequenceCheck {
     }
 }
 
-/// CPU time and memory of a process, read from `/proc` (Linux).
-struct ProcessSample: Sendable {
-    /// User plus system CPU time, in seconds.
-    var cpuSeconds: Double
-    /// Resident set size, in KiB.
-    var residentKiB: Int
-
-    /// Reads process `pid`, or `nil` if it cannot (no such process, not Linux).
-    static func read(pid: Int32) -> ProcessSample? {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-            let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-            let afterName = stat.range(of: ")", options: .backwards)
-        else { return nil }
-        // The fields after "(name)": state is the first, utime the 12th and stime the 13th.
-        let fields = stat[afterName.upperBound...].split(separator: " ")
-        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
-        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
-        let rss = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") }
-            .flatMap { Int($0.split(separator: " ").dropFirst().first ?? "") }
-        return ProcessSample(cpuSeconds: (user + system) / ticks, residentKiB: rss ?? 0)
-    }
+extension ProcessFigures {
+    /// Resident set size in KiB, as the report prints it.
+    var residentKiB: Int { residentBytes / 1024 }
 
     /// This process's own CPU time, from `getrusage`.
     static func ownCPUSeconds() -> Double {

@@ -65,13 +65,13 @@ extension Publish {
 final class ManualStore: TernStore {
     private struct State {
         var submitted: UInt64 = 0
-        var onCommit: (@Sendable (UInt64) -> Void)?
+        var onCommit: (@Sendable (StoreCommit) -> Void)?
     }
     private let state = Mutex(State())
 
     func load() throws -> StoreSnapshot { StoreContents().snapshot() }
 
-    func start(onCommit: @escaping @Sendable (UInt64) -> Void) {
+    func start(onCommit: @escaping @Sendable (StoreCommit) -> Void) {
         state.withLock { $0.onCommit = onCommit }
     }
 
@@ -88,7 +88,7 @@ final class ManualStore: TernStore {
     /// Reports every batch up to `ticket` committed.
     func commit(upTo ticket: UInt64) {
         let onCommit = state.withLock { $0.onCommit }
-        onCommit?(ticket)
+        onCommit?(StoreCommit(ticket: ticket, duration: .zero))
     }
 
     func close() {}

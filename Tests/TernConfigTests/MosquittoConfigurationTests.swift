@@ -97,6 +97,15 @@ struct MosquittoConfigurationTests {
         )
     }
 
+    @Test("metrics_listener PORT [ADDRESS]: loopback unless an address is given; none by default")
+    func metricsListener() throws {
+        #expect(try MosquittoConfiguration.parse("", file: "a.conf").options.metricsListener == nil)
+        let local = try MosquittoConfiguration.parse("metrics_listener 9100", file: "a.conf").options
+        #expect(local.metricsListener == .init(host: "127.0.0.1", port: 9100))
+        let open = try MosquittoConfiguration.parse("metrics_listener 9100 0.0.0.0", file: "a.conf").options
+        #expect(open.metricsListener == .init(host: "0.0.0.0", port: 9100))
+    }
+
     @Test("an unknown option is a warning that names the file and line")
     func unknownOption() throws {
         let configuration = try MosquittoConfiguration.parse("\n\nfrobnicate yes\n", file: "/etc/tern.conf")
@@ -130,6 +139,8 @@ struct MosquittoConfigurationTests {
                 "persistence_durability eventually", 1,
                 "persistence_durability expects commit or loss_window, not 'eventually'"
             ),
+            ("metrics_listener", 1, "metrics_listener expects a port and an optional address"),
+            ("metrics_listener http", 1, "a port must be a number from 0 to 65535, not 'http'"),
         ]
     )
     func badValues(text: String, line: Int, reason: String) {

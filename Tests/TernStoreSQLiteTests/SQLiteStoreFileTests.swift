@@ -73,7 +73,7 @@ struct SQLiteStoreFileTests {
         let store = try SQLiteStore(path: path, durability: .lossWindow(interval: .milliseconds(200), changes: 0))
         _ = try store.load()
         let (stream, continuation) = AsyncStream<UInt64>.makeStream()
-        store.start { continuation.yield($0) }
+        store.start { continuation.yield($0.ticket) }
         let header = StoredSessionHeader(
             key: 1,
             clientID: "w",
@@ -98,7 +98,7 @@ struct SQLiteStoreFileTests {
         let store = try SQLiteStore(path: path)
         _ = try store.load()
         let (stream, continuation) = AsyncStream<UInt64>.makeStream()
-        store.start { continuation.yield($0) }
+        store.start { continuation.yield($0.ticket) }
         let header = StoredSessionHeader(
             key: 1,
             clientID: "t",
