@@ -29,6 +29,12 @@ public struct BrokerOptions: Sendable {
         /// This listener's own `allow_anonymous`, `password_file` and `acl_file`
         /// (`per_listener_settings true`); `nil` uses the broker-wide ones.
         public var security: ListenerSecurity?
+        /// `max_connections`: connections open at once on this listener; one more is closed as it
+        /// is accepted. -1 (the default) is no limit.
+        public var maxConnections: Int = -1
+        /// `mount_point`: a prefix for every topic of this listener's clients, taken off again in
+        /// what they are sent; `nil` (the default) is none.
+        public var mountPoint: String?
 
         public init(
             host: String,
@@ -72,6 +78,15 @@ public struct BrokerOptions: Sendable {
 
     /// The metrics and health listener; none by default.
     public var metricsListener: MetricsListener?
+
+    /// `memory_limit`: above this many bytes of resident memory, new connections are refused
+    /// (CONNACK 0x97, 3.1.1: 3) and new PUBLISH packets are not taken in (PUBACK/PUBREC 0x97 on
+    /// MQTT 5). 0 (the default) is no limit. Checked every ``memoryCheckInterval``.
+    public var memoryLimit: Int = 0
+    public var memoryCheckInterval: Duration = .milliseconds(100)
+    /// How much memory the broker uses now, for ``memoryLimit``: the process's resident set by
+    /// default. Tests replace it.
+    public var memoryUsage: @Sendable () -> Int = { ProcessFigures.read()?.residentBytes ?? 0 }
 
     /// The listeners. Mosquitto 2's default with no configuration: port 1883 on loopback only.
     public var listeners: [Listener] = [Listener(host: "127.0.0.1", port: 1883), Listener(host: "::1", port: 1883)]

@@ -4,6 +4,7 @@ import NIOHTTP1
 import NIOPosix
 import NIOSSL
 import NIOWebSocket
+import Synchronization
 import TernBrokerCore
 import TernCodec
 import TernTransport
@@ -56,8 +57,21 @@ extension MQTTBroker {
         if listener.unixSocketPath == nil {
             bootstrap = bootstrap.childChannelOption(.socketOption(.tcp_nodelay), value: 1)
         }
+        let open = OpenConnections()
         return bootstrap.childChannelInitializer { [self] channel in
             channel.eventLoop.makeCompletedFuture {
+                if listener.maxConnections >= 0 {
+                    // max_connections: refused at accept, before a byte of MQTT is read.
+                    guard open.count.wrappingAdd(1, ordering: .relaxed).newValue <= listener.maxConnections else {
+                        open.count.wrappingSubtract(1, ordering: .relaxed)
+                        self.logger.notice(
+                            "refused a connection: max_connections reached",
+                            metadata: ["listener": "\(listener.name)", "max_connections": "\(listener.maxConnections)"]
+                        )
+                        throw ListenerError(listener: listener.name, reason: "max_connections reached")
+                    }
+                    channel.closeFuture.whenComplete { _ in open.count.wrappingSubtract(1, ordering: .relaxed) }
+                }
                 let id = ConnectionID(self.connectionCounter.wrappingAdd(1, ordering: .relaxed).newValue)
                 let operations = channel.pipeline.syncOperations
                 if let tls { try operations.addHandler(NIOSSLServerHandler(context: tls)) }
@@ -108,6 +122,11 @@ extension MQTTBroker {
         try operations.addHandler(WebSocketUpgradeRefusal(), name: WebSocketUpgradeRefusal.name)
         channel.closeFuture.whenComplete { _ in deadline.cancel() }
     }
+}
+
+/// How many connections are open on one listener, for `max_connections`.
+final class OpenConnections: Sendable {
+    let count = Atomic<Int>(0)
 }
 
 /// A listener that could not be started.

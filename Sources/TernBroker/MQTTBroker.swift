@@ -67,6 +67,8 @@ public final class MQTTBroker: Service, Sendable {
     /// Whether the store is loaded and every MQTT listener bound, until shutdown begins (`/ready`).
     let ready = Atomic<Bool>(false)
     let startedAt = Date()
+    /// Whether memory was over `memory_limit` at the last check.
+    let overMemoryLimit = Atomic<Bool>(false)
 
     /// - Parameters:
     ///   - options: Listeners and limits.
@@ -191,6 +193,18 @@ public final class MQTTBroker: Service, Sendable {
             shared.keepsDeadlines = true
             armDeadlineTimer(&shared)
         }
+        let memoryCheck: RepeatedTask? =
+            options.memoryLimit > 0
+            ? loop.scheduleRepeatedTask(
+                initialDelay: .zero,
+                delay: .nanoseconds(
+                    Int64(
+                        options.memoryCheckInterval.components.seconds * 1_000_000_000
+                            + options.memoryCheckInterval.components.attoseconds / 1_000_000_000
+                    )
+                )
+            ) { [self] _ in self.checkMemoryLimit() }
+            : nil
         let sysTicker: RepeatedTask? =
             options.sysInterval > 0
             ? loop.scheduleRepeatedTask(initialDelay: .zero, delay: .seconds(options.sysInterval)) { [self] _ in
@@ -215,6 +229,7 @@ public final class MQTTBroker: Service, Sendable {
             shared.deadlineTimer = nil
         }
         sysTicker?.cancel()
+        memoryCheck?.cancel()
         await disconnectEveryone()
     }
 
@@ -365,6 +380,24 @@ public final class MQTTBroker: Service, Sendable {
     private func releaseMemoryIfLarge(_ freedBytes: Int) {
         guard freedBytes >= 8 << 20 else { return }
         NIOThreadPool.singleton.submit { _ in releaseFreedMemory() }
+    }
+
+    /// Whether the broker is over `memory_limit` now, as last checked.
+    public var isOverMemoryLimit: Bool { overMemoryLimit.load(ordering: .relaxed) }
+
+    private func checkMemoryLimit() {
+        let usage = options.memoryUsage()
+        let over = usage > options.memoryLimit
+        guard overMemoryLimit.exchange(over, ordering: .relaxed) != over else { return }
+        shared.withLock { $0.state.overMemoryLimit = over }
+        if over {
+            logger.warning(
+                "over memory_limit: refusing new connections and new messages",
+                metadata: ["bytes": "\(usage)", "memory_limit": "\(options.memoryLimit)"]
+            )
+        } else {
+            logger.notice("back under memory_limit", metadata: ["bytes": "\(usage)"])
+        }
     }
 
     private func publishSystemTopics() {

@@ -59,7 +59,9 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         )
         self.machine = ConnectionStateMachine(
             topicAliasMaximum: broker.options.broker.maxTopicAlias,
-            authenticators: broker.options.authenticators
+            authenticators: broker.options.authenticators,
+            mountPoint: broker.options.listeners.indices.contains(listener)
+                ? broker.options.listeners[listener].mountPoint.map(MountPoint.init) : nil
         )
     }
 
@@ -300,8 +302,9 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private func write(_ packet: MQTTPacket) {
         guard let context, !closing else { return }
         var packet = packet
-        if case .publish(var publish) = packet, outboundAliases.maximum > 0 {
-            outboundAliases.apply(to: &publish)
+        if case .publish(var publish) = packet, outboundAliases.maximum > 0 || machine.mountsTopics {
+            machine.outbound(&publish)
+            if outboundAliases.maximum > 0 { outboundAliases.apply(to: &publish) }
             packet = .publish(publish)
         } else if case .connack(var connack) = packet, let authentication = connackAuthentication {
             connackAuthentication = nil

@@ -34,6 +34,9 @@ public struct BrokerConfiguration: Sendable, Hashable {
     public var autoIDPrefix: String = "auto-"
     /// `queue_qos0_messages`: queue QoS 0 messages for offline persistent sessions.
     public var queueQoS0Messages: Bool = false
+    /// `use_username_as_clientid`: a client's user name is its client identifier; a client
+    /// without a user name is refused (0x87 Not authorized).
+    public var useUsernameAsClientID: Bool = false
     /// The number of QoS 2 publications awaiting PUBREL that one client may hold open.
     public var maxInboundQoS2Pending: Int { maxInflightMessages }
 

@@ -17,6 +17,18 @@ extension BrokerState {
             result.append(.close(connection))
             return result
         }
+        if overMemoryLimit {
+            // `memory_limit`: nothing new is taken in. A v5 sender is told 0x97 Quota exceeded
+            // (§3.4.2.1, §3.5.2.1); a 3.1.1 one has no such answer, and is disconnected instead of
+            // acknowledged, so that it sends its unacknowledged messages again once it reconnects.
+            statistics.publishMessagesDropped += 1
+            let ack = PublishAcknowledgement(packetIdentifier: packet.packetIdentifier, reasonCode: .quotaExceeded)
+            switch (packet.qos, version) {
+            case (.atMostOnce, _): return []
+            case (_, .v5): return [.send(connection, packet.qos == .atLeastOnce ? .puback(ack) : .pubrec(ack))]
+            default: return [.close(connection)]
+            }
+        }
         if packet.qos > configuration.maxQoS { return disconnect(.qosNotSupported) }  // §3.2.2.3.4
         if packet.retain, !configuration.retainAvailable { return disconnect(.retainNotSupported) }  // §3.2.2.3.5
 

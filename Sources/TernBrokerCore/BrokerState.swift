@@ -18,6 +18,9 @@ public struct BrokerState: Sendable {
     /// When each will, session expiry and retained message expiry comes due, earliest first.
     var deadlines = Deadlines()
     public var statistics = BrokerStatistics()
+    /// Set by the broker while its memory is over `memory_limit`: new connections are refused and
+    /// new PUBLISH packets are not taken in.
+    public var overMemoryLimit = false
     /// `acl_file`: who may publish, subscribe and receive where; `nil` allows everything. With
     /// `per_listener_settings true` a listener's own policy in ``listenerPolicies`` replaces it.
     public var accessControl: AccessControlList? {
@@ -105,6 +108,7 @@ extension BrokerState {
         case .unchecked where !allowAnonymous: return refuse(.badUserNameOrPassword)
         case .none, .unchecked, .valid: break
         }
+        if overMemoryLimit { return refuse(.quotaExceeded, "the broker is over its memory_limit") }
         if version == .v5, packet.properties.authenticationMethod != nil {
             return refuse(.badAuthenticationMethod, "no extended authentication method is configured")
         }
@@ -114,6 +118,11 @@ extension BrokerState {
         }
 
         var clientID = packet.clientIdentifier
+        if configuration.useUsernameAsClientID {
+            // As Mosquitto does: the user name replaces the client identifier; without one, no entry.
+            guard let username = packet.username, !username.isEmpty else { return refuse(.notAuthorized) }
+            clientID = username
+        }
         var assignedIdentifier: String?
         if clientID.isEmpty {
             // §3.1.3.1: 3.1 never allows an empty id; 3.1.1 only with Clean Session [MQTT-3.1.3-8].

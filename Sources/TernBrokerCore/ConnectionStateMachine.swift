@@ -34,9 +34,17 @@ public struct ConnectionStateMachine: Sendable {
     /// The Topic Alias Maximum the broker announced.
     let topicAliasMaximum: UInt16
     let authenticators: [String: any EnhancedAuthentication]
+    /// The listener's `mount_point`: applied to what the client sends once its aliases are
+    /// resolved, and taken off what it is sent (``outbound(_:)``).
+    let mountPoint: MountPoint?
 
-    public init(topicAliasMaximum: UInt16, authenticators: [any EnhancedAuthentication] = []) {
+    public init(
+        topicAliasMaximum: UInt16,
+        authenticators: [any EnhancedAuthentication] = [],
+        mountPoint: MountPoint? = nil
+    ) {
         self.topicAliasMaximum = topicAliasMaximum
+        self.mountPoint = mountPoint
         self.authenticators = Dictionary(
             authenticators.map { ($0.method, $0) },
             uniquingKeysWith: { first, _ in first }
@@ -126,6 +134,25 @@ public struct ConnectionStateMachine: Sendable {
     }
 
     public mutating func received(_ packet: MQTTPacket) -> Action {
+        let action = checked(packet)
+        guard let mountPoint else { return action }
+        switch action {
+        case .forward(let packet): return .forward(mountPoint.mount(packet))
+        case .forwardAuthenticated(let connect, let method, let data):
+            return .forwardAuthenticated(mountPoint.mount(connect), method: method, data: data)
+        case .reply, .close, .refuseConnect: return action
+        }
+    }
+
+    /// Whether the listener has a mount point, so that outbound PUBLISH packets need ``outbound(_:)``.
+    public var mountsTopics: Bool { mountPoint != nil }
+
+    /// A PUBLISH as the client is to receive it: without the listener's mount point.
+    public func outbound(_ publish: inout Publish) {
+        if let mountPoint { publish.topic = mountPoint.unmount(publish.topic) }
+    }
+
+    private mutating func checked(_ packet: MQTTPacket) -> Action {
         switch state {
         case .closed:
             return .close(.protocolError, "a packet arrived after the connection ended")

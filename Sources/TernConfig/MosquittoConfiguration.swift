@@ -306,8 +306,20 @@ public struct MosquittoConfiguration: Sendable {
                 case let other:
                     throw error(line, "persistence_durability expects commit or loss_window, not '\(other)'")
                 }
-            case "mount_point", "max_connections", "socket_domain", "http_dir", "use_username_as_clientid",
-                "use_subject_as_username", "crlfile", "psk_hint", "psk_file", "dhparamfile", "websockets_log_level":
+            case "max_connections":
+                current.listener.maxConnections = try integer(option, arguments, line, in: -1...Int(Int32.max))
+            case "mount_point":
+                let prefix = try one(option, arguments, line)
+                guard !prefix.contains("+"), !prefix.contains("#") else {
+                    throw error(line, "mount_point cannot contain the wildcards + or #")
+                }
+                current.listener.mountPoint = prefix
+            case "memory_limit":
+                result.options.memoryLimit = try integer(option, arguments, line, in: 0...Int.max)
+            case "use_username_as_clientid":
+                broker.useUsernameAsClientID = try boolean(option, arguments, line)
+            case "socket_domain", "http_dir", "use_subject_as_username", "crlfile", "psk_hint", "psk_file",
+                "dhparamfile", "websockets_log_level":
                 result.warnings.append("\(file):\(line): \(option) is not supported yet; ignored")
             default:
                 result.warnings.append("\(file):\(line): unknown option '\(option)'; ignored")
@@ -353,7 +365,9 @@ public struct MosquittoConfiguration: Sendable {
 
         init(line: Int) { self.line = line }
 
-        var isConfigured: Bool { !tls.isEmpty || listener.transport != .mqtt }
+        var isConfigured: Bool {
+            !tls.isEmpty || listener.transport != .mqtt || listener.maxConnections >= 0 || listener.mountPoint != nil
+        }
 
         func tlsSettings(file: String) throws(ConfigurationError) -> TLSSettings? {
             guard !tls.isEmpty else { return nil }

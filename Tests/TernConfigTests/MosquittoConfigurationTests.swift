@@ -106,6 +106,28 @@ struct MosquittoConfigurationTests {
         #expect(open.metricsListener == .init(host: "0.0.0.0", port: 9100))
     }
 
+    @Test(
+        "limits: max_connections and mount_point belong to their listener; memory_limit and use_username_as_clientid to the broker"
+    )
+    func limits() throws {
+        let options = try MosquittoConfiguration.parse(
+            """
+            memory_limit 104857600
+            use_username_as_clientid true
+            listener 1883
+            max_connections 100
+            listener 1884
+            mount_point tenant-a/
+            """,
+            file: "a.conf"
+        ).options
+        #expect(options.memoryLimit == 104_857_600)
+        #expect(options.broker.useUsernameAsClientID)
+        #expect(options.listeners.map(\.maxConnections) == [100, -1])
+        #expect(options.listeners.map(\.mountPoint) == [nil, "tenant-a/"])
+        #expect(try MosquittoConfiguration.parse("", file: "a.conf").warnings.isEmpty)
+    }
+
     @Test("an unknown option is a warning that names the file and line")
     func unknownOption() throws {
         let configuration = try MosquittoConfiguration.parse("\n\nfrobnicate yes\n", file: "/etc/tern.conf")
@@ -140,6 +162,10 @@ struct MosquittoConfigurationTests {
                 "persistence_durability expects commit or loss_window, not 'eventually'"
             ),
             ("metrics_listener", 1, "metrics_listener expects a port and an optional address"),
+            ("max_connections -2", 1, "max_connections expects a whole number from -1 to 2147483647, not '-2'"),
+            ("listener 1883\nmount_point a/#", 2, "mount_point cannot contain the wildcards + or #"),
+            ("memory_limit lots", 1, "memory_limit expects a whole number from 0 to 9223372036854775807, not 'lots'"),
+            ("use_username_as_clientid 1", 1, "use_username_as_clientid expects true or false, not '1'"),
             ("metrics_listener http", 1, "a port must be a number from 0 to 65535, not 'http'"),
         ]
     )
