@@ -22,6 +22,9 @@ public struct MosquittoConfiguration: Sendable {
     public var logTypes: [String] = []
     /// `persistence` and the options that go with it.
     public var persistence = PersistenceSettings()
+    /// The file and line that made each of `options.listeners`, in the same order (line 0: the
+    /// built-in default), so that a check of a listener's files can say where it was configured.
+    public var listenerOrigins: [(file: String, line: Int)] = []
 
     public init() {}
 
@@ -181,6 +184,7 @@ public struct MosquittoConfiguration: Sendable {
                 )
             case "port":
                 defaultPort = try port(try one(option, arguments, line), line)
+                defaultListener.line = line
             case "bind_address":
                 defaultListener.listener.host = try one(option, arguments, line)
             case "per_listener_settings":
@@ -345,7 +349,9 @@ public struct MosquittoConfiguration: Sendable {
                 if perListenerSettings { listener.security = draft.security }
                 all.append(listener)
             }
+            result.listenerOrigins = result.options.listeners.map { _ in (file, 0) }
             if !all.isEmpty {
+                result.listenerOrigins = drafts.map { (file, $0.line) }
                 result.options.listeners = all
                 // Mosquitto 2: once a listener is configured, anonymous access must be asked for.
                 if !allowAnonymousSet { result.options.broker.allowAnonymous = false }

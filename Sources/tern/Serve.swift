@@ -32,6 +32,15 @@ struct Serve: AsyncParsableCommand {
     @Flag(name: .shortAndLong, help: "Log every connection event.")
     var verbose = false
 
+    @Flag(
+        help: ArgumentHelp(
+            "Check the configuration and exit: 0 when it is good, 3 when not.",
+            discussion:
+                "Parses -c FILE, reads its password and ACL files, loads every listener's TLS certificate and key, and prints what the broker would listen on. Nothing is bound and the store is not opened."
+        )
+    )
+    var check = false
+
     @Option(
         help: ArgumentHelp(
             "Event loop threads (default: one per core).",
@@ -64,6 +73,13 @@ struct Serve: AsyncParsableCommand {
         if let port {
             let hosts = config == nil ? ["127.0.0.1", "::1"] : Array(Set(configuration.options.listeners.map(\.host)))
             configuration.options.listeners = hosts.map { .init(host: $0, port: port) }
+            configuration.listenerOrigins = hosts.map { _ in ("-p", 0) }
+        }
+        if check {
+            let report = ConfigurationCheck(configuration, data: data).run()
+            print(report.lines.joined(separator: "\n"))
+            for problem in report.problems { FileHandle.standardError.write(Data("tern: \(problem)\n".utf8)) }
+            throw ExitCode(report.problems.isEmpty ? 0 : 3)
         }
         let level: Logger.Level =
             verbose || configuration.logTypes.contains("all") || configuration.logTypes.contains("debug")
