@@ -59,6 +59,20 @@ public struct MosquittoConfiguration: Sendable {
         var defaultPort: Int?
         var allowAnonymousSet = false
         var perListenerSettings = false
+        /// Whether a `connection` (bridge) block has begun: its options are not Tern's yet.
+        var inBridge = false
+
+        /// The options of Mosquitto's bridge `connection` blocks.
+        static let bridgeOptions: Set<String> = [
+            "address", "addresses", "topic", "bridge_protocol_version", "remote_clientid", "local_clientid",
+            "remote_username", "remote_password", "cleansession", "local_cleansession", "keepalive_interval",
+            "restart_timeout", "idle_timeout", "bridge_cafile", "bridge_capath", "bridge_certfile", "bridge_keyfile",
+            "bridge_insecure", "bridge_alpn", "bridge_identity", "bridge_psk", "bridge_require_ocsp",
+            "bridge_tls_version", "bridge_attempt_unsubscribe", "bridge_outgoing_retain", "bridge_max_packet_size",
+            "bridge_bind_address", "bridge_reload_type", "notifications", "notifications_local_only",
+            "notification_topic", "try_private", "start_type", "round_robin", "threshold", "bridge_receive_maximum",
+            "bridge_session_expiry_interval", "bridge_max_topic_alias",
+        ]
 
         /// The listener that listener-specific lines apply to: the last `listener` so far, or the
         /// default one before the first.
@@ -325,6 +339,14 @@ public struct MosquittoConfiguration: Sendable {
             case "socket_domain", "http_dir", "use_subject_as_username", "crlfile", "psk_hint", "psk_file",
                 "dhparamfile", "websockets_log_level":
                 result.warnings.append("\(file):\(line): \(option) is not supported yet; ignored")
+            case "connection":
+                let name = arguments.first ?? ""
+                result.warnings.append(
+                    "\(file):\(line): bridge connection \(name) is not supported yet: its topics are not bridged"
+                )
+                inBridge = true
+            case _ where inBridge && Self.bridgeOptions.contains(option):
+                break  // part of the bridge block already warned about
             default:
                 result.warnings.append("\(file):\(line): unknown option '\(option)'; ignored")
             }
