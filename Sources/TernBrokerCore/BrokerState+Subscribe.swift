@@ -19,6 +19,8 @@ extension BrokerState {
             }
             var options = subscription.options
             options.qos = min(options.qos, configuration.maxQoS)
+            // A bridge's own messages never come back to it over its subscriptions (loop prevention).
+            if sessions[clientID]?.isBridge == true { options.noLocal = true }
             let existed = topics.subscribe(
                 subscription.filter,
                 entry: TopicTree.Entry(clientID: clientID, options: options, identifier: identifier)

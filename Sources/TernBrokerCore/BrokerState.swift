@@ -175,6 +175,7 @@ extension BrokerState {
         session.clientMaximumPacketSize = packet.properties.maximumPacketSize.map { Int($0) }
         session.writable = true
         session.identity = identity
+        session.isBridge = packet.isBridge
         sessions[clientID] = session
         connections[connection] = (clientID, version)
         recordSession(clientID)

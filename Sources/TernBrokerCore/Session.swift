@@ -116,6 +116,9 @@ public struct Session: Sendable {
     /// Who the ACLs see: set by each CONNECT, unknown for a session restored from the store until
     /// its client comes back (its messages are queued, then checked when it does).
     var identity: ClientIdentity?
+    /// The client announced itself as a bridge (`try_private`, the protocol level's high bit):
+    /// its subscriptions do not send it back what it published, as No Local would.
+    var isBridge = false
 
     init(clientID: String, protocolVersion: ProtocolVersion, expiryInterval: UInt32) {
         self.clientID = clientID

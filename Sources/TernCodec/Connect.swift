@@ -18,6 +18,11 @@ public struct Connect: Sendable, Hashable {
     public var username: String?
     /// The password, if any. Binary Data, not a string.
     public var password: ByteBuffer?
+    /// The client is a bridge from another broker, and says so the way Mosquitto's bridges do
+    /// with `try_private true`: the high bit of a 3.1/3.1.1 protocol level (0x83, 0x84). A broker
+    /// that knows it sends a bridge none of the messages that bridge published, so that a topic
+    /// bridged both ways does not loop. MQTT 5 bridges use No Local instead; the bit is not sent.
+    public var isBridge: Bool = false
 
     public init(
         protocolVersion: ProtocolVersion = .v5,
@@ -77,7 +82,11 @@ extension Connect {
 
     static func read(from body: inout ByteBuffer) throws(TernError) -> Connect {
         let name = try body.readMQTTBinary("protocol name")
-        let level = try body.readMQTTByte("protocol level")
+        let rawLevel = try body.readMQTTByte("protocol level")
+        let bridgeBit: UInt8 = 0x80
+        // Only 3.1 and 3.1.1 carry the bridge bit; 0x85 stays an unknown level.
+        let isBridge = rawLevel & bridgeBit != 0 && rawLevel & ~bridgeBit != ProtocolVersion.v5.rawValue
+        let level = isBridge ? rawLevel & ~bridgeBit : rawLevel
         guard let version = ProtocolVersion(rawValue: level) else {
             throw TernError(.unsupportedProtocolVersion, "protocol level \(level) is not 3, 4 or 5")
         }
@@ -128,7 +137,7 @@ extension Connect {
         let username = hasUsername ? try body.readMQTTString("user name") : nil
         let password = hasPassword ? try body.readMQTTBinary("password") : nil
         try body.expectFullyRead(.connect)
-        return Connect(
+        var connect = Connect(
             protocolVersion: version,
             clientIdentifier: clientIdentifier,
             cleanStart: flags & Flag.cleanStart != 0,
@@ -138,6 +147,8 @@ extension Connect {
             username: username,
             password: password
         )
+        connect.isBridge = isBridge
+        return connect
     }
 
     func bodyLength() -> Int {
@@ -156,7 +167,8 @@ extension Connect {
 
     func writeBody(to buffer: inout ByteBuffer) throws(TernError) {
         try buffer.writeMQTTString(protocolVersion.protocolName, "protocol name")
-        buffer.writeInteger(protocolVersion.rawValue)
+        let bridgeBit: UInt8 = isBridge && !protocolVersion.hasProperties ? 0x80 : 0
+        buffer.writeInteger(protocolVersion.rawValue | bridgeBit)
         var flags: UInt8 = 0
         if cleanStart { flags |= Flag.cleanStart }
         if let will {

@@ -279,3 +279,23 @@ struct PropertyPassThroughTests {
         #expect(delivered.first?.properties.isEmpty == true)
     }
 }
+
+/// A client that announces itself as a bridge (`try_private`, CONNECT level 0x84).
+@Suite("Bridge clients")
+struct BridgeClientTests {
+    @Test("a bridge is not sent back what it published, over any of its subscriptions; others are")
+    func bridgeGetsNoLocal() {
+        var state = BrokerState(now: t0)
+        var bridge = connectPacket("bridge", version: .v3_1_1)
+        bridge.isBridge = true
+        _ = state.connect(conn(1), bridge, now: t0)
+        _ = state.subscribe(conn(1), subscribePacket([("#", .init(qos: .atLeastOnce))]), now: t0)
+        _ = state.connect(conn(2), connectPacket("plain", version: .v3_1_1), now: t0)
+        _ = state.subscribe(conn(2), subscribePacket([("#", .init(qos: .atLeastOnce))]), now: t0)
+        let own = state.publish(conn(1), publishPacket("a", "from the bridge", qos: .atLeastOnce, id: 1), now: t0)
+        #expect(own.publishes(to: conn(1)).isEmpty)
+        #expect(own.publishes(to: conn(2)).map(\.text) == ["from the bridge"])
+        let other = state.publish(conn(2), publishPacket("a", "from a client"), now: t0)
+        #expect(other.publishes(to: conn(1)).map(\.text) == ["from a client"])
+    }
+}
