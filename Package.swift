@@ -22,6 +22,7 @@ let package = Package(
         .library(name: "TernBrokerTesting", targets: ["TernBrokerTesting"]),
         .library(name: "TernClient", targets: ["TernClient"]),
         .library(name: "TernTransport", targets: ["TernTransport"]),
+        .library(name: "TernBridge", targets: ["TernBridge"]),
         .executable(name: "tern", targets: ["tern"]),
     ],
     dependencies: [
@@ -101,6 +102,21 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "TernBridge",
+            dependencies: [
+                "TernBroker",
+                "TernClient",
+                "TernCodec",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "TernBrokerTesting",
             dependencies: [
                 "TernBroker",
@@ -113,7 +129,7 @@ let package = Package(
         ),
         .target(
             name: "TernConfig",
-            dependencies: ["TernBroker", "TernBrokerCore", "TernCodec"],
+            dependencies: ["TernBroker", "TernBrokerCore", "TernBridge", "TernCodec"],
             swiftSettings: swiftSettings
         ),
         .target(
@@ -134,6 +150,7 @@ let package = Package(
         .executableTarget(
             name: "tern",
             dependencies: [
+                "TernBridge",
                 "TernConfig",
                 "TernStoreSQLite",
                 "TernClient",
@@ -157,6 +174,11 @@ let package = Package(
                 "TernCodec",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "TernBridgeTests",
+            dependencies: ["TernBridge", "TernCodec"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -238,7 +260,7 @@ let package = Package(
         ),
         .testTarget(
             name: "TernConfigTests",
-            dependencies: ["TernConfig", "TernBroker", "TernBrokerCore", "TernCodec"],
+            dependencies: ["TernConfig", "TernBroker", "TernBrokerCore", "TernBridge", "TernCodec"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -9,6 +9,10 @@ import TernBrokerCore
 import TernCodec
 import TernTransport
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 extension MQTTBroker {
     /// When a connection's unwritten bytes pass `high`, it stops being writable and the state
     /// holds back its messages (QoS 1/2 queued, QoS 0 dropped) until they fall below `low`. This
@@ -169,5 +173,46 @@ extension MQTTBroker {
         )
         if let address = channel.localAddress { metricsListening.succeed(address) }
         return channel
+    }
+}
+
+extension MQTTBroker {
+    /// The listener index of connections the broker opens to itself (``openInternalConnection()``).
+    static let internalListener = -1
+
+    /// Opens a connection into this broker that no other process can reach: one end of a Unix
+    /// socket pair is served as a client connection, trusted (no password is asked and no ACL
+    /// applies, as for Mosquitto's bridges), and the other end is returned for an MQTT client to
+    /// adopt (`ClientBootstrap.withConnectedSocket`). A bridge reaches its local broker this way,
+    /// with every rule of an ordinary connection: sessions, the store, ordering, backpressure.
+    public func openInternalConnection() async throws -> Int32 {
+        var descriptors: [Int32] = [-1, -1]
+        #if canImport(Glibc)
+            let kind = Int32(SOCK_STREAM.rawValue)
+        #else
+            let kind = SOCK_STREAM
+        #endif
+        guard socketpair(AF_UNIX, kind, 0, &descriptors) == 0 else {
+            throw ListenerError(listener: "internal", reason: "socketpair failed: errno \(errno)")
+        }
+        do {
+            _ = try await ClientBootstrap(group: group)
+                .channelOption(.writeBufferWaterMark, value: MQTTBroker.writeBufferWaterMark)
+                .channelInitializer { [self] channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        let id = ConnectionID(self.connectionCounter.wrappingAdd(1, ordering: .relaxed).newValue)
+                        try channel.pipeline.syncOperations.addHandler(
+                            MQTTConnectionHandler(broker: self, id: id, listener: Self.internalListener)
+                        )
+                    }
+                }
+                .withConnectedSocket(descriptors[0])
+                .get()
+        } catch {
+            close(descriptors[0])
+            close(descriptors[1])
+            throw error
+        }
+        return descriptors[1]
     }
 }

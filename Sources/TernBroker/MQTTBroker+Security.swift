@@ -22,7 +22,8 @@ extension MQTTBroker {
     /// The listener number whose own access settings apply to its clients, or `nil` when the
     /// broker-wide ones do.
     func policyListener(_ index: Int) -> Int? {
-        options.listeners[index].security == nil ? nil : index
+        guard options.listeners.indices.contains(index) else { return nil }
+        return options.listeners[index].security == nil ? nil : index
     }
 
     /// The password file that applies to clients of a listener, if any.

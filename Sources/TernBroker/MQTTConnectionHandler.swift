@@ -243,6 +243,7 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private func checkCredentials(_ connect: inout Connect) -> Credentials {
         // Formatted only when a failure is logged, not for every CONNECT.
         var address: String { context?.remoteAddress.map { "\($0)" } ?? "unknown" }
+        if listener == MQTTBroker.internalListener { return .trusted }
         if broker.options.listeners[listener].tls?.useIdentityAsUsername == true {
             let certificate = try? context?.pipeline.syncOperations.nioSSL_peerCertificate()
             guard let name = certificate?.subjectName.first(where: { $0.type == .commonName })?.value else {

@@ -53,4 +53,7 @@ public enum Credentials: Sendable, Hashable {
     case valid
     /// The user is unknown or the password is wrong.
     case invalid
+    /// A client the broker opened itself, such as a bridge's local side: no password is asked,
+    /// and no ACL applies to it.
+    case trusted
 }

@@ -100,13 +100,14 @@ extension BrokerState {
         // user, so that the answer does not tell whether the user exists; a client without a user
         // name needs allow_anonymous (else 0x87, 3.1.1: 5), and so does one whose user name there
         // is no password file to check against.
-        let identity = ClientIdentity(username: packet.username, listener: listener)
+        let identity: ClientIdentity? =
+            credentials == .trusted ? nil : ClientIdentity(username: packet.username, listener: listener)
         let allowAnonymous = listener.flatMap { listenerPolicies[$0]?.allowAnonymous } ?? configuration.allowAnonymous
         switch credentials {
         case .invalid: return refuse(.badUserNameOrPassword)
         case .none where !allowAnonymous: return refuse(.notAuthorized)
         case .unchecked where !allowAnonymous: return refuse(.badUserNameOrPassword)
-        case .none, .unchecked, .valid: break
+        case .none, .unchecked, .valid, .trusted: break
         }
         if overMemoryLimit { return refuse(.quotaExceeded, "the broker is over its memory_limit") }
         if version == .v5, packet.properties.authenticationMethod != nil {
@@ -137,7 +138,8 @@ extension BrokerState {
             assignedIdentifier = clientID
         }
         // As Mosquitto does: a will the client could not publish itself is refused at CONNECT.
-        if let will = packet.will, !mayPublish(will.topic.string, clientID: clientID, identity: identity) {
+        if let will = packet.will, let identity, !mayPublish(will.topic.string, clientID: clientID, identity: identity)
+        {
             return refuse(.notAuthorized)
         }
 

@@ -30,7 +30,28 @@ public actor MQTTClient {
     /// The protocol rules; the actor performs what they decide.
     private var machine: ClientConnectionStateMachine
     private var connection: Connection?
-    private var publishWaiters: [UInt16: CheckedContinuation<ReasonCode, any Error>] = [:]
+    /// Who learns how each outbound QoS 1/2 flow ended, by packet identifier.
+    private var publishWaiters: [UInt16: PublishWaiter] = [:]
+
+    /// A caller awaiting a flow's end, or a callback given to ``publish(to:payload:qos:retain:properties:whenComplete:)``.
+    enum PublishWaiter {
+        case task(CheckedContinuation<ReasonCode, any Error>)
+        case callback(@Sendable (Result<ReasonCode, MQTTClientError>) -> Void)
+
+        func resume(returning code: ReasonCode) {
+            switch self {
+            case .task(let continuation): continuation.resume(returning: code)
+            case .callback(let callback): callback(.success(code))
+            }
+        }
+
+        func resume(throwing error: MQTTClientError) {
+            switch self {
+            case .task(let continuation): continuation.resume(throwing: error)
+            case .callback(let callback): callback(.failure(error))
+            }
+        }
+    }
     private var acknowledgementWaiters: [UInt16: CheckedContinuation<SubscribeAcknowledgement, any Error>] = [:]
     private var connackWaiter: CheckedContinuation<ConnAck, any Error>?
     private var streams: [Int: (filter: TopicFilter, continuation: AsyncStream<MQTTMessage>.Continuation)] = [:]
@@ -43,6 +64,8 @@ public actor MQTTClient {
     /// What the pipeline last reported before the connection closed, for the error that says so.
     private var connectionFailure: String?
     private var reconnectTask: Task<Void, Never>?
+    /// Who follows the connection going up and down (``connectionStates()``).
+    private var stateWatchers: [AsyncStream<Bool>.Continuation] = []
     /// What the last CONNACK said, including after automatic reconnects.
     public private(set) var lastConnectResult: ConnectResult?
     /// How many times the client has connected, automatic reconnects included.
@@ -57,8 +80,9 @@ public actor MQTTClient {
     private var generation = 0
 
     /// Opens the network connection and runs `initialize` on its pipeline. Tests replace it to
-    /// script a broker over an in-memory channel.
-    typealias Connector =
+    /// script a broker over an in-memory channel; a bridge, to try several addresses in turn or
+    /// to reach the broker it runs in without a socket of its own.
+    package typealias Connector =
         @Sendable (
             _ group: any EventLoopGroup,
             _ host: String,
@@ -81,7 +105,7 @@ public actor MQTTClient {
         )
     }
 
-    init(
+    package init(
         configuration: MQTTClientConfiguration,
         group: any EventLoopGroup,
         logger: Logger,
@@ -149,7 +173,7 @@ public actor MQTTClient {
 
         var properties = Properties()
         if version == .v5 { properties = try configuration.connectProperties.properties() }
-        let connect = Connect(
+        var connect = Connect(
             protocolVersion: version,
             clientIdentifier: configuration.clientID,
             cleanStart: cleanStart,
@@ -159,6 +183,7 @@ public actor MQTTClient {
             username: configuration.username,
             password: configuration.password
         )
+        connect.isBridge = configuration.isBridge
         let timeout = channel.eventLoop.scheduleTask(in: configuration.connectTimeout.timeAmount) {
             channel.close(promise: nil)
         }
@@ -219,6 +244,7 @@ public actor MQTTClient {
         )
         lastConnectResult = result
         connectionCount += 1
+        for watcher in stateWatchers { watcher.yield(true) }
         return result
     }
 
@@ -263,6 +289,8 @@ public actor MQTTClient {
         tearDown(MQTTClientError(.clientDisconnected))
         for (_, stream) in streams { stream.continuation.finish() }
         streams = [:]
+        for watcher in stateWatchers { watcher.finish() }
+        stateWatchers = []
     }
 
     /// Closes the network connection without DISCONNECT, as a network failure would; the client
@@ -303,9 +331,38 @@ public actor MQTTClient {
         case .started(let id, let writes):
             persist()
             return try await withCheckedThrowingContinuation { continuation in
-                publishWaiters[id] = continuation
+                publishWaiters[id] = .task(continuation)
                 if let connection { write(writes, on: connection.channel) }
             }
+        }
+    }
+
+    /// Starts publishing a message and returns as soon as it has its place in the outbound
+    /// order; `whenComplete` is called, on the client's executor, when its QoS flow ends: at once
+    /// for QoS 0, at PUBACK for QoS 1, at PUBCOMP for QoS 2. For programs that keep many messages
+    /// in flight in order without a task each, such as a bridge.
+    /// - Throws: what the publication is refused for before it starts (too large, offline queue full).
+    public func publish(
+        to topic: TopicName,
+        payload: ByteBuffer,
+        qos: QoS,
+        retain: Bool = false,
+        properties: Properties = Properties(),
+        whenComplete: @escaping @Sendable (Result<ReasonCode, MQTTClientError>) -> Void
+    ) throws(MQTTClientError) {
+        let publish = Publish(topic: topic, payload: payload, qos: qos, retain: retain, properties: properties)
+        switch machine.publish(publish) {
+        case .write(let packet):
+            connection?.channel.writeAndFlush(packet, promise: nil)
+            whenComplete(.success(.success))
+        case .queued:
+            whenComplete(.success(.success))
+        case .rejected(let error):
+            throw error
+        case .started(let id, let writes):
+            persist()
+            publishWaiters[id] = .callback(whenComplete)
+            if let connection { write(writes, on: connection.channel) }
         }
     }
 
@@ -491,6 +548,7 @@ public actor MQTTClient {
 
     private func connectionClosed() {
         let wasConnected = machine.connectionClosed()
+        if wasConnected { for watcher in stateWatchers { watcher.yield(false) } }
         tearDown(MQTTClientError(.connectionClosed, reasonString: connectionFailure))
         connectionFailure = nil
         if !wasConnected { return }
@@ -533,6 +591,14 @@ public actor MQTTClient {
                 attempt += 1
             }
         }
+    }
+
+    /// `true` each time a CONNACK accepts a connection (automatic reconnects included), `false`
+    /// each time an accepted connection is lost. The stream ends when the client disconnects for good.
+    public func connectionStates() -> AsyncStream<Bool> {
+        let (stream, continuation) = AsyncStream<Bool>.makeStream(bufferingPolicy: .bufferingNewest(16))
+        stateWatchers.append(continuation)
+        return stream
     }
 
     /// Whether the client is connected now.

@@ -117,6 +117,10 @@ public struct MQTTClientConfiguration: Sendable {
     public var tls: TLSConfiguration?
     /// The name the server certificate is checked against and sent as SNI; `host` by default.
     public var tlsServerName: String?
+    /// Announce the client as a bridge from another broker in a 3.1/3.1.1 CONNECT (the protocol
+    /// level's high bit, Mosquitto's `try_private`): a broker that knows it does not send the
+    /// client the messages it published. MQTT 5 bridges subscribe with No Local instead.
+    public var isBridge = false
     /// The HTTP path of MQTT over WebSocket (`ws://`, `wss://`), usually `/mqtt`; `nil` speaks
     /// MQTT over TCP.
     public var webSocketPath: String?

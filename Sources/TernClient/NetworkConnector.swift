@@ -9,7 +9,7 @@ extension MQTTClient {
     /// Opens TCP, then TLS when ``MQTTClientConfiguration/tls`` is set, then a WebSocket upgrade
     /// when ``MQTTClientConfiguration/webSocketPath`` is set, and hands the channel to the MQTT
     /// handlers only once all of them are done.
-    static func networkConnector(for configuration: MQTTClientConfiguration) -> Connector {
+    package static func networkConnector(for configuration: MQTTClientConfiguration) -> Connector {
         let tls = configuration.tls
         let serverName = configuration.tlsServerName
         let webSocketPath = configuration.webSocketPath

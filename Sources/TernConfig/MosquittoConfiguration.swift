@@ -1,4 +1,5 @@
 import Foundation
+public import TernBridge
 public import TernBroker
 import TernBrokerCore
 import TernCodec
@@ -22,6 +23,8 @@ public struct MosquittoConfiguration: Sendable {
     public var logTypes: [String] = []
     /// `persistence` and the options that go with it.
     public var persistence = PersistenceSettings()
+    /// The `connection` blocks: bridges to other brokers.
+    public var bridges: [BridgeConfiguration] = []
     /// The file and line that made each of `options.listeners`, in the same order (line 0: the
     /// built-in default), so that a check of a listener's files can say where it was configured.
     public var listenerOrigins: [(file: String, line: Int)] = []
@@ -59,19 +62,16 @@ public struct MosquittoConfiguration: Sendable {
         var defaultPort: Int?
         var allowAnonymousSet = false
         var perListenerSettings = false
-        /// Whether a `connection` (bridge) block has begun: its options are not Tern's yet.
-        var inBridge = false
+        /// The `connection` blocks so far, with the line each began on; bridge options apply to the last.
+        var bridges: [(configuration: BridgeConfiguration, line: Int, localClientIDSet: Bool)] = []
 
-        /// The options of Mosquitto's bridge `connection` blocks.
-        static let bridgeOptions: Set<String> = [
-            "address", "addresses", "topic", "bridge_protocol_version", "remote_clientid", "local_clientid",
-            "remote_username", "remote_password", "cleansession", "local_cleansession", "keepalive_interval",
-            "restart_timeout", "idle_timeout", "bridge_cafile", "bridge_capath", "bridge_certfile", "bridge_keyfile",
-            "bridge_insecure", "bridge_alpn", "bridge_identity", "bridge_psk", "bridge_require_ocsp",
-            "bridge_tls_version", "bridge_attempt_unsubscribe", "bridge_outgoing_retain", "bridge_max_packet_size",
-            "bridge_bind_address", "bridge_reload_type", "notifications", "notifications_local_only",
-            "notification_topic", "try_private", "start_type", "round_robin", "threshold", "bridge_receive_maximum",
-            "bridge_session_expiry_interval", "bridge_max_topic_alias",
+        /// Bridge options Tern does not have yet: accepted with a warning.
+        static let unsupportedBridgeOptions: Set<String> = [
+            "local_cleansession", "idle_timeout", "bridge_capath", "bridge_alpn", "bridge_identity", "bridge_psk",
+            "bridge_require_ocsp", "bridge_tls_version", "bridge_attempt_unsubscribe", "bridge_outgoing_retain",
+            "bridge_bind_address", "bridge_reload_type", "notifications_local_only", "round_robin", "threshold",
+            "bridge_receive_maximum", "bridge_session_expiry_interval", "bridge_max_topic_alias", "local_username",
+            "local_password",
         ]
 
         /// The listener that listener-specific lines apply to: the last `listener` so far, or the
@@ -340,20 +340,161 @@ public struct MosquittoConfiguration: Sendable {
                 "dhparamfile", "websockets_log_level":
                 result.warnings.append("\(file):\(line): \(option) is not supported yet; ignored")
             case "connection":
-                let name = arguments.first ?? ""
-                result.warnings.append(
-                    "\(file):\(line): bridge connection \(name) is not supported yet: its topics are not bridged"
-                )
-                inBridge = true
-            case _ where inBridge && Self.bridgeOptions.contains(option):
-                break  // part of the bridge block already warned about
+                let name = try one(option, arguments, line)
+                guard !bridges.contains(where: { $0.configuration.name == name }) else {
+                    throw error(line, "a second connection named \(name)")
+                }
+                let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "tern"
+                bridges.append((BridgeConfiguration(name: name, addresses: [], hostname: host), line, false))
+            case "address", "addresses", "topic", "bridge_protocol_version", "remote_clientid", "clientid",
+                "local_clientid", "remote_username", "username", "remote_password", "password", "cleansession",
+                "keepalive_interval", "restart_timeout", "bridge_cafile", "bridge_certfile", "bridge_keyfile",
+                "bridge_insecure", "notifications", "notification_topic", "try_private", "bridge_max_packet_size",
+                "start_type":
+                guard !bridges.isEmpty else { throw error(line, "\(option) belongs in a connection block") }
+                try applyBridge(option: option, arguments: arguments, line: line)
+            case _ where Self.unsupportedBridgeOptions.contains(option):
+                guard !bridges.isEmpty else { throw error(line, "\(option) belongs in a connection block") }
+                result.warnings.append("\(file):\(line): \(option) is not supported yet; ignored")
             default:
                 result.warnings.append("\(file):\(line): unknown option '\(option)'; ignored")
             }
         }
 
+        /// One option of the current `connection` block.
+        mutating func applyBridge(option: String, arguments: [String], line: Int) throws(ConfigurationError) {
+            var bridge = bridges[bridges.count - 1].configuration
+            defer { bridges[bridges.count - 1].configuration = bridge }
+            switch option {
+            case "address", "addresses":
+                guard !arguments.isEmpty else { throw error(line, "\(option) expects host[:port] ...") }
+                for text in arguments {
+                    var host = Substring(text)
+                    var port = 1883
+                    if let colon = text.lastIndex(of: ":"), !text.hasSuffix("]") {
+                        host = text[..<colon]
+                        port = try self.port(String(text[text.index(after: colon)...]), line)
+                    }
+                    host = host.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))[...]
+                    guard !host.isEmpty else { throw error(line, "\(option) expects host[:port], not '\(text)'") }
+                    bridge.addresses.append(.init(host: String(host), port: port))
+                }
+            case "topic":
+                bridge.topics.append(try bridgeTopic(arguments, line))
+            case "bridge_protocol_version":
+                switch try one(option, arguments, line) {
+                case "mqttv31": bridge.protocolVersion = .v3_1
+                case "mqttv311": bridge.protocolVersion = .v3_1_1
+                case "mqttv50": bridge.protocolVersion = .v5
+                case let other:
+                    throw error(line, "bridge_protocol_version expects mqttv31, mqttv311 or mqttv50, not '\(other)'")
+                }
+            case "remote_clientid", "clientid":
+                bridge.remoteClientID = try one(option, arguments, line)
+                if !bridges[bridges.count - 1].localClientIDSet {
+                    bridge.localClientID = "local." + bridge.remoteClientID
+                }
+            case "local_clientid":
+                bridge.localClientID = try one(option, arguments, line)
+                bridges[bridges.count - 1].localClientIDSet = true
+            case "remote_username", "username": bridge.remoteUsername = try one(option, arguments, line)
+            case "remote_password", "password": bridge.remotePassword = try one(option, arguments, line)
+            case "cleansession": bridge.cleanSession = try boolean(option, arguments, line)
+            case "keepalive_interval":
+                bridge.keepAlive = UInt16(try integer(option, arguments, line, in: 0...65535))
+            case "restart_timeout":
+                guard (1...2).contains(arguments.count), let base = Int(arguments[0]), base > 0,
+                    arguments.count == 1 || Int(arguments[1]).map({ $0 >= base }) == true
+                else {
+                    throw error(line, "restart_timeout expects BASE [CAP] in seconds, CAP at least BASE")
+                }
+                bridge.restartBase = .seconds(base)
+                bridge.restartCap = .seconds(arguments.count == 2 ? Int(arguments[1])! : base)
+            case "bridge_cafile", "bridge_certfile", "bridge_keyfile":
+                let path = try one(option, arguments, line)
+                guard FileManager.default.isReadableFile(atPath: path) else {
+                    throw error(line, "\(option) \(path) cannot be read")
+                }
+                switch option {
+                case "bridge_cafile": bridge.caFile = path
+                case "bridge_certfile": bridge.certificateFile = path
+                default: bridge.keyFile = path
+                }
+            case "bridge_insecure": bridge.insecure = try boolean(option, arguments, line)
+            case "notifications": bridge.notifications = try boolean(option, arguments, line)
+            case "notification_topic":
+                let topic = try one(option, arguments, line)
+                guard (try? TopicName(topic)) != nil else {
+                    throw error(line, "notification_topic '\(topic)' is not a topic name")
+                }
+                bridge.notificationTopic = topic
+            case "try_private": bridge.tryPrivate = try boolean(option, arguments, line)
+            case "bridge_max_packet_size":
+                bridge.maximumPacketSize = UInt32(try integer(option, arguments, line, in: 0...268_435_460))
+            case "start_type":
+                let kind = try one(option, arguments, line)
+                guard ["automatic", "lazy", "once"].contains(kind) else {
+                    throw error(line, "start_type expects automatic, lazy or once, not '\(kind)'")
+                }
+                if kind != "automatic" {
+                    result.warnings.append(
+                        "\(file):\(line): start_type \(kind) is not supported yet; the bridge starts automatically"
+                    )
+                }
+            default:
+                break
+            }
+        }
+
+        /// `topic PATTERN [in|out|both [QOS [LOCAL_PREFIX REMOTE_PREFIX]]]`; `""` is an empty word.
+        func bridgeTopic(_ arguments: [String], _ line: Int) throws(ConfigurationError) -> BridgeConfiguration.Topic {
+            let words = arguments.map { $0 == "\"\"" ? "" : $0 }
+            guard [1, 2, 3, 5].contains(words.count) else {
+                throw error(line, "topic expects PATTERN [in|out|both [QOS [LOCAL_PREFIX REMOTE_PREFIX]]]")
+            }
+            var topic = BridgeConfiguration.Topic(pattern: words[0])
+            if words.count >= 2 {
+                guard let direction = BridgeConfiguration.Direction(rawValue: words[1]) else {
+                    throw error(line, "topic direction must be in, out or both, not '\(words[1])'")
+                }
+                topic.direction = direction
+            }
+            if words.count >= 3 {
+                guard let value = UInt8(words[2]), let qos = QoS(rawValue: value) else {
+                    throw error(line, "topic QoS must be 0, 1 or 2, not '\(words[2])'")
+                }
+                topic.qos = qos
+            }
+            if words.count == 5 {
+                topic.localPrefix = words[3]
+                topic.remotePrefix = words[4]
+            }
+            for filter in [topic.localFilter, topic.remoteFilter] {
+                guard (try? TopicFilter(filter)) != nil else {
+                    throw error(line, "topic '\(filter)' is not a valid topic filter")
+                }
+            }
+            for prefix in [topic.localPrefix, topic.remotePrefix]
+            where prefix.contains("+") || prefix.contains("#") {
+                throw error(line, "a topic prefix cannot contain the wildcards + or #")
+            }
+            return topic
+        }
+
         func finish() throws(ConfigurationError) -> MosquittoConfiguration {
             var result = self.result
+            for (bridge, line, _) in bridges {
+                guard !bridge.addresses.isEmpty else {
+                    throw error(line, "connection \(bridge.name) has no address")
+                }
+                guard !bridge.topics.isEmpty else {
+                    throw error(line, "connection \(bridge.name) has no topic")
+                }
+                if (bridge.certificateFile == nil) != (bridge.keyFile == nil) {
+                    throw error(line, "connection \(bridge.name) needs both bridge_certfile and bridge_keyfile")
+                }
+                result.bridges.append(bridge)
+            }
             var drafts = listeners
             if let defaultPort {
                 var draft = defaultListener

@@ -1,4 +1,5 @@
 import Foundation
+import TernBridge
 import TernBroker
 import TernConfig
 
@@ -44,6 +45,19 @@ struct ConfigurationCheck {
                 }
             }
             report.lines.append(line)
+        }
+        for bridge in configuration.bridges {
+            let topics = bridge.topics.map { "\($0.pattern) \($0.direction) \($0.qos.rawValue)" }.joined(
+                separator: ", "
+            )
+            report.lines.append(
+                "connection \(bridge.name) to \(bridge.addresses.map(\.description).joined(separator: " ")) (\(bridge.protocolVersion)): \(topics)"
+            )
+            do {
+                try MQTTBridge.validate(bridge)
+            } catch {
+                report.problems.append("connection \(bridge.name) cannot start: \(error)")
+            }
         }
         if let metrics = options.metricsListener {
             report.lines.append("metrics_listener http \(metrics.host):\(metrics.port) (/metrics /health /ready)")

@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
+import TernBridge
 import TernBroker
 import TernConfig
 import TernStoreSQLite
@@ -158,8 +159,19 @@ struct Serve: AsyncParsableCommand {
         hangUp.setEventHandler { broker.reloadSecurity() }
         hangUp.resume()
         defer { hangUp.cancel() }
+        var services: [any Service] = [broker]
+        for bridge in configuration.bridges {
+            do {
+                services.append(
+                    try MQTTBridge(configuration: bridge, broker: broker, group: eventLoops, logger: logger)
+                )
+            } catch {
+                FileHandle.standardError.write(Data("tern: connection \(bridge.name): \(error)\n".utf8))
+                throw ExitCode(3)
+            }
+        }
         let group = ServiceGroup(
-            configuration: .init(services: [broker], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         )
         try await group.run()
     }

@@ -128,25 +128,6 @@ struct MosquittoConfigurationTests {
         #expect(try MosquittoConfiguration.parse("", file: "a.conf").warnings.isEmpty)
     }
 
-    @Test("a bridge block is one warning that says its topics are not bridged, not one per line")
-    func bridgeBlock() throws {
-        let configuration = try MosquittoConfiguration.parse(
-            """
-            listener 1883
-            connection cloud
-            address broker.example:8883
-            topic sensors/# out 1
-            try_private true
-            """,
-            file: "a.conf"
-        )
-        #expect(
-            configuration.warnings == [
-                "a.conf:2: bridge connection cloud is not supported yet: its topics are not bridged"
-            ]
-        )
-    }
-
     @Test("an unknown option is a warning that names the file and line")
     func unknownOption() throws {
         let configuration = try MosquittoConfiguration.parse("\n\nfrobnicate yes\n", file: "/etc/tern.conf")
