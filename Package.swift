@@ -246,6 +246,7 @@ let package = Package(
         .testTarget(
             name: "InteropTests",
             dependencies: [
+                "TernBridge",
                 "TernBroker",
                 "TernBrokerCore",
                 "TernBrokerTesting",

@@ -36,6 +36,16 @@ public final class MQTTBridge: Service, Sendable {
     /// Messages whose other side is done and that can now be acknowledged where they came from.
     private let settled: (stream: AsyncStream<MQTTMessage>, continuation: AsyncStream<MQTTMessage>.Continuation)
     private let stopping = Atomic<Bool>(false)
+    /// Connected to the remote broker with the incoming topics subscribed.
+    private let bridging = Atomic<Bool>(false)
+    private let subscribedRemotely = Atomic<Bool>(false)
+    /// Keeps the broker's listeners closed until the local subscriptions are made, so that no
+    /// message published right after start-up misses the bridge.
+    private let startupGate: MQTTBroker.StartupGate
+
+    /// Whether the bridge is connected to the remote broker and has subscribed there to the
+    /// topics that come in: from then on, messages flow both ways.
+    public var isBridging: Bool { bridging.load(ordering: .relaxed) }
 
     public init(
         configuration: BridgeConfiguration,
@@ -75,6 +85,7 @@ public final class MQTTBridge: Service, Sendable {
         )
         connected.record(0)
         settled = AsyncStream<MQTTMessage>.makeStream()
+        startupGate = broker.addStartupGate()
     }
 
     // MARK: Configuration of the two clients
@@ -175,7 +186,8 @@ public final class MQTTBridge: Service, Sendable {
     // MARK: Running
 
     public func run() async throws {
-        _ = try await broker.waitUntilListening()
+        defer { startupGate.open() }
+        try await broker.waitUntilRestored()
         try await connectLocal()
         await withGracefulShutdownHandler {
             await withTaskCancellationHandler {
@@ -196,6 +208,7 @@ public final class MQTTBridge: Service, Sendable {
                             )
                         }
                     }
+                    startupGate.open()
                     group.addTask { await self.runRemote() }
                 }
             } onCancel: {
@@ -287,6 +300,8 @@ public final class MQTTBridge: Service, Sendable {
                     )
                 }
             }
+            subscribedRemotely.store(true, ordering: .relaxed)
+            bridging.store(await remote.isConnected, ordering: .relaxed)
             group.addTask {
                 for await up in states { await self.remoteConnection(up: up) }
             }
@@ -295,11 +310,24 @@ public final class MQTTBridge: Service, Sendable {
 
     private func remoteConnection(up: Bool) async {
         connected.record(up ? 1 : 0)
+        bridging.store(up && subscribedRemotely.load(ordering: .relaxed), ordering: .relaxed)
         if !up { logger.warning("lost the remote broker; reconnecting") }
         guard configuration.notifications, !stopping.load(ordering: .relaxed) else { return }
-        let state = up ? "1" : "0"
-        _ = try? await local.publish(to: configuration.stateTopic, state, qos: .atLeastOnce, retain: true)
-        if up { _ = try? await remote.publish(to: configuration.stateTopic, "1", qos: .atLeastOnce, retain: true) }
+        // Not awaited: a notification waiting for its acknowledgement from a broker that just went
+        // away must not hold up the next state change.
+        await notify(local, up: up)
+        if up { await notify(remote, up: true) }
+    }
+
+    private func notify(_ client: MQTTClient, up: Bool) async {
+        guard let topic = try? TopicName(configuration.stateTopic) else { return }
+        try? await client.publish(
+            to: topic,
+            payload: ByteBuffer(string: up ? "1" : "0"),
+            qos: .atLeastOnce,
+            retain: true,
+            whenComplete: { _ in }
+        )
     }
 
     /// Local messages to the remote broker, in the order they arrive; each is acknowledged

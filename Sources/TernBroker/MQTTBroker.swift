@@ -63,6 +63,10 @@ public final class MQTTBroker: Service, Sendable {
     let listening: EventLoopPromise<[SocketAddress]>
     /// The metrics listener's address, once bound.
     let metricsListening: EventLoopPromise<SocketAddress>
+    /// Fulfilled once the store is loaded, before any listener is bound.
+    let restored: EventLoopPromise<Void>
+    /// What must be ready before the listeners open (``addStartupGate()``).
+    let startupGates = Mutex<[EventLoopPromise<Void>]>([])
     let metrics: BrokerMetrics
     /// Whether the store is loaded and every MQTT listener bound, until shutdown begins (`/ready`).
     let ready = Atomic<Bool>(false)
@@ -98,6 +102,7 @@ public final class MQTTBroker: Service, Sendable {
         self.passwordFiles = Mutex(passwords)
         self.listening = group.any().makePromise(of: [SocketAddress].self)
         self.metricsListening = group.any().makePromise(of: SocketAddress.self)
+        self.restored = group.any().makePromise(of: Void.self)
         self.metrics = BrokerMetrics(withStore: options.store != nil)
     }
 
@@ -106,6 +111,29 @@ public final class MQTTBroker: Service, Sendable {
         // its waiters learn so. A no-op once the promise is fulfilled.
         listening.fail(ListenerError(listener: "every listener", reason: "the broker was released before it listened"))
         metricsListening.fail(ListenerError(listener: "metrics", reason: "the broker was released before it listened"))
+        restored.fail(ListenerError(listener: "every listener", reason: "the broker was released before it started"))
+        for gate in startupGates.withLock({ $0 }) { gate.succeed() }
+    }
+
+    /// Returns once the store is loaded (at once without one), before any listener is bound:
+    /// from then on ``openInternalConnection()`` works.
+    public func waitUntilRestored() async throws {
+        try await restored.futureResult.get()
+    }
+
+    /// Holds the listeners closed until the returned gate is opened (or 10 s pass), so that
+    /// something inside the broker, such as a bridge's local subscriptions, is in place before
+    /// the first client can publish. Call it before ``run()``.
+    public func addStartupGate() -> StartupGate {
+        let promise = group.any().makePromise(of: Void.self)
+        startupGates.withLock { $0.append(promise) }
+        return StartupGate(promise: promise)
+    }
+
+    /// What ``addStartupGate()`` returns: ``open()`` lets the listeners open.
+    public struct StartupGate: Sendable {
+        let promise: EventLoopPromise<Void>
+        public func open() { promise.succeed() }
     }
 
     /// The addresses the broker listens on, once it does. Throws if binding failed.
@@ -164,10 +192,13 @@ public final class MQTTBroker: Service, Sendable {
                 try restore(from: store)
             } catch {
                 listening.fail(error)
+                restored.fail(error)
                 throw error
             }
         }
         defer { options.store?.close() }
+        restored.succeed()
+        await openStartupGates()
         var channels: [any Channel] = []
         do {
             for (index, listener) in options.listeners.enumerated() {
@@ -231,6 +262,19 @@ public final class MQTTBroker: Service, Sendable {
         sysTicker?.cancel()
         memoryCheck?.cancel()
         await disconnectEveryone()
+    }
+
+    /// Waits for the startup gates, at most 10 s: a gate that never opens delays the listeners,
+    /// it does not keep them closed.
+    private func openStartupGates() async {
+        let gates = startupGates.withLock { $0 }
+        guard !gates.isEmpty else { return }
+        let loop = group.any()
+        let timeout = loop.scheduleTask(in: .seconds(10)) {
+            for gate in gates { gate.succeed() }
+        }
+        for gate in gates { try? await gate.futureResult.get() }
+        timeout.cancel()
     }
 
     /// Sends DISCONNECT 0x8B to every MQTT 5 client and closes every connection.

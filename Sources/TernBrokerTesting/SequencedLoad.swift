@@ -20,7 +20,8 @@ public enum SequencedLoad {
         return buffer
     }
 
-    static func read(_ payload: ByteBuffer) -> (publisher: UInt32, sequence: UInt32)? {
+    /// The publisher and sequence number a load payload carries, for subscribers of other kinds.
+    public static func read(_ payload: ByteBuffer) -> (publisher: UInt32, sequence: UInt32)? {
         guard let publisher = payload.getInteger(at: payload.readerIndex, as: UInt32.self),
             let sequence = payload.getInteger(at: payload.readerIndex + 4, as: UInt32.self)
         else { return nil }
@@ -201,6 +202,13 @@ public struct SequencedDelivery: Sendable, Hashable {
     public var sequence: UInt32
     public var qos: QoS
     public var duplicate: Bool
+
+    public init(publisher: UInt32, sequence: UInt32, qos: QoS, duplicate: Bool) {
+        self.publisher = publisher
+        self.sequence = sequence
+        self.qos = qos
+        self.duplicate = duplicate
+    }
 }
 
 /// What a subscriber received from each publisher, checked against what was published.

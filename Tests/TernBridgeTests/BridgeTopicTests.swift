@@ -30,7 +30,12 @@ struct BridgeTopicTests {
 
     @Test("an empty pattern bridges exactly the prefix topic, renamed")
     func emptyPattern() {
-        let topic = BridgeConfiguration.Topic(pattern: "", direction: .in, localPrefix: "here/x", remotePrefix: "there/y")
+        let topic = BridgeConfiguration.Topic(
+            pattern: "",
+            direction: .in,
+            localPrefix: "here/x",
+            remotePrefix: "there/y"
+        )
         #expect(topic.remoteFilter == "there/y")
         #expect(topic.localTopic(forRemote: "there/y") == "here/x")
     }
