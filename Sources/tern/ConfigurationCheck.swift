@@ -50,9 +50,14 @@ struct ConfigurationCheck {
             let topics = bridge.topics.map { "\($0.pattern) \($0.direction) \($0.qos.rawValue)" }.joined(
                 separator: ", "
             )
-            report.lines.append(
-                "connection \(bridge.name) to \(bridge.addresses.map(\.description).joined(separator: " ")) (\(bridge.protocolVersion)): \(topics)"
-            )
+            let version =
+                switch bridge.protocolVersion {
+                case .v5: "mqttv50"
+                case .v3_1_1: "mqttv311"
+                default: "mqttv31"
+                }
+            let addresses = bridge.addresses.map(\.description).joined(separator: " ")
+            report.lines.append("connection \(bridge.name) to \(addresses) (\(version)): \(topics)")
             do {
                 try MQTTBridge.validate(bridge)
             } catch {

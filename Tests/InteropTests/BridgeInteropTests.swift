@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import NIOSSL
 import Synchronization
 import TernBridge
 import TernBroker
@@ -17,8 +18,8 @@ final class MosquittoPeer: Sendable {
     let persistent: Bool
     let running: Peers.Running
 
-    static func start(persistent: Bool = false, port: Int? = nil, directory: String? = nil) async throws
-        -> MosquittoPeer
+    static func start(persistent: Bool = false, port: Int? = nil, directory: String? = nil, extra: String = "")
+        async throws -> MosquittoPeer
     {
         let directory =
             directory
@@ -29,6 +30,7 @@ final class MosquittoPeer: Sendable {
             // write the test's directory.
             var text = "listener \(port) 127.0.0.1\nallow_anonymous true\nuser root\n"
             if persistent { text += "persistence true\npersistence_location \(directory)/\nautosave_interval 1\n" }
+            text += extra + "\n"
             let path = "\(directory)/mosquitto-\(port).conf"
             try text.write(toFile: path, atomically: true, encoding: .utf8)
             // Started through Python so that SIGTERM is unblocked again: children of the test runner
@@ -217,8 +219,64 @@ struct BridgeInteropTests {
                 let into = SequenceCheck(near.deliveries, published: [2: 500], qos: { _ in .atLeastOnce })
                 #expect(out.outOfOrder == 0 && out.lost == 0 && out.duplicates == 0, "\(out)")
                 #expect(into.outOfOrder == 0 && into.lost == 0 && into.duplicates == 0, "\(into)")
+                // The bridge's figures are on the broker's /metrics.
+                let metrics = String(decoding: broker.scrapeMetrics(), as: UTF8.self)
+                #expect(metrics.contains("tern_bridge_connected{bridge=\"\(bridge.name)\"} 1.0"), "\(metrics)")
+                #expect(metrics.contains("tern_bridge_messages_total{bridge=\"\(bridge.name)\",direction=\"out\"} 500"))
                 await far.close()
                 await near.close()
+            }
+        }
+    }
+
+    @Test("a bridge over TLS (bridge_cafile, bridge_certfile, bridge_keyfile) to a Mosquitto TLS listener")
+    func overTLS() async throws {
+        let certificates = try FixtureCertificates.make()
+        defer { certificates.remove() }
+        let tls = try await MosquittoPeer.start(
+            extra: """
+                cafile \(certificates.caFile)
+                certfile \(certificates.serverCertificate)
+                keyfile \(certificates.serverKey)
+                require_certificate true
+                """
+        )
+        defer { tls.stop() }
+        try await withTestBroker { broker, port in
+            var bridge = Self.bridge(
+                to: tls.port,
+                [.init(pattern: "secure/#", direction: .out, qos: .atLeastOnce)],
+                version: .v5
+            )
+            bridge.caFile = certificates.caFile
+            bridge.certificateFile = certificates.clientCertificate
+            bridge.keyFile = certificates.clientKey
+            bridge.insecure = true  // the fixture certificate names localhost, the bridge dials 127.0.0.1
+            try await Self.withBridge(bridge, on: broker) { _ in
+                let recorder = LoadRecorder()
+                var configuration = MQTTClientConfiguration(host: "127.0.0.1", port: tls.port, clientID: "far-tls")
+                var client = TLSConfiguration.makeClientConfiguration()
+                client.trustRoots = .file(certificates.caFile)
+                client.certificateChain = try NIOSSLCertificate.fromPEMFile(certificates.clientCertificate).map {
+                    .certificate($0)
+                }
+                client.privateKey = .privateKey(try NIOSSLPrivateKey(file: certificates.clientKey, format: .pem))
+                client.certificateVerification = .noHostnameVerification
+                configuration.tls = client
+                let far = MQTTClient(configuration: configuration)
+                try await far.connect()
+                let subscription = try await far.subscribe(to: "secure/#", qos: .atLeastOnce)
+                let reader = Task { for await message in subscription { recorder.record(message) } }
+                try await SequencedLoad.publish(port: port, Self.publication("secure/a", count: 100))
+                try await recorder.wait(for: 100)
+                let check = SequenceCheck(
+                    recorder.deliveries.withLock { $0 },
+                    published: [1: 100],
+                    qos: { _ in .atLeastOnce }
+                )
+                #expect(check.outOfOrder == 0 && check.lost == 0, "\(check)")
+                await far.disconnect()
+                reader.cancel()
             }
         }
     }
@@ -281,6 +339,7 @@ struct BridgeInteropTests {
                 version: .v3_1_1
             )
             try await Self.withBridge(bridge, on: broker) { running in
+                #expect(try await Self.localState(port: port, bridge) == "1")
                 mosquitto.stop()
                 #expect(mosquitto.stoppedCleanly.withLock { $0 }, "mosquitto did not save on SIGTERM")
                 let deadline = Date().addingTimeInterval(20)
@@ -288,6 +347,13 @@ struct BridgeInteropTests {
                     guard Date() < deadline else { throw PeerTimeout(what: "the bridge to see Mosquitto go") }
                     try await Task.sleep(for: .milliseconds(10))
                 }
+                // notifications: the retained state says 0 while the remote is gone.
+                var state = try await Self.localState(port: port, bridge)
+                while state != "0", Date() < deadline {
+                    try await Task.sleep(for: .milliseconds(10))
+                    state = try await Self.localState(port: port, bridge)
+                }
+                #expect(state == "0")
                 try await SequencedLoad.publish(port: port, Self.publication("queued/a", count: 300))
                 mosquitto = try await mosquitto.restart()
                 let recorder = LoadRecorder()
@@ -410,6 +476,26 @@ struct BridgeInteropTests {
         let check = SequenceCheck(recorder.deliveries.withLock { $0 }, published: [1: 300], qos: { _ in .atLeastOnce })
         #expect(check.outOfOrder == 0 && check.lost == 0, "\(check)")
         await resumed.client.disconnect()
+    }
+
+    /// The retained notification of `bridge` in the broker on `port`, read by a new subscriber.
+    static func localState(port: Int, _ bridge: BridgeConfiguration) async throws -> String? {
+        var client = try await TestClient.connect(port: port)
+        _ = try await client.handshake(Connect(clientIdentifier: "state-\(UUID().uuidString.prefix(6))"))
+        try await client.send(
+            .subscribe(
+                Subscribe(
+                    packetIdentifier: 1,
+                    subscriptions: [.init(filter: try TopicFilter(bridge.stateTopic), options: .init())]
+                )
+            )
+        )
+        guard case .suback? = try await client.next() else { throw UnexpectedPacket(description: "no SUBACK") }
+        // A retained message follows the SUBACK at once; none within 2 s means there is none.
+        var state: String?
+        if case .publish(let publish)? = try? await client.next(seconds: 2) { state = String(buffer: publish.payload) }
+        await client.close()
+        return state
     }
 
     /// A subscriber whose session Mosquitto keeps (Clean Start 0, never expiring).

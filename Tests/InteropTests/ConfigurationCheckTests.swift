@@ -31,6 +31,9 @@ struct ConfigurationCheckTests {
             metrics_listener 19998
             persistence true
             persistence_location \(directory.path)
+            connection cloud
+            address 127.0.0.1:18997 127.0.0.1:18996
+            topic sensors/# out 1
             """,
             in: directory
         )
@@ -38,6 +41,9 @@ struct ConfigurationCheckTests {
         #expect(output.stdout.contains("listener mqtt 127.0.0.1:18999, max_connections 100"))
         #expect(output.stdout.contains("listener mqtts 127.0.0.1:18998, TLS with \(certificates.serverCertificate)"))
         #expect(output.stdout.contains("metrics_listener http 127.0.0.1:19998"))
+        #expect(
+            output.stdout.contains("connection cloud to 127.0.0.1:18997 127.0.0.1:18996 (mqttv311): sensors/# out 1")
+        )
         #expect(output.stdout.contains("configuration ok"))
         #expect(!FileManager.default.fileExists(atPath: directory.file("tern.db")), "--check opened the store")
     }
