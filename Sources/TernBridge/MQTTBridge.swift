@@ -95,6 +95,11 @@ public final class MQTTBridge: Service, Sendable {
         configuration.cleanStart = false
         configuration.sessionExpiry = .never
         configuration.keepAlive = 0  // a socket pair inside the process does not go stale
+        // Messages in flight between this broker and the bridge: enough to keep the remote
+        // broker's window full while acknowledgements travel back.
+        configuration.connectProperties.receiveMaximum = 100
+        // The broker holds what the bridge has not finished; the client need not keep a copy.
+        configuration.store = TransientClientStore()
         configuration.acknowledgement = .manual
         configuration.sessionLostPolicy = .republish
         configuration.offlineQueueLimit = 1 << 16
@@ -120,6 +125,7 @@ public final class MQTTBridge: Service, Sendable {
         configuration.password = bridge.remotePassword.map { ByteBuffer(string: $0) }
         configuration.isBridge = bridge.tryPrivate && bridge.protocolVersion != .v5
         configuration.acknowledgement = .manual
+        configuration.store = TransientClientStore()
         // Unfinished messages go again however the remote broker lost the session: the local
         // side holds them unacknowledged until they are through.
         configuration.sessionLostPolicy = .republish

@@ -173,7 +173,11 @@ extension BrokerState {
         session.expiresAt = nil
         session.will = packet.will
         let clientReceiveMaximum = version == .v5 ? Int(packet.properties.receiveMaximum ?? .max) : Int.max
-        session.sendWindow = max(1, min(clientReceiveMaximum, configuration.maxInflightMessages))
+        // max_inflight_messages bounds what clients may hold unacknowledged; a client of the broker's
+        // own (a bridge's local side) is held by its Receive Maximum alone, so that the bridge is
+        // not limited to max_inflight_messages on top of the remote broker's window.
+        let window = credentials == .trusted ? clientReceiveMaximum : configuration.maxInflightMessages
+        session.sendWindow = max(1, min(clientReceiveMaximum, window))
         session.clientMaximumPacketSize = packet.properties.maximumPacketSize.map { Int($0) }
         session.writable = true
         session.identity = identity

@@ -149,7 +149,8 @@ struct ClientConnectionStateMachine {
         offlineQoS0 = []
         var room = serverReceiveMaximum - (session.outbound.count - unsent.count)
         while room > 0, let id = unsent.popFirst() {
-            guard case .publish(let publish)? = session.outbound.first(where: { $0.packetIdentifier == id }) else {
+            // Searched from the end: a flow not yet written is among the newest.
+            guard case .publish(let publish)? = session.outbound.last(where: { $0.packetIdentifier == id }) else {
                 continue
             }
             writes.append(.publish(publish))

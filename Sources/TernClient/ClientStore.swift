@@ -25,3 +25,15 @@ public final class InMemoryClientStore: ClientStore {
     public func save(_ state: ClientSessionState, clientID: String) throws { states.withLock { $0[clientID] = state } }
     public func remove(clientID: String) throws { _ = states.withLock { $0.removeValue(forKey: clientID) } }
 }
+
+/// A store that keeps nothing: the session's in-flight state lives only in the client, and saving
+/// costs nothing (the in-memory store copies the state on every change). For a client whose
+/// unfinished messages are kept elsewhere, such as a bridge, whose local broker holds each one
+/// unacknowledged until the remote broker has it.
+public struct TransientClientStore: ClientStore {
+    public init() {}
+
+    public func load(clientID: String) throws -> ClientSessionState? { nil }
+    public func save(_ state: ClientSessionState, clientID: String) throws {}
+    public func remove(clientID: String) throws {}
+}

@@ -91,3 +91,31 @@ struct LimitRulesTests {
         #expect(outbound.topic.string == "x/y")
     }
 }
+
+/// Clients the broker opens itself (a bridge's local side).
+@Suite("Trusted clients")
+struct TrustedClientTests {
+    @Test("a trusted client is held by its Receive Maximum, not max_inflight_messages, and no ACL applies")
+    func trustedWindowAndAccess() throws {
+        var state = BrokerState(now: t0)
+        state.accessControl = try AccessControlList(parsing: "topic read nothing/#\n", file: "acl")
+        _ = state.connect(conn(1), connectPacket("bridge", receiveMaximum: 100), credentials: .trusted, now: t0)
+        let suback = state.subscribe(conn(1), subscribePacket([("data/#", .init(qos: .atLeastOnce))]), now: t0)
+        guard case .suback(let ack)? = suback.sent(to: conn(1)).first else {
+            Issue.record("no SUBACK")
+            return
+        }
+        #expect(ack.reasonCodes == [.grantedQoS1])
+        _ = state.connect(conn(2), connectPacket("pub"), credentials: .trusted, now: t0)
+        var sent = 0
+        for n in 0..<150 {
+            let actions = state.publish(
+                conn(2),
+                publishPacket("data/x", "\(n)", qos: .atLeastOnce, id: UInt16(n + 1)),
+                now: t0
+            )
+            sent += actions.publishes(to: conn(1)).count
+        }
+        #expect(sent == 100)  // an ordinary client gets max_inflight_messages (20) at most
+    }
+}
