@@ -478,6 +478,34 @@ struct BridgeInteropTests {
         await resumed.client.disconnect()
     }
 
+    @Test("address with two brokers: the first refuses, the bridge fails over to the second and bridges there")
+    func failover() async throws {
+        let mosquitto = try await MosquittoPeer.start()
+        defer { mosquitto.stop() }
+        try await withTestBroker { broker, port in
+            var bridge = Self.bridge(
+                to: mosquitto.port,
+                [.init(pattern: "fail/#", direction: .out, qos: .atLeastOnce)],
+                version: .v5
+            )
+            // Port 1 on loopback: nothing listens there, the connection is refused.
+            bridge.addresses = [.init(host: "127.0.0.1", port: 1), .init(host: "127.0.0.1", port: mosquitto.port)]
+            try await Self.withBridge(bridge, on: broker) { _ in
+                let far = try await SequencedLoad.subscribe(
+                    port: mosquitto.port,
+                    clientID: "far",
+                    filter: "fail/#",
+                    qos: .atLeastOnce
+                )
+                try await SequencedLoad.publish(port: port, Self.publication("fail/a", count: 100))
+                try await far.wait { $0.count >= 100 }
+                let check = SequenceCheck(far.deliveries, published: [1: 100], qos: { _ in .atLeastOnce })
+                #expect(check.outOfOrder == 0 && check.lost == 0, "\(check)")
+                await far.close()
+            }
+        }
+    }
+
     /// The retained notification of `bridge` in the broker on `port`, read by a new subscriber.
     static func localState(port: Int, _ bridge: BridgeConfiguration) async throws -> String? {
         var client = try await TestClient.connect(port: port)
