@@ -15,7 +15,8 @@ public protocol ClientStore: Sendable {
     func remove(clientID: String) throws
 }
 
-/// A store in memory: the session survives reconnects but not the process.
+/// A store in memory: a new client given the same store (and client identifier) resumes the
+/// in-flight state of the one before it, within the process. Every change copies the state.
 public final class InMemoryClientStore: ClientStore {
     private let states = Mutex<[String: ClientSessionState]>([:])
 
@@ -26,8 +27,8 @@ public final class InMemoryClientStore: ClientStore {
     public func remove(clientID: String) throws { _ = states.withLock { $0.removeValue(forKey: clientID) } }
 }
 
-/// A store that keeps nothing: the session's in-flight state lives only in the client, and saving
-/// costs nothing (the in-memory store copies the state on every change). For a client whose
+/// A store that keeps nothing: the session's in-flight state lives only in the client (which keeps
+/// it across reconnects), and saving costs nothing. The default; also right for a client whose
 /// unfinished messages are kept elsewhere, such as a bridge, whose local broker holds each one
 /// unacknowledged until the remote broker has it.
 public struct TransientClientStore: ClientStore {

@@ -108,8 +108,11 @@ public struct MQTTClientConfiguration: Sendable {
     public var offlineQueueLimit: Int = 1000
     /// When received QoS 1/2 messages are acknowledged.
     public var acknowledgement: Acknowledgement = .automatic
-    /// Where in-flight state is kept; in memory unless a durable store is given.
-    public var store: any ClientStore = InMemoryClientStore()
+    /// Where in-flight state is kept beyond the client itself. By default nowhere: the client
+    /// keeps it across reconnects, and a restart of the process loses it. `FileClientStore` keeps
+    /// it across restarts; `InMemoryClientStore` hands it to another client in the same process
+    /// (at the cost of a copy of the in-flight list on every change).
+    public var store: any ClientStore = TransientClientStore()
     /// TLS for the connection (`mqtts://`, `wss://`); `nil` connects in the clear. Start from
     /// `TLSConfiguration.makeClientConfiguration()` and set `trustRoots` (a private CA, like
     /// mosquitto_pub's `--cafile`), `certificateChain` and `privateKey` (a client certificate),
