@@ -121,7 +121,7 @@ public final class MQTTBroker: Service, Sendable {
         try await restored.futureResult.get()
     }
 
-    /// Holds the listeners closed until the returned gate is opened (or 10 s pass), so that
+    /// Holds the listeners closed until the returned gate is opened (or 30 s pass), so that
     /// something inside the broker, such as a bridge's local subscriptions, is in place before
     /// the first client can publish. Call it before ``run()``.
     public func addStartupGate() -> StartupGate {
@@ -264,13 +264,14 @@ public final class MQTTBroker: Service, Sendable {
         await disconnectEveryone()
     }
 
-    /// Waits for the startup gates, at most 10 s: a gate that never opens delays the listeners,
-    /// it does not keep them closed.
+    /// Waits for the startup gates, at most 30 s: a gate that never opens delays the listeners,
+    /// it does not keep them closed. A bridge opens its gate within milliseconds; the bound is
+    /// for a machine so busy that even that takes seconds.
     private func openStartupGates() async {
         let gates = startupGates.withLock { $0 }
         guard !gates.isEmpty else { return }
         let loop = group.any()
-        let timeout = loop.scheduleTask(in: .seconds(10)) {
+        let timeout = loop.scheduleTask(in: .seconds(30)) {
             for gate in gates { gate.succeed() }
         }
         for gate in gates { try? await gate.futureResult.get() }

@@ -54,6 +54,8 @@ public actor MQTTClient {
     }
     private var acknowledgementWaiters: [UInt16: CheckedContinuation<SubscribeAcknowledgement, any Error>] = [:]
     private var connackWaiter: CheckedContinuation<ConnAck, any Error>?
+    /// What the CONNACK that accepted the connection being established made of it.
+    private var acceptedConnection: ConnectResult?
     private var streams: [Int: (filter: TopicFilter, continuation: AsyncStream<MQTTMessage>.Continuation)] = [:]
     private var nextStreamID = 0
     /// Messages that matched no subscription stream yet: on a resumed session the broker sends
@@ -199,7 +201,7 @@ public actor MQTTClient {
             throw error
         }
         timeout.cancel()
-        guard connack.reasonCode == .success else {
+        guard connack.reasonCode == .success, let result = acceptedConnection else {
             channel.close(promise: nil)
             throw MQTTClientError(
                 .connectionRefused,
@@ -207,7 +209,8 @@ public actor MQTTClient {
                 reasonString: connack.properties.reasonString
             )
         }
-        return connected(connack, channel: channel)
+        acceptedConnection = nil
+        return result
     }
 
     private func connected(_ connack: ConnAck, channel: any Channel) -> ConnectResult {
@@ -472,6 +475,12 @@ public actor MQTTClient {
     private func received(_ packet: MQTTPacket, on channel: any Channel) {
         switch machine.received(packet) {
         case .connack(let connack):
+            // Resumed here, with the CONNACK, not later in `establish`: a broker resuming a session
+            // sends queued messages right behind it, and they must find the connection up
+            // (acknowledged, not left unanswered until the broker stops sending).
+            if connack.reasonCode == .success, connackWaiter != nil {
+                acceptedConnection = connected(connack, channel: channel)
+            }
             connackWaiter?.resume(returning: connack)
             connackWaiter = nil
         case .deliver(let publish, let sessionChanged, let acknowledgement):

@@ -470,7 +470,15 @@ struct BridgeInteropTests {
             try await recorder.wait(for: 300)
         } catch {
             tern.killNow()
-            Issue.record("tern serve said: \(tern.finish(timeout: 5).stderr.suffix(2000))")
+            let got = SequenceCheck(
+                recorder.deliveries.withLock { $0 },
+                published: [1: 300],
+                qos: { _ in .atLeastOnce }
+            )
+            let first = recorder.deliveries.withLock { $0.prefix(5).map(\.sequence) }
+            Issue.record(
+                "the subscriber got \(got), first \(first); tern serve said: \(tern.finish(timeout: 5).stderr.suffix(3000))"
+            )
             throw error
         }
         let check = SequenceCheck(recorder.deliveries.withLock { $0 }, published: [1: 300], qos: { _ in .atLeastOnce })

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import TernBroker
 import TernBrokerTesting
 
@@ -78,7 +79,7 @@ enum Peers {
     /// and tries another port if the process exits at start. `command` gives the executable and arguments for a port.
     static func startOnFreePort(_ command: (Int) throws -> (String, [String])) async throws -> (Running, port: Int) {
         for _ in 0..<10 {
-            let port = Int.random(in: 20_000...29_999)
+            let port = nextPort()
             let (path, arguments) = try command(port)
             let candidate = try Running(path, arguments)
             // Started when it accepts a connection; a server that could not bind exits instead.
@@ -94,6 +95,18 @@ enum Peers {
             _ = candidate.finish(timeout: 1)
         }
         throw PeerTimeout(what: "a server on any of 10 ports")
+    }
+
+    /// The ports handed out so far, from a random start: no two servers of this test process are
+    /// given the same one. With random picks, two suites once drew the same port, and a server that
+    /// could not bind was taken for running because the other one accepted.
+    private static let issuedPorts = Mutex(Int.random(in: 20_000...24_999))
+
+    static func nextPort() -> Int {
+        issuedPorts.withLock { port in
+            port = port >= 29_999 ? 20_000 : port + 1
+            return port
+        }
     }
 
     /// Whether something accepts TCP connections on 127.0.0.1:`port`.

@@ -121,12 +121,12 @@ struct PersistentSessionVerificationTests {
 /// Starts Debian's mosquitto on a free loopback port for the duration of `body`, and stops it by
 /// its own PID afterwards.
 ///
-/// Ports come from 20000…29999, below Linux's ephemeral range (32768…60999), so that the client
-/// sockets of tests running in parallel cannot take the port first; if mosquitto exits at start
-/// anyway (address in use), another port is tried.
+/// Ports come from 30000…32699, below Linux's ephemeral range (32768…60999), so that the client
+/// sockets of tests running in parallel cannot take the port first, and apart from the interop
+/// suites' 20000…29999; if mosquitto exits at start anyway (address in use), another port is tried.
 func withMosquitto<T>(_ body: (Int) async throws -> T) async throws -> T {
     for _ in 0..<10 {
-        let port = Int.random(in: 20_000...29_999)
+        let port = Int.random(in: 30_000...32_699)
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
             "tern-mosquitto-\(port)-\(UUID().uuidString)"
         )

@@ -98,6 +98,41 @@ struct ScriptedBrokerTests {
         return connect
     }
 
+    @Test(
+        "§4.4 messages the broker sends in the same write as CONNACK are acknowledged (the session is up with the CONNACK)"
+    )
+    func publishRightBehindConnack() async throws {
+        let broker = ScriptedBroker(connections: 1)
+        let client = scriptedClient(broker)
+        async let connected = client.connect()
+        guard case .connect = try await broker.read(0) else { throw MQTTClientError(.refused) }
+        // One buffer: CONNACK and three queued QoS 1 messages, as a broker resuming a session sends them.
+        var bytes = ByteBuffer()
+        try MQTTPacket.connack(ConnAck(sessionPresent: true)).write(to: &bytes, version: .v5)
+        for id: UInt16 in 1...3 {
+            try MQTTPacket.publish(
+                Publish(
+                    topic: try TopicName("queued"),
+                    payload: ByteBuffer(string: "\(id)"),
+                    qos: .atLeastOnce,
+                    packetIdentifier: id
+                )
+            ).write(to: &bytes, version: .v5)
+        }
+        try await broker.channels[0].writeInbound(bytes)
+        _ = try await connected
+        var acknowledged: [UInt16] = []
+        for _ in 1...3 {
+            guard case .puback(let ack) = try await broker.read(0) else {
+                Issue.record("a queued message was not acknowledged")
+                break
+            }
+            acknowledged.append(ack.packetIdentifier)
+        }
+        #expect(acknowledged == [1, 2, 3])
+        await client.disconnect()
+    }
+
     @Test("session present = 1: the unacknowledged PUBLISH goes again with DUP = 1 and its packet id, and completes")
     func sessionPresentRedelivers() async throws {
         let broker = ScriptedBroker(connections: 2)
