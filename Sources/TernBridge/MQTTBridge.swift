@@ -229,13 +229,11 @@ public final class MQTTBridge: Service, Sendable {
     /// forwarding loops end as their subscriptions do.
     func stop() async {
         guard !stopping.exchange(true, ordering: .relaxed) else { return }
-        if configuration.notifications, await remote.isConnected {
-            _ = try? await remote.publish(to: configuration.stateTopic, "0", qos: .atLeastOnce, retain: true)
-        }
+        // The notifications are written, not waited for: a remote broker that went away at this
+        // moment must not hold up the shutdown. Each goes out ahead of its client's DISCONNECT.
+        if configuration.notifications, await remote.isConnected { await notify(remote, up: false) }
         await remote.disconnect()
-        if configuration.notifications {
-            _ = try? await local.publish(to: configuration.stateTopic, "0", qos: .atLeastOnce, retain: true)
-        }
+        if configuration.notifications { await notify(local, up: false) }
         await local.disconnect()
         settled.continuation.finish()
         connected.record(0)
@@ -366,15 +364,16 @@ public final class MQTTBridge: Service, Sendable {
                 qos: message.qos,
                 retain: message.retain,
                 properties: properties
-            ) { result in
-                if case .failure(let error) = result, error.code != .clientDisconnected {
+            ) { [logger] result in
+                if case .failure(let error) = result {
+                    // Shutting down: left unacknowledged, so that it goes again after the restart.
+                    if error.code == .clientDisconnected { return }
                     // Refused there (an ACL, a quota): acknowledged here all the same, or it would block the rest.
-                    Logger(label: "tern.bridge").warning(
+                    logger.warning(
                         "a bridged message was refused",
                         metadata: ["topic": "\(topic)", "error": "\(error)"]
                     )
                 }
-                if case .failure(let error) = result, error.code == .clientDisconnected { return }
                 counter.increment()
                 settled.yield(message)
             }
