@@ -10,8 +10,8 @@ public import TernBroker
 /// ```
 ///
 /// - Parameters:
-///   - configure: Adjusts the options; the listener is already set to 127.0.0.1:0 and `$SYS`
-///     updates are off, so that tests see only their own traffic.
+///   - configure: Adjusts the options; the listener is already set to 127.0.0.1:0, `$SYS`
+///     updates are off, so that tests see only their own traffic, and the connect timeout is 30 s.
 ///   - body: Runs while the broker listens; it gets the broker and its first listener's port (0 when
 ///     that is a Unix socket).
 public func withTestBroker<T>(
@@ -21,6 +21,9 @@ public func withTestBroker<T>(
     var options = BrokerOptions()
     options.listeners = [.init(host: "127.0.0.1", port: 0)]
     options.sysInterval = 0
+    // Test clients run on the shared cooperative pool, which other suites' blocking waits on child
+    // processes can stall for seconds: a CONNECT sent late must not meet the connect timeout.
+    options.connectTimeout = 30
     configure(&options)
     let broker = MQTTBroker(options: options)
     let task = Task { try await broker.run() }

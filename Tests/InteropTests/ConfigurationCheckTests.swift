@@ -8,18 +8,18 @@ import Testing
 struct ConfigurationCheckTests {
     let tern = ternExecutable ?? ""
 
-    func check(_ text: String, in directory: borrowing TemporaryDirectory) throws -> Peers.Output {
+    func check(_ text: String, in directory: borrowing TemporaryDirectory) async throws -> Peers.Output {
         let path = directory.file("tern.conf")
         try text.write(toFile: path, atomically: true, encoding: .utf8)
-        return try Peers.run(tern, ["serve", "--check", "-c", path], timeout: 30)
+        return try await Peers.runOffPool(tern, ["serve", "--check", "-c", path], timeout: 30)
     }
 
     @Test("a good file: exit 0, and what the broker would listen on, TLS files loaded")
-    func good() throws {
+    func good() async throws {
         let directory = try TemporaryDirectory(prefix: "check")
         let certificates = try FixtureCertificates.make()
         defer { certificates.remove() }
-        let output = try check(
+        let output = try await check(
             """
             per_listener_settings false
             allow_anonymous true
@@ -56,19 +56,19 @@ struct ConfigurationCheckTests {
             ("listener 1883\nmount_point a/+\n", 2, "mount_point cannot contain the wildcards + or #"),
         ]
     )
-    func bad(text: String, line: Int, reason: String) throws {
+    func bad(text: String, line: Int, reason: String) async throws {
         let directory = try TemporaryDirectory(prefix: "check")
-        let output = try check(text, in: directory)
+        let output = try await check(text, in: directory)
         #expect(output.status == 3)
         #expect(output.stderr.contains("\(directory.file("tern.conf")):\(line): \(reason)"), "\(output.stderr)")
     }
 
     @Test("a certificate that does not load: exit 3 naming the listener's line")
-    func badCertificate() throws {
+    func badCertificate() async throws {
         let directory = try TemporaryDirectory(prefix: "check")
         let notPEM = directory.file("not-a-certificate.pem")
         try "hello".write(toFile: notPEM, atomically: true, encoding: .utf8)
-        let output = try check("listener 8883\ncertfile \(notPEM)\nkeyfile \(notPEM)\n", in: directory)
+        let output = try await check("listener 8883\ncertfile \(notPEM)\nkeyfile \(notPEM)\n", in: directory)
         #expect(output.status == 3)
         #expect(
             output.stderr.contains("\(directory.file("tern.conf")):1: listener mqtts :::8883 cannot load its TLS files")

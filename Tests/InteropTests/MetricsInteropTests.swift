@@ -15,36 +15,31 @@ extension Peers {
     }()
 
     /// `curl` against the metrics listener: the status line's code and the body.
-    static func http(_ port: Int, _ path: String) throws -> (status: Int, body: String) {
+    static func http(_ port: Int, _ path: String) async throws -> (status: Int, body: String) {
         guard let curl else { throw PeerTimeout(what: "curl") }
-        let output = try run(curl, ["-s", "-m", "10", "-w", "\n%{http_code}", "http://127.0.0.1:\(port)\(path)"])
+        let output = try await runOffPool(
+            curl,
+            ["-s", "-m", "10", "-w", "\n%{http_code}", "http://127.0.0.1:\(port)\(path)"]
+        )
         var lines = output.stdout.split(separator: "\n", omittingEmptySubsequences: false)
         let status = Int(lines.popLast() ?? "") ?? 0
         return (status, lines.joined(separator: "\n"))
     }
 
     /// Scrapes `/metrics` with curl and parses it with prometheus_client's parser.
-    static func scrape(_ port: Int) throws -> (samples: [String: Double], types: [String: String]) {
-        let (status, body) = try http(port, "/metrics")
+    static func scrape(_ port: Int) async throws -> (samples: [String: Double], types: [String: String]) {
+        let (status, body) = try await http(port, "/metrics")
         guard status == 200 else { throw ScrapeFailure(reason: "/metrics answered \(status)") }
-        let parser = Process()
-        parser.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        parser.arguments = [script("parse_metrics.py")]
-        let input = Pipe()
-        let output = Pipe()
-        let errors = Pipe()
-        parser.standardInput = input
-        parser.standardOutput = output
-        parser.standardError = errors
-        try parser.run()
-        input.fileHandleForWriting.write(Data(body.utf8))
-        try input.fileHandleForWriting.close()
-        let json = output.fileHandleForReading.readDataToEndOfFile()
-        parser.waitUntilExit()
-        guard parser.terminationStatus == 0 else {
-            let reason = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            throw ScrapeFailure(reason: "prometheus_client could not parse /metrics: \(reason)")
+        let parser = try await runOffPool(
+            "/usr/bin/python3",
+            [script("parse_metrics.py")],
+            timeout: 30,
+            input: Data(body.utf8)
+        )
+        guard parser.status == 0 else {
+            throw ScrapeFailure(reason: "prometheus_client could not parse /metrics: \(parser.stderr)")
         }
+        let json = Data(parser.stdout.utf8)
         struct Parsed: Decodable {
             var samples: [String: Double]
             var types: [String: String]
@@ -77,11 +72,11 @@ struct MetricsInteropTests {
             options.store = store
         }) { broker, port in
             let metricsPort = try #require(try await broker.waitUntilMetricsListening().port)
-            #expect(try Peers.http(metricsPort, "/health").status == 200)
-            #expect(try Peers.http(metricsPort, "/ready").status == 200)
-            #expect(try Peers.http(metricsPort, "/nothing").status == 404)
+            #expect(try await Peers.http(metricsPort, "/health").status == 200)
+            #expect(try await Peers.http(metricsPort, "/ready").status == 200)
+            #expect(try await Peers.http(metricsPort, "/nothing").status == 404)
 
-            let before = try Peers.scrape(metricsPort)
+            let before = try await Peers.scrape(metricsPort)
             let subscriber = try await SequencedLoad.subscribe(
                 port: port,
                 clientID: "metrics-sub",
@@ -98,7 +93,7 @@ struct MetricsInteropTests {
             )
             // Scraped while the load runs too: the endpoint answers and parses under load.
             async let published: Int = SequencedLoad.publish(port: port, publication)
-            let during = try Peers.scrape(metricsPort)
+            let during = try await Peers.scrape(metricsPort)
             #expect(during.samples["tern_clients_connected{}"].map { $0 >= 1 } == true)
             _ = try await published
             try await subscriber.wait(timeout: .seconds(60)) { $0.count >= Self.messages }
@@ -106,7 +101,7 @@ struct MetricsInteropTests {
             #expect(check.outOfOrder == 0, "\(check)")
             #expect(check.lost == 0, "\(check)")
 
-            let after = try Peers.scrape(metricsPort)
+            let after = try await Peers.scrape(metricsPort)
             func delta(_ name: String) -> Double { (after.samples[name] ?? 0) - (before.samples[name] ?? 0) }
             #expect(delta("tern_messages_received_total{qos=1}") == Double(Self.messages))
             #expect(delta("tern_messages_sent_total{qos=1}") == Double(Self.messages))

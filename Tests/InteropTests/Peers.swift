@@ -36,12 +36,18 @@ enum Peers {
         let out = Pipe()
         let err = Pipe()
 
-        init(_ path: String, _ arguments: [String]) throws {
+        init(_ path: String, _ arguments: [String], input: Data? = nil) throws {
             process.executableURL = URL(fileURLWithPath: path)
             process.arguments = arguments
             process.standardOutput = out
             process.standardError = err
+            let stdin = Pipe()
+            if input != nil { process.standardInput = stdin }
             try process.run()
+            if let input {
+                stdin.fileHandleForWriting.write(input)
+                try stdin.fileHandleForWriting.close()
+            }
         }
 
         /// Waits for exit, killing the process (by its own PID) after `timeout` seconds.
@@ -63,6 +69,23 @@ enum Peers {
     @discardableResult
     static func run(_ path: String, _ arguments: [String], timeout: Double = 10) throws -> Output {
         try Running(path, arguments).finish(timeout: timeout)
+    }
+
+    /// ``run(_:_:timeout:)`` on a thread of its own: waiting for the process does not hold one of
+    /// the few threads every async test shares.
+    static func runOffPool(_ path: String, _ arguments: [String], timeout: Double = 10, input: Data? = nil)
+        async throws -> Output
+    {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread {
+                continuation.resume(
+                    with: Result {
+                        let running = try Running(path, arguments, input: input)
+                        return running.finish(timeout: timeout)
+                    }
+                )
+            }.start()
+        }
     }
 
     /// Waits (bounded) until the broker holds `count` subscriptions.
