@@ -66,7 +66,7 @@ final class MosquittoPeer: Sendable {
     /// Stops it with SIGTERM (it saves its sessions first) and waits for it to exit.
     func stop() {
         if running.process.isRunning { kill(running.process.processIdentifier, SIGTERM) }
-        let output = running.finish(timeout: 10)
+        let output = running.finishBlocking(timeout: 10)
         stoppedCleanly.withLock { $0 = output.status == 0 }
     }
 
@@ -458,7 +458,7 @@ struct BridgeInteropTests {
         defer { tern.killNow() }
         try await SequencedLoad.publish(port: port, Self.publication("durable/a", count: 300))
         tern.killNow()
-        _ = tern.finish(timeout: 10)
+        _ = await tern.finish(timeout: 10)
 
         // Both come back on ports of their own (parallel tests may have taken the old ones); the
         // subscriber's session is in Mosquitto's saved database, the messages in Tern's store.
@@ -477,7 +477,7 @@ struct BridgeInteropTests {
             )
             let first = recorder.deliveries.withLock { $0.prefix(5).map(\.sequence) }
             Issue.record(
-                "the subscriber got \(got), first \(first); tern serve said: \(tern.finish(timeout: 5).stderr.suffix(3000))"
+                "the subscriber got \(got), first \(first); tern serve said: \(await tern.finish(timeout: 5).stderr.suffix(3000))"
             )
             throw error
         }

@@ -32,15 +32,15 @@ struct CLIInteropTests {
                 ["sub", "-h", "127.0.0.1", "-p", "\(port)", "-V", version, "-t", "cli/#", "-q", "2", "-C", "2", "-v"]
             )
             try await Peers.waitForSubscriptions(broker, count: 1)
-            try Peers.run(
+            try await Peers.run(
                 pub,
                 ["-h", "127.0.0.1", "-p", "\(port)", "-V", version, "-t", "cli/one", "-m", "1", "-q", "1"]
             )
-            try Peers.run(
+            try await Peers.run(
                 pub,
                 ["-h", "127.0.0.1", "-p", "\(port)", "-V", version, "-t", "cli/two", "-m", "2", "-q", "2"]
             )
-            let output = subscriber.finish(timeout: 30)
+            let output = await subscriber.finish(timeout: 30)
             #expect(output.status == 0, "\(output.stderr)")
             #expect(output.stdout == "cli/one 1\ncli/two 2\n")
         }
@@ -55,7 +55,7 @@ struct CLIInteropTests {
             )
             try await Peers.waitForSubscriptions(broker, count: 1)
             for qos in 0...2 {
-                let result = try Peers.run(
+                let result = try await Peers.run(
                     tern,
                     [
                         "pub", "-h", "127.0.0.1", "-p", "\(port)", "-V", version, "-t", "cli/q\(qos)", "-m", "m\(qos)",
@@ -64,7 +64,7 @@ struct CLIInteropTests {
                 )
                 #expect(result.status == 0, "\(result.stderr)")
             }
-            let output = subscriber.finish(timeout: 30)
+            let output = await subscriber.finish(timeout: 30)
             #expect(output.stdout == "cli/q0 m0\ncli/q1 m1\ncli/q2 m2\n")
         }
     }
@@ -77,14 +77,14 @@ struct CLIInteropTests {
                 ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "p", "-C", "1", "-F", "%t %p %C %P"]
             )
             try await Peers.waitForSubscriptions(broker, count: 1)
-            try Peers.run(
+            try await Peers.run(
                 tern,
                 [
                     "pub", "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "p", "-m", "body",
                     "-D", "publish", "content-type", "text/plain", "-D", "publish", "user-property", "site", "plant-7",
                 ]
             )
-            #expect(subscriber.finish(timeout: 30).stdout == "p body text/plain site:plant-7\n")
+            #expect(await subscriber.finish(timeout: 30).stdout == "p body text/plain site:plant-7\n")
 
             let ternSubscriber = try Peers.Running(
                 tern,
@@ -94,7 +94,7 @@ struct CLIInteropTests {
                 ]
             )
             try await Peers.waitForSubscriptions(broker, count: 1)
-            try Peers.run(
+            try await Peers.run(
                 pub,
                 [
                     "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "q", "-m", "x",
@@ -102,18 +102,18 @@ struct CLIInteropTests {
                     "-D", "publish", "user-property", "k", "v",
                 ]
             )
-            #expect(ternSubscriber.finish(timeout: 30).stdout == "q|x|a/b|300|k:v\n")
+            #expect(await ternSubscriber.finish(timeout: 30).stdout == "q|x|a/b|300|k:v\n")
         }
     }
 
     @Test("exit codes: 27 when -W runs out, 1 when the connection is refused")
     func exitCodes() async throws {
         try await withTestBroker({ $0.broker.allowAnonymous = false }) { _, port in
-            let refused = try Peers.run(tern, ["pub", "-h", "127.0.0.1", "-p", "\(port)", "-t", "t", "-m", "x"])
+            let refused = try await Peers.run(tern, ["pub", "-h", "127.0.0.1", "-p", "\(port)", "-t", "t", "-m", "x"])
             #expect(refused.status == 1)
         }
         try await withTestBroker { _, port in
-            let timedOut = try Peers.run(
+            let timedOut = try await Peers.run(
                 tern,
                 ["sub", "-h", "127.0.0.1", "-p", "\(port)", "-t", "silence", "-W", "1"],
                 timeout: 30
@@ -125,7 +125,7 @@ struct CLIInteropTests {
     @Test("-c with -x keeps a session for tern sub; messages sent while it is away arrive")
     func persistentSubscriber() async throws {
         try await withTestBroker { broker, port in
-            let first = try Peers.run(
+            let first = try await Peers.run(
                 tern,
                 [
                     "sub", "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-i", "cli-durable", "-c", "-x", "300",
@@ -133,11 +133,11 @@ struct CLIInteropTests {
                 ]
             )
             #expect(first.status == 0, "\(first.stderr)")
-            try Peers.run(
+            try await Peers.run(
                 pub,
                 ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "away", "-m", "while-away", "-q", "1"]
             )
-            let second = try Peers.run(
+            let second = try await Peers.run(
                 tern,
                 [
                     "sub", "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-i", "cli-durable", "-c", "-x", "300",
@@ -203,10 +203,10 @@ struct ClientDurabilityTests {
             }
 
             // Started again with the same store: it resumes the session and finishes those.
-            let restart = try Peers.run(tern, publisherArguments + ["-m", "done"], timeout: 30)
+            let restart = try await Peers.run(tern, publisherArguments + ["-m", "done"], timeout: 30)
             #expect(restart.status == 0, "\(restart.stderr)")
 
-            let received = subscriber.finish(timeout: 3).stdout.split(separator: "\n").map(String.init)
+            let received = await subscriber.finish(timeout: 3).stdout.split(separator: "\n").map(String.init)
             #expect(received.contains("done"))
             let burst = received.filter { $0 != "done" }
             let receivedSet = Set(burst)
@@ -238,19 +238,19 @@ struct PasswordFileInteropTests {
     func mosquittoFileInTern() async throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("tern-pw-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: path) }
-        let made = try Peers.run(Peers.which("mosquitto_passwd")!, ["-c", "-b", path, "dave", "correct horse"])
+        let made = try await Peers.run(Peers.which("mosquitto_passwd")!, ["-c", "-b", path, "dave", "correct horse"])
         #expect(made.status == 0, "\(made.stderr)")
         let file = try PasswordFile.load(path: path)
         try await withTestBroker({
             $0.passwordFile = file; $0.broker.allowAnonymous = false
         }) { _, port in
             let pub = Peers.which("mosquitto_pub")!
-            let accepted = try Peers.run(
+            let accepted = try await Peers.run(
                 pub,
                 ["-h", "127.0.0.1", "-p", "\(port)", "-t", "t", "-m", "x", "-u", "dave", "-P", "correct horse"]
             )
             #expect(accepted.status == 0, "\(accepted.stderr)")
-            let refused = try Peers.run(
+            let refused = try await Peers.run(
                 pub,
                 ["-h", "127.0.0.1", "-p", "\(port)", "-t", "t", "-m", "x", "-u", "dave", "-P", "wrong"]
             )
@@ -264,7 +264,7 @@ struct PasswordFileInteropTests {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         let path = directory.appendingPathComponent("passwd").path
-        let made = try Peers.run(tern, ["passwd", "-c", "-b", path, "erin", "s3cret"])
+        let made = try await Peers.run(tern, ["passwd", "-c", "-b", path, "erin", "s3cret"])
         #expect(made.status == 0, "\(made.stderr)")
         // Mosquitto drops to its own user unless told otherwise, and could not read a 0600 file then.
         let config = directory.appendingPathComponent("mosquitto.conf").path
@@ -280,7 +280,7 @@ struct PasswordFileInteropTests {
         let pub = Peers.which("mosquitto_pub")!
         var accepted = Peers.Output(status: -1, stdout: "", stderr: "")
         for _ in 0..<100 {  // until mosquitto listens, at most ~5 s
-            accepted = try Peers.run(
+            accepted = try await Peers.run(
                 pub,
                 ["-h", "127.0.0.1", "-p", "\(port)", "-t", "t", "-m", "x", "-u", "erin", "-P", "s3cret"]
             )
@@ -288,7 +288,7 @@ struct PasswordFileInteropTests {
             try await Task.sleep(for: .milliseconds(50))
         }
         #expect(accepted.status == 0, "\(accepted.stderr)")
-        let refused = try Peers.run(
+        let refused = try await Peers.run(
             pub,
             ["-h", "127.0.0.1", "-p", "\(port)", "-t", "t", "-m", "x", "-u", "erin", "-P", "wrong"]
         )
@@ -296,8 +296,8 @@ struct PasswordFileInteropTests {
     }
 
     /// Runs `tern bench` and returns its JSON line, parsed.
-    func bench(port: Int, _ arguments: [String], json: String) throws -> [String: Any] {
-        let output = try Peers.run(tern, ["bench", "-p", "\(port)", "--json", json] + arguments, timeout: 60)
+    func bench(port: Int, _ arguments: [String], json: String) async throws -> [String: Any] {
+        let output = try await Peers.run(tern, ["bench", "-p", "\(port)", "--json", json] + arguments, timeout: 60)
         #expect(output.status == 0, "\(output.stderr)")
         #expect(output.stdout.contains("rate="), "\(output.stdout)")
         let lines = try String(contentsOfFile: json, encoding: .utf8).split(separator: "\n")
@@ -320,7 +320,7 @@ struct PasswordFileInteropTests {
         // subscriber must not lose QoS 1 messages to max_queued_messages (1000 by default).
         try await withTestBroker({ $0.broker.maxQueuedMessages = 0 }) { _, port in
             for arguments in runs {
-                let result = try bench(port: port, arguments + ["--label", "tern"], json: json)
+                let result = try await bench(port: port, arguments + ["--label", "tern"], json: json)
                 #expect(result["lost"] as? Int == 0, "\(arguments): \(result)")
                 #expect(result["dup_or_ooo"] as? Int == 0, "\(arguments): \(result)")
                 #expect(result["received"] as? Int == result["expected"] as? Int, "\(arguments): \(result)")
@@ -338,7 +338,7 @@ struct PasswordFileInteropTests {
         }
         defer { mosquitto.killNow() }
         let pid = mosquitto.process.processIdentifier
-        let result = try bench(port: port, runs[0] + ["--label", "mosquitto", "-b", "\(pid)"], json: json)
+        let result = try await bench(port: port, runs[0] + ["--label", "mosquitto", "-b", "\(pid)"], json: json)
         #expect(result["lost"] as? Int == 0 && result["dup_or_ooo"] as? Int == 0, "\(result)")
         #expect(result["broker"] as? String == "mosquitto")
         // With --broker-pid the broker's own figures are read from /proc.

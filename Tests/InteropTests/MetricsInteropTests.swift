@@ -11,7 +11,7 @@ extension Peers {
     /// prometheus_client (PyPI) for Debian's interpreter, which runs the scripts.
     static let prometheusClientAvailable: Bool = {
         guard FileManager.default.isExecutableFile(atPath: "/usr/bin/python3") else { return false }
-        return (try? run("/usr/bin/python3", ["-c", "import prometheus_client"], timeout: 20).status) == 0
+        return (try? runBlocking("/usr/bin/python3", ["-c", "import prometheus_client"], timeout: 20).status) == 0
     }()
 
     /// `curl` against the metrics listener: the status line's code and the body.

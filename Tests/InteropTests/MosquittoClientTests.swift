@@ -21,7 +21,7 @@ struct MosquittoClientTests {
             )
             try await Peers.waitForSubscriptions(broker, count: 1)
             for qos in 0...2 {
-                let result = try Peers.run(
+                let result = try await Peers.run(
                     pub,
                     [
                         "-h", "127.0.0.1", "-p", "\(port)", "-V", version, "-t", "interop/q\(qos)", "-m", "m\(qos)",
@@ -30,7 +30,7 @@ struct MosquittoClientTests {
                 )
                 #expect(result.status == 0, "\(result.stderr)")
             }
-            let output = subscriber.finish(timeout: 30)
+            let output = await subscriber.finish(timeout: 30)
             #expect(output.status == 0)
             #expect(output.stdout.split(separator: "\n") == ["interop/q0 m0", "interop/q1 m1", "interop/q2 m2"])
         }
@@ -39,16 +39,16 @@ struct MosquittoClientTests {
     @Test("a retained message reaches a later subscriber, and an empty retained message clears it")
     func retained() async throws {
         try await withTestBroker { broker, port in
-            try Peers.run(pub, ["-h", "127.0.0.1", "-p", "\(port)", "-t", "kept", "-m", "v1", "-r", "-q", "1"])
-            let first = try Peers.run(sub, ["-h", "127.0.0.1", "-p", "\(port)", "-t", "kept", "-C", "1", "-v"])
+            try await Peers.run(pub, ["-h", "127.0.0.1", "-p", "\(port)", "-t", "kept", "-m", "v1", "-r", "-q", "1"])
+            let first = try await Peers.run(sub, ["-h", "127.0.0.1", "-p", "\(port)", "-t", "kept", "-C", "1", "-v"])
             #expect(first.stdout == "kept v1\n")
-            try Peers.run(pub, ["-h", "127.0.0.1", "-p", "\(port)", "-t", "kept", "-n", "-r"])
+            try await Peers.run(pub, ["-h", "127.0.0.1", "-p", "\(port)", "-t", "kept", "-n", "-r"])
             // No retained message may come first: the first message this subscriber sees is a live marker.
             // (mosquitto_sub -W relies on SIGALRM, which a child of the test runner may have blocked.)
             let later = try Peers.Running(sub, ["-h", "127.0.0.1", "-p", "\(port)", "-t", "kept", "-C", "1", "-v"])
             try await Peers.waitForSubscriptions(broker, count: 1)
-            try Peers.run(pub, ["-h", "127.0.0.1", "-p", "\(port)", "-t", "kept", "-m", "live"])
-            #expect(later.finish(timeout: 30).stdout == "kept live\n")
+            try await Peers.run(pub, ["-h", "127.0.0.1", "-p", "\(port)", "-t", "kept", "-m", "live"])
+            #expect(await later.finish(timeout: 30).stdout == "kept live\n")
         }
     }
 
@@ -68,8 +68,8 @@ struct MosquittoClientTests {
             )
             try await Peers.waitForSubscriptions(broker, count: 2)
             doomed.killNow()
-            _ = doomed.finish(timeout: 5)
-            let output = watcher.finish(timeout: 30)
+            _ = await doomed.finish(timeout: 5)
+            let output = await watcher.finish(timeout: 30)
             #expect(output.stdout == "wills/doomed gone\n")
         }
     }
@@ -88,12 +88,13 @@ struct MosquittoClientTests {
             }
             try await Peers.waitForSubscriptions(broker, count: 2)
             for n in 0..<10 {
-                try Peers.run(
+                try await Peers.run(
                     pub,
                     ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "jobs", "-m", "job\(n)", "-q", "1"]
                 )
             }
-            let outputs = members.map { $0.finish(timeout: 30) }
+            var outputs: [Peers.Output] = []
+            for member in members { outputs.append(await member.finish(timeout: 30)) }
             let received = outputs.flatMap { $0.stdout.split(separator: "\n").map(String.init) }
             #expect(outputs.map { $0.stdout.split(separator: "\n").count } == [5, 5])
             #expect(Set(received) == Set((0..<10).map { "job\($0)" }))
@@ -108,7 +109,7 @@ struct MosquittoClientTests {
                 ["-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "p", "-C", "1", "-F", "%t %p %C %E %P"]
             )
             try await Peers.waitForSubscriptions(broker, count: 1)
-            try Peers.run(
+            try await Peers.run(
                 pub,
                 [
                     "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-t", "p", "-m", "body",
@@ -117,7 +118,7 @@ struct MosquittoClientTests {
                     "-D", "publish", "message-expiry-interval", "300",
                 ]
             )
-            let output = subscriber.finish(timeout: 30)
+            let output = await subscriber.finish(timeout: 30)
             #expect(output.stdout.hasPrefix("p body text/plain "))
             #expect(output.stdout.contains("site:plant-7"))
         }

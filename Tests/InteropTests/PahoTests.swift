@@ -9,7 +9,11 @@ struct PahoTests {
     @Test("§4.1 a persistent MQTT 5 session: session present on reconnect, and the message sent while away arrives")
     func persistentSession() async throws {
         try await withTestBroker { _, port in
-            let output = try Peers.run("/usr/bin/python3", [Peers.script("paho_session.py"), "\(port)"], timeout: 30)
+            let output = try await Peers.run(
+                "/usr/bin/python3",
+                [Peers.script("paho_session.py"), "\(port)"],
+                timeout: 30
+            )
             #expect(output.status == 0, "\(output.stdout)\(output.stderr)")
             #expect(
                 output.stdout.contains("first connect session_present=0")
@@ -41,7 +45,7 @@ struct PahoTests {
                 print(data)
                 sys.exit(0 if ok and data == [("q2/x", "exact", 2)] else 1)
                 """
-            let output = try Peers.run("/usr/bin/python3", ["-c", script], timeout: 30)
+            let output = try await Peers.run("/usr/bin/python3", ["-c", script], timeout: 30)
             #expect(output.status == 0, "\(output.stdout)\(output.stderr)")
         }
     }

@@ -19,7 +19,7 @@ enum Peers {
     /// Debian's python3-paho-mqtt installs for the system interpreter, not for other pythons on PATH.
     static let pahoAvailable: Bool = {
         guard FileManager.default.isExecutableFile(atPath: "/usr/bin/python3") else { return false }
-        return (try? run("/usr/bin/python3", ["-c", "import paho.mqtt.client"], timeout: 20).status) == 0
+        return (try? runBlocking("/usr/bin/python3", ["-c", "import paho.mqtt.client"], timeout: 20).status) == 0
     }()
 
     struct Output {
@@ -50,8 +50,16 @@ enum Peers {
             }
         }
 
-        /// Waits for exit, killing the process (by its own PID) after `timeout` seconds.
-        func finish(timeout: Double) -> Output {
+        /// Waits for exit, killing the process (by its own PID) after `timeout` seconds, on a
+        /// thread of its own: the wait does not hold one of the few threads every async test shares.
+        func finish(timeout: Double) async -> Output {
+            await withCheckedContinuation { continuation in
+                Thread { continuation.resume(returning: self.finishBlocking(timeout: timeout)) }.start()
+            }
+        }
+
+        /// ``finish(timeout:)`` for synchronous code (a `defer`), blocking the calling thread.
+        func finishBlocking(timeout: Double) -> Output {
             let deadline = Date().addingTimeInterval(timeout)
             while process.isRunning, Date() < deadline { usleep(10_000) }
             if process.isRunning { kill(process.processIdentifier, SIGKILL) }
@@ -67,8 +75,13 @@ enum Peers {
     }
 
     @discardableResult
-    static func run(_ path: String, _ arguments: [String], timeout: Double = 10) throws -> Output {
-        try Running(path, arguments).finish(timeout: timeout)
+    static func run(_ path: String, _ arguments: [String], timeout: Double = 10) async throws -> Output {
+        try await runOffPool(path, arguments, timeout: timeout)
+    }
+
+    /// ``run(_:_:timeout:)`` for synchronous code, blocking the calling thread.
+    static func runBlocking(_ path: String, _ arguments: [String], timeout: Double = 10) throws -> Output {
+        try Running(path, arguments).finishBlocking(timeout: timeout)
     }
 
     /// ``run(_:_:timeout:)`` on a thread of its own: waiting for the process does not hold one of
@@ -81,7 +94,7 @@ enum Peers {
                 continuation.resume(
                     with: Result {
                         let running = try Running(path, arguments, input: input)
-                        return running.finish(timeout: timeout)
+                        return running.finishBlocking(timeout: timeout)
                     }
                 )
             }.start()
@@ -115,7 +128,7 @@ enum Peers {
                 try await Task.sleep(for: .milliseconds(10))
             }
             candidate.killNow()
-            _ = candidate.finish(timeout: 1)
+            _ = await candidate.finish(timeout: 1)
         }
         throw PeerTimeout(what: "a server on any of 10 ports")
     }

@@ -48,7 +48,7 @@ final class TernServer: @unchecked Sendable {
         let deadline = Date().addingTimeInterval(30)
         while Date() < deadline {
             if let process, !process.process.isRunning {
-                throw PeerTimeout(what: "tern serve exited: \(process.finish(timeout: 1).stderr)")
+                throw PeerTimeout(what: "tern serve exited: \(await process.finish(timeout: 1).stderr)")
             }
             if let client = try? await TestClient.connect(port: port) {
                 await client.close()
@@ -65,7 +65,7 @@ final class TernServer: @unchecked Sendable {
         guard let process else { return nil }
         kill(process.process.processIdentifier, SIGTERM)
         self.process = nil
-        return process.finish(timeout: 30)
+        return process.finishBlocking(timeout: 30)
     }
 
     /// SIGHUP: reload the password and ACL files.
@@ -78,13 +78,13 @@ final class TernServer: @unchecked Sendable {
     func crash() {
         guard let process else { return }
         process.killNow()
-        _ = process.finish(timeout: 10)
+        _ = process.finishBlocking(timeout: 10)
         self.process = nil
     }
 
     /// `tern sessions --store DIR/tern.db`, read while the server runs.
     func sessionsListing(format: String = "tsv") throws -> String {
-        try Peers.run(
+        try Peers.runBlocking(
             try #require(ternExecutable),
             ["sessions", "--store", directory + "/tern.db", "--format", format]
         ).stdout
@@ -317,7 +317,7 @@ struct RestartTests {
         let server = try TernServer()
         try await server.start()
         let port = server.port
-        let opened = try Peers.run(
+        let opened = try await Peers.run(
             "/usr/bin/python3",
             [Peers.script("paho_restart.py"), "\(port)", "subscribe"],
             timeout: 30
@@ -328,7 +328,7 @@ struct RestartTests {
             "-h", "127.0.0.1", "-p", "\(port)", "-V", "mqttv5", "-c", "-i", "mq-restart", "-x", "3600", "-q", "1", "-t",
             "mq/restart",
         ]
-        let subscribed = try Peers.run(mosquittoSub, session + ["-E"], timeout: 30)
+        let subscribed = try await Peers.run(mosquittoSub, session + ["-E"], timeout: 30)
         #expect(subscribed.status == 0, "\(subscribed.stderr)")
 
         var publisher = try await TestClient.connect(port: port)
@@ -341,7 +341,7 @@ struct RestartTests {
         server.terminate()
         try await server.startAgain()
 
-        let resumed = try Peers.run(
+        let resumed = try await Peers.run(
             "/usr/bin/python3",
             [Peers.script("paho_restart.py"), "\(port)", "resume", "3"],
             timeout: 40
@@ -353,7 +353,7 @@ struct RestartTests {
                 "message p1", "message p2", "message p3",
             ]
         )
-        let drained = try Peers.run(mosquittoSub, session + ["-C", "3"], timeout: 30)
+        let drained = try await Peers.run(mosquittoSub, session + ["-C", "3"], timeout: 30)
         #expect(
             drained.stdout.components(separatedBy: "\n").filter { !$0.isEmpty } == ["q1", "q2", "q3"],
             "\(drained.stderr)"

@@ -31,8 +31,8 @@ struct SameConfigurationTests {
         defer { certificates.remove() }
         let directory = certificates.directory
         let passwd = try #require(Peers.which("mosquitto_passwd"))
-        try Peers.run(passwd, ["-c", "-b", directory + "/passwd", "alice", "apw"])
-        try Peers.run(passwd, ["-b", directory + "/passwd", "bob", "bpw"])
+        try await Peers.run(passwd, ["-c", "-b", directory + "/passwd", "alice", "apw"])
+        try await Peers.run(passwd, ["-b", directory + "/passwd", "bob", "bpw"])
         try "user alice\ntopic readwrite alice/#\n\nuser bob\ntopic read alice/news\n".write(
             toFile: directory + "/acl",
             atomically: true,
@@ -63,7 +63,7 @@ struct SameConfigurationTests {
             let (server, port) = try await Peers.startOnFreePort(command)
             defer {
                 server.killNow()
-                _ = server.finish(timeout: 5)
+                _ = server.finishBlocking(timeout: 5)
             }
             outcomes.append(try await Self.scenario(port: port, certificates: certificates))
         }
@@ -98,7 +98,7 @@ struct SameConfigurationTests {
             ]
             if let user { arguments += ["-u", user] }
             if let password { arguments += ["-P", password] }
-            return try Peers.run(pub, arguments).status
+            return try Peers.runBlocking(pub, arguments).status
         }
         _ = try publish("bob", "bpw", "alice/news", "from bob")  // mosquitto_pub exits 0 even when PUBACK says 0x87
         _ = try publish("alice", "apw", "alice/1", "a1")

@@ -62,7 +62,7 @@ struct SecurityInteropTests {
             try await Peers.waitForSubscriptions(broker, count: 1)
             // …the publisher with its certificate; bob/x is outside alice's ACL and never arrives.
             for (topic, message) in [("alice/1", "first"), ("bob/x", "denied"), ("alice/2", "second")] {
-                let result = try Peers.run(
+                let result = try await Peers.run(
                     pub,
                     ["-h", "localhost", "-p", "\(ports[1])"] + asAlice + [
                         "-V", version, "-t", topic, "-m", message, "-q", "1",
@@ -70,7 +70,7 @@ struct SecurityInteropTests {
                 )
                 #expect(result.status == 0, "\(result.stderr)")
             }
-            let output = subscriber.finish(timeout: 30)
+            let output = await subscriber.finish(timeout: 30)
             #expect(output.stdout.split(separator: "\n") == ["alice/1 first", "alice/2 second"])
         }
     }
@@ -88,7 +88,7 @@ struct SecurityInteropTests {
                 [],
             ]
             for extra in attempts {
-                let result = try Peers.run(
+                let result = try await Peers.run(
                     pub,
                     ["-h", "localhost", "-p", "\(ports[1])", "--cafile", certificates.caFile] + extra + [
                         "-t", "alice/x", "-m", "m",
@@ -96,7 +96,7 @@ struct SecurityInteropTests {
                 )
                 #expect(result.status != 0, "\(extra)")
             }
-            let good = try Peers.run(
+            let good = try await Peers.run(
                 pub,
                 [
                     "-h", "localhost", "-p", "\(ports[1])", "--cafile", certificates.caFile,
@@ -121,7 +121,7 @@ struct SecurityInteropTests {
         try await withTestBroker({ options in
             options.listeners = [.init(host: "127.0.0.1", port: 0, transport: .webSockets, tls: tls ? settings : nil)]
         }) { _, port in
-            let result = try Peers.run(
+            let result = try await Peers.run(
                 "/usr/bin/python3",
                 [Peers.script("paho_websocket.py"), "\(port)"] + (tls ? [certificates.caFile] : []),
                 timeout: 60
@@ -164,7 +164,7 @@ struct SecurityInteropTests {
                 ]
             )
             try await Peers.waitForSubscriptions(broker, count: 3)
-            let published = try Peers.run(
+            let published = try await Peers.run(
                 tern,
                 [
                     "pub", "-h", "localhost", "-p", "\(ports[1])", "--cafile", certificates.caFile,
@@ -174,10 +174,10 @@ struct SecurityInteropTests {
             )
             #expect(published.status == 0, "\(published.stderr)")
             for running in [secure, plain, mosquitto] {
-                let output = running.finish(timeout: 30)
+                let output = await running.finish(timeout: 30)
                 #expect(output.stdout == "alice/cli hello\n", "\(output.stderr)")
             }
-            let refused = try Peers.run(
+            let refused = try await Peers.run(
                 tern,
                 [
                     "pub", "-h", "localhost", "-p", "\(ports[0])", "--cafile", certificates.strangerCertificate, "-t",
@@ -186,7 +186,7 @@ struct SecurityInteropTests {
             )
             #expect(refused.status != 0)
             // --insecure skips the check that just failed (and nothing else changes).
-            let insecure = try Peers.run(
+            let insecure = try await Peers.run(
                 tern,
                 [
                     "pub", "-h", "localhost", "-p", "\(ports[0])", "--insecure", "-u", "alice", "-t", "alice/x", "-m",
