@@ -50,9 +50,11 @@ final class TernServer: @unchecked Sendable {
             if let process, !process.process.isRunning {
                 throw PeerTimeout(what: "tern serve exited: \(await process.finish(timeout: 1).stderr)")
             }
-            if let client = try? await TestClient.connect(port: port) {
+            // Started when it answers a CONNECT, not merely when the port accepts.
+            if var client = try? await TestClient.connect(port: port) {
+                let answered = try? await client.handshake(Connect(clientIdentifier: "start-probe"))
                 await client.close()
-                return
+                if answered?.reasonCode == .success { return }
             }
             try await Task.sleep(for: .milliseconds(20))
         }
