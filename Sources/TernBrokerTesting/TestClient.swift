@@ -91,8 +91,11 @@ public struct TestClient: ~Copyable {
     /// Connects with a CONNECT and returns the CONNACK.
     public mutating func handshake(_ connect: Connect) async throws -> ConnAck {
         try await send(.connect(connect))
-        guard case .connack(let ack)? = try await next() else { throw UnexpectedPacket(description: "no CONNACK") }
-        return ack
+        switch try await next() {
+        case .connack(let ack)?: return ack
+        case nil: throw UnexpectedPacket(description: "no CONNACK: the connection closed")
+        case let other?: throw UnexpectedPacket(description: "no CONNACK: \(other) arrived instead")
+        }
     }
 
     /// The next packet that is not a PUBLISH of `$SYS`.

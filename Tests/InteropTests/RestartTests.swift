@@ -371,47 +371,62 @@ struct RestartTests {
         var totalAcknowledged = 0
         for round in 1...rounds {
             let server = try TernServer()
-            try await server.start()
-            let port = server.port
-            let subscribers = ["crash-a", "crash-b"]
-            for id in subscribers {
-                var client = try await TestClient.connect(port: port, version: .v5)
-                try await client.open(Packets.connect(id, cleanStart: true, expiry: 3600))
-                try await client.subscribeAndWait("crash/#", qos: .exactlyOnce)
-                try await client.send(.disconnect(Disconnect()))
-                await client.close()
-            }
-            // crash-a stays connected while messages flow; crash-b is away.
-            let live = Task { try await CrashSubscriber.run(port: port, id: "crash-a") }
-            let acknowledged = Task { await CrashPublisher.run(port: port) }
-            try await Task.sleep(for: .milliseconds(Int.random(in: 50...600)))
-            server.crash()
-            let sent = await acknowledged.value
-            let beforeCrash = try await live.value
-            try await server.startAgain()
+            var step = "start"
+            do {
+                try await server.start()
+                step = "subscribe"
+                let port = server.port
+                let subscribers = ["crash-a", "crash-b"]
+                for id in subscribers {
+                    var client = try await TestClient.connect(port: port, version: .v5)
+                    try await client.open(Packets.connect(id, cleanStart: true, expiry: 3600))
+                    try await client.subscribeAndWait("crash/#", qos: .exactlyOnce)
+                    try await client.send(.disconnect(Disconnect()))
+                    await client.close()
+                }
+                // crash-a stays connected while messages flow; crash-b is away. The kill comes
+                // after crash-a's CONNACK: a kill before it would test nothing of the store, and
+                // on a busy machine the shortest pause ended before the handshake did.
+                let (connected, signal) = AsyncStream<Void>.makeStream()
+                let live = Task { try await CrashSubscriber.run(port: port, id: "crash-a", connected: signal) }
+                for await _ in connected { break }
+                let acknowledged = Task { await CrashPublisher.run(port: port) }
+                try await Task.sleep(for: .milliseconds(Int.random(in: 50...600)))
+                server.crash()
+                let sent = await acknowledged.value
+                let beforeCrash = try await live.value
+                step = "start again"
+                try await server.startAgain()
+                step = "drain"
 
-            var delivered: [String: CrashSubscriber.Received] = [
-                "crash-a": beforeCrash, "crash-b": CrashSubscriber.Received(),
-            ]
-            for id in subscribers {
-                var state = delivered[id]!
-                try await CrashSubscriber.drain(port: port, id: id, until: sent, into: &state)
-                delivered[id] = state
+                var delivered: [String: CrashSubscriber.Received] = [
+                    "crash-a": beforeCrash, "crash-b": CrashSubscriber.Received(),
+                ]
+                for id in subscribers {
+                    var state = delivered[id]!
+                    try await CrashSubscriber.drain(port: port, id: id, until: sent, into: &state)
+                    delivered[id] = state
+                }
+                server.terminate()
+                for id in subscribers {
+                    let state = delivered[id]!
+                    let missing = sent.subtracting(state.payloads)
+                    #expect(
+                        missing.isEmpty,
+                        "round \(round): \(id) is missing \(missing.count) of \(sent.count) acknowledged messages"
+                    )
+                    #expect(
+                        state.qos2Duplicates.isEmpty,
+                        "round \(round): \(id) got QoS 2 messages twice: \(state.qos2Duplicates)"
+                    )
+                }
+                totalAcknowledged += sent.count
+            } catch {
+                // The server's own account of the round goes with the failure.
+                let output = server.terminate()
+                Issue.record("round \(round), \(step): \(error); tern serve wrote: \(output?.stderr ?? "nothing")")
+                throw error
             }
-            server.terminate()
-            for id in subscribers {
-                let state = delivered[id]!
-                let missing = sent.subtracting(state.payloads)
-                #expect(
-                    missing.isEmpty,
-                    "round \(round): \(id) is missing \(missing.count) of \(sent.count) acknowledged messages"
-                )
-                #expect(
-                    state.qos2Duplicates.isEmpty,
-                    "round \(round): \(id) got QoS 2 messages twice: \(state.qos2Duplicates)"
-                )
-            }
-            totalAcknowledged += sent.count
         }
         #expect(totalAcknowledged > 0)
     }
@@ -466,11 +481,14 @@ enum CrashSubscriber {
         }
     }
 
-    /// Receives until the connection breaks.
-    static func run(port: Int, id: String) async throws -> Received {
+    /// Receives until the connection breaks; `connected` is told when the CONNACK arrives, and
+    /// finished either way.
+    static func run(port: Int, id: String, connected: AsyncStream<Void>.Continuation) async throws -> Received {
+        defer { connected.finish() }
         var state = Received()
         var client = try await TestClient.connect(port: port, version: .v5)
         try await client.open(Packets.connect(id, cleanStart: false, expiry: 3600))
+        connected.yield()
         while let packet = try? await client.next(seconds: 30) {
             try? await handle(packet, client: client, state: &state)
         }
