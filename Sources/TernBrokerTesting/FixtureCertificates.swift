@@ -37,8 +37,16 @@ public struct FixtureCertificates: Sendable {
         return settings
     }
 
-    /// Makes a fresh set in a new temporary directory.
-    public static func make() throws -> FixtureCertificates {
+    /// Makes a fresh set in a new temporary directory. The `openssl` runs take a second or more
+    /// on a busy machine, so they run on a thread of their own: waiting on the few threads every
+    /// async test shares stalled unrelated tests past their connect timeouts.
+    public static func make() async throws -> FixtureCertificates {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread { continuation.resume(with: Result { try makeBlocking() }) }.start()
+        }
+    }
+
+    private static func makeBlocking() throws -> FixtureCertificates {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tern-certs-\(UUID().uuidString)")
             .path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)

@@ -21,7 +21,7 @@ struct ListenerTests {
         connectTimeout: Int64 = 30,
         _ body: (MQTTBroker, _ ports: [Int], FixtureCertificates) async throws -> Void
     ) async throws {
-        let certificates = try FixtureCertificates.make()
+        let certificates = try await FixtureCertificates.make()
         defer { certificates.remove() }
         let tls = certificates.serverTLS
         let identity = certificates.clientCertificateTLS
@@ -310,7 +310,7 @@ struct ListenerTests {
 
     @Test("tls_version tlsv1.3 refuses a client that stops at TLS 1.2, and accepts one that does not")
     func minimumVersion() async throws {
-        let certificates = try FixtureCertificates.make()
+        let certificates = try await FixtureCertificates.make()
         defer { certificates.remove() }
         var tls = certificates.serverTLS
         tls.minimumVersion = .tls1_3
@@ -331,7 +331,7 @@ struct ListenerTests {
 
     @Test("capath: a directory of CA certificates checks client certificates as cafile does")
     func caPath() async throws {
-        let certificates = try FixtureCertificates.make()
+        let certificates = try await FixtureCertificates.make()
         defer { certificates.remove() }
         let directory = certificates.directory + "/cas"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)

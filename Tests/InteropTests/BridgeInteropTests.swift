@@ -231,7 +231,7 @@ struct BridgeInteropTests {
 
     @Test("a bridge over TLS (bridge_cafile, bridge_certfile, bridge_keyfile) to a Mosquitto TLS listener")
     func overTLS() async throws {
-        let certificates = try FixtureCertificates.make()
+        let certificates = try await FixtureCertificates.make()
         defer { certificates.remove() }
         let tls = try await MosquittoPeer.start(
             extra: """

@@ -85,6 +85,9 @@ struct CLIInteropTests {
                 ]
             )
             #expect(await subscriber.finish(timeout: 30).stdout == "p body text/plain site:plant-7\n")
+            // mosquitto_sub's subscription must be gone first, or the wait below could count it
+            // and the publish could precede tern sub's SUBSCRIBE.
+            try await Peers.waitForSubscriptions(broker, count: 0, exactly: true)
 
             let ternSubscriber = try Peers.Running(
                 tern,

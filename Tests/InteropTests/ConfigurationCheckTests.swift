@@ -17,7 +17,7 @@ struct ConfigurationCheckTests {
     @Test("a good file: exit 0, and what the broker would listen on, TLS files loaded")
     func good() async throws {
         let directory = try TemporaryDirectory(prefix: "check")
-        let certificates = try FixtureCertificates.make()
+        let certificates = try await FixtureCertificates.make()
         defer { certificates.remove() }
         let output = try await check(
             """

@@ -101,10 +101,16 @@ enum Peers {
         }
     }
 
-    /// Waits (bounded) until the broker holds `count` subscriptions.
-    static func waitForSubscriptions(_ broker: MQTTBroker, count: Int, timeout: Double = 30) async throws {
+    /// Waits (bounded) until the broker holds `count` subscriptions, or exactly `count` if
+    /// `exactly` (to see an earlier subscriber's session end before the next one starts).
+    static func waitForSubscriptions(
+        _ broker: MQTTBroker,
+        count: Int,
+        exactly: Bool = false,
+        timeout: Double = 30
+    ) async throws {
         let deadline = Date().addingTimeInterval(timeout)
-        while broker.subscriptionCount < count {
+        while exactly ? broker.subscriptionCount != count : broker.subscriptionCount < count {
             guard Date() < deadline else { throw PeerTimeout(what: "\(count) subscriptions") }
             try await Task.sleep(for: .milliseconds(10))
         }

@@ -61,13 +61,13 @@ final class TernServer: @unchecked Sendable {
         throw PeerTimeout(what: "tern serve accepting on \(port)")
     }
 
-    /// SIGTERM, then waits for a graceful exit.
+    /// SIGTERM, then waits for a graceful exit (on a thread of its own, see ``Peers/Running/finish(timeout:)``).
     @discardableResult
-    func terminate() -> Peers.Output? {
+    func terminate() async -> Peers.Output? {
         guard let process else { return nil }
         kill(process.process.processIdentifier, SIGTERM)
         self.process = nil
-        return process.finishBlocking(timeout: 30)
+        return await process.finish(timeout: 30)
     }
 
     /// SIGHUP: reload the password and ACL files.
@@ -77,16 +77,16 @@ final class TernServer: @unchecked Sendable {
     }
 
     /// SIGKILL: no chance to save anything.
-    func crash() {
+    func crash() async {
         guard let process else { return }
         process.killNow()
-        _ = process.finishBlocking(timeout: 10)
+        _ = await process.finish(timeout: 10)
         self.process = nil
     }
 
     /// `tern sessions --store DIR/tern.db`, read while the server runs.
-    func sessionsListing(format: String = "tsv") throws -> String {
-        try Peers.runBlocking(
+    func sessionsListing(format: String = "tsv") async throws -> String {
+        try await Peers.run(
             try #require(ternExecutable),
             ["sessions", "--store", directory + "/tern.db", "--format", format]
         ).stdout
@@ -260,11 +260,11 @@ struct RestartTests {
         try await publisher.publishAndWait("r/ret", "R", qos: .atLeastOnce, id: 8, retain: true)
         await publisher.close()
 
-        let listing = try server.sessionsListing()
+        let listing = try await server.sessionsListing()
         #expect(listing.contains("v5-clean-start") && listing.contains("v311") && listing.contains("inflight"))
         #expect(listing.split(separator: "\n").first?.split(separator: "\t").count == 8)
         // The aligned table, as on a terminal: every row's last column starts where WILL does.
-        let table = try server.sessionsListing(format: "table").split(separator: "\n").dropLast().map(String.init)
+        let table = try await server.sessionsListing(format: "table").split(separator: "\n").dropLast().map(String.init)
         let willColumn = try #require(table.first?.range(of: "WILL")?.lowerBound.utf16Offset(in: table[0]))
         #expect(table.count >= 4 && !table.joined().contains("\t"))
         for row in table.dropFirst() {
@@ -273,7 +273,7 @@ struct RestartTests {
             }
             #expect(last == willColumn, "\(row)")
         }
-        let stopped = try #require(server.terminate())
+        let stopped = try #require(await server.terminate())
         #expect(stopped.status == 0, "tern serve exit status after SIGTERM: \(stopped.stderr)")
         try await server.startAgain()
 
@@ -308,7 +308,7 @@ struct RestartTests {
         await old.close()
         await resumed.close()
         await fresh.close()
-        server.terminate()
+        await server.terminate()
     }
 
     @Test(
@@ -340,7 +340,7 @@ struct RestartTests {
             try await publisher.publishAndWait("mq/restart", "q\(n)", qos: .atLeastOnce, id: UInt16(10 + n))
         }
         await publisher.close()
-        server.terminate()
+        await server.terminate()
         try await server.startAgain()
 
         let resumed = try await Peers.run(
@@ -360,7 +360,7 @@ struct RestartTests {
             drained.stdout.components(separatedBy: "\n").filter { !$0.isEmpty } == ["q1", "q2", "q3"],
             "\(drained.stderr)"
         )
-        server.terminate()
+        await server.terminate()
     }
 
     @Test(
@@ -392,7 +392,7 @@ struct RestartTests {
                 for await _ in connected { break }
                 let acknowledged = Task { await CrashPublisher.run(port: port) }
                 try await Task.sleep(for: .milliseconds(Int.random(in: 50...600)))
-                server.crash()
+                await server.crash()
                 let sent = await acknowledged.value
                 let beforeCrash = try await live.value
                 step = "start again"
@@ -407,7 +407,7 @@ struct RestartTests {
                     try await CrashSubscriber.drain(port: port, id: id, until: sent, into: &state)
                     delivered[id] = state
                 }
-                server.terminate()
+                await server.terminate()
                 for id in subscribers {
                     let state = delivered[id]!
                     let missing = sent.subtracting(state.payloads)
@@ -423,7 +423,7 @@ struct RestartTests {
                 totalAcknowledged += sent.count
             } catch {
                 // The server's own account of the round goes with the failure.
-                let output = server.terminate()
+                let output = await server.terminate()
                 Issue.record("round \(round), \(step): \(error); tern serve wrote: \(output?.stderr ?? "nothing")")
                 throw error
             }

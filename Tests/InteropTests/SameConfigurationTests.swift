@@ -27,7 +27,7 @@ struct SameConfigurationTests {
 
     @Test("TLS listener, password_file, acl_file: same logins, same deliveries")
     func sameBehaviour() async throws {
-        let certificates = try FixtureCertificates.make()
+        let certificates = try await FixtureCertificates.make()
         defer { certificates.remove() }
         let directory = certificates.directory
         let passwd = try #require(Peers.which("mosquitto_passwd"))
@@ -91,20 +91,21 @@ struct SameConfigurationTests {
         let subscriber = MQTTClient(configuration: configuration)
         try await subscriber.connect()
         let messages = try await subscriber.subscribe(to: "alice/#", qos: .atLeastOnce)
-        func publish(_ user: String?, _ password: String?, _ topic: String, _ message: String) throws -> Int32 {
+        func publish(_ user: String?, _ password: String?, _ topic: String, _ message: String) async throws -> Int32 {
             var arguments = [
                 "-h", "localhost", "-p", "\(port)", "--cafile", certificates.caFile, "-V", "mqttv5", "-t", topic, "-m",
                 message, "-q", "1",
             ]
             if let user { arguments += ["-u", user] }
             if let password { arguments += ["-P", password] }
-            return try Peers.runBlocking(pub, arguments).status
+            return try await Peers.run(pub, arguments).status
         }
-        _ = try publish("bob", "bpw", "alice/news", "from bob")  // mosquitto_pub exits 0 even when PUBACK says 0x87
-        _ = try publish("alice", "apw", "alice/1", "a1")
-        let wrongPassword = try publish("alice", "wrong", "alice/2", "never")
-        let anonymous = try publish(nil, nil, "alice/2", "never")
-        _ = try publish("alice", "apw", "alice/2", "a2")
+        // mosquitto_pub exits 0 even when PUBACK says 0x87.
+        _ = try await publish("bob", "bpw", "alice/news", "from bob")
+        _ = try await publish("alice", "apw", "alice/1", "a1")
+        let wrongPassword = try await publish("alice", "wrong", "alice/2", "never")
+        let anonymous = try await publish(nil, nil, "alice/2", "never")
+        _ = try await publish("alice", "apw", "alice/2", "a2")
         let collector = Task {
             var received: [String] = []
             for await message in messages {

@@ -20,7 +20,7 @@ struct SecurityInteropTests {
     /// client certificate and takes its Common Name as the user, a WebSocket listener and a TLS
     /// WebSocket listener, all under `acl`. The body gets their ports in that order.
     static func withSecureBroker(_ body: (MQTTBroker, [Int], FixtureCertificates) async throws -> Void) async throws {
-        let certificates = try FixtureCertificates.make()
+        let certificates = try await FixtureCertificates.make()
         defer { certificates.remove() }
         let tls = certificates.serverTLS
         let identity = certificates.clientCertificateTLS
@@ -115,7 +115,7 @@ struct SecurityInteropTests {
     )
     func pahoWebSockets(tls: Bool) async throws {
         // An ACL-free broker: paho connects without a user name.
-        let certificates = try FixtureCertificates.make()
+        let certificates = try await FixtureCertificates.make()
         defer { certificates.remove() }
         let settings = certificates.serverTLS
         try await withTestBroker({ options in
@@ -228,7 +228,7 @@ struct SecurityInteropTests {
         }
         #expect(code == .success)
         await client.close()
-        #expect(server.terminate()?.status == 0)
+        #expect(await server.terminate()?.status == 0)
         _ = directory.path  // the files are needed until the server has stopped
     }
 }

@@ -19,7 +19,12 @@ struct DecoderPipelineTests {
             try packet.write(to: &buffer, version: version)
             return (buffer, [packet])
         }
-        try ByteToMessageDecoderVerifier.verifyDecoder(inputOutputPairs: pairs) {
+        // Byte by byte costs the square of a packet's size: the 70 KB sample (a four-byte Remaining
+        // Length) took 12 s of a debug build's CPU per version, holding a thread every async test
+        // shares. It is left to the round-trip tests; the rest go through the verifier together.
+        let small = pairs.filter { $0.0.readableBytes <= 4096 }
+        #expect(small.count >= pairs.count - 1)
+        try ByteToMessageDecoderVerifier.verifyDecoder(inputOutputPairs: small) {
             MQTTPacketDecoder(protocolVersion: version)
         }
     }
