@@ -148,6 +148,12 @@ final class BrokerMetrics: Sendable {
             )
             if let store = reading.store {
                 count("tern_store_commits_total", "Store transactions committed.", [], store.commits)
+                count(
+                    "tern_store_changes_total",
+                    "Store changes committed; divided by tern_store_commits_total, the mean batch.",
+                    [],
+                    store.committedChanges
+                )
             }
             if let process = reading.process {
                 // In microseconds, so that the whole-number bookkeeping keeps the precision.

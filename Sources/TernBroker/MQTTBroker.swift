@@ -350,7 +350,12 @@ public final class MQTTBroker: Service, Sendable {
             var ticket: UInt64 = 0
             if let store = options.store {
                 let changes = shared.state.takeStoreChanges()
-                if !changes.isEmpty { ticket = store.submit(changes) ?? 0 }
+                if !changes.isEmpty {
+                    // A connection's packet commits at the end of its read burst (the caller
+                    // dispatches the outbox then); anything else commits at once.
+                    ticket = store.submit(changes, startingCommit: current == nil) ?? 0
+                    if current != nil { outbox.commitAtEnd(store) }
+                }
             }
             // Consecutive actions usually go to the same connection (a burst of deliveries, an
             // acknowledgement and the queue it released): look its handle up once.

@@ -156,6 +156,7 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             broker.withState(current: id, outbox: &outbox) {
                 $0.writabilityChanged(id, writable: writable, now: .now())
             }
+            outbox.dispatch()
             drainOutbound(flush: true)
         }
         context.fireChannelWritabilityChanged()

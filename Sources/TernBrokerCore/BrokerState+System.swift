@@ -44,6 +44,9 @@ extension BrokerState {
                 ("store/commit latency/last", "\(store.lastCommitMicroseconds) us"),
                 ("store/commit latency/average", "\(store.averageCommitMicroseconds) us"),
                 ("store/commit latency/maximum", "\(store.maximumCommitMicroseconds) us"),
+                ("store/batch size/last", "\(store.lastBatchChanges)"),
+                ("store/batch size/average", "\(store.averageBatchChanges)"),
+                ("store/batch size/maximum", "\(store.maximumBatchChanges)"),
             ]
         }
         for (name, value) in values {

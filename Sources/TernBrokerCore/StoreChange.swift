@@ -160,6 +160,15 @@ public struct StoreStatistics: Sendable, Hashable {
     public var averageCommitMicroseconds: UInt64 = 0
     /// The longest commit since start-up, in microseconds.
     public var maximumCommitMicroseconds: UInt64 = 0
+    /// Changes made durable since start-up, over all commits: with ``commits``, the mean batch.
+    public var committedChanges: UInt64 = 0
+    /// The changes of the last commit, and of the largest one since start-up. Group commit shows
+    /// here: the more clients write at once, the more changes share each commit.
+    public var lastBatchChanges: Int = 0
+    public var maximumBatchChanges: Int = 0
+
+    /// The mean number of changes per commit since start-up.
+    public var averageBatchChanges: UInt64 { commits == 0 ? 0 : committedChanges / commits }
 
     public init() {}
 }

@@ -16,9 +16,18 @@ public protocol TernStore: AnyObject, Sendable {
     /// commit, with the ticket of the last change it made durable.
     func start(onCommit: @escaping @Sendable (StoreCommit) -> Void)
 
-    /// Queues changes without blocking.
+    /// Queues changes without blocking, and starts a commit.
     /// - Returns: the ticket to wait for before the changes are durable, or `nil` if they already are.
     func submit(_ changes: [StoreChange]) -> UInt64?
+
+    /// Queues changes like ``submit(_:)``, but only starts a commit if `startingCommit`; otherwise
+    /// the next ``startCommit()`` does. A connection's read burst queues each packet's changes
+    /// and starts one commit when the burst ends, so the packets of a burst share a transaction
+    /// instead of waking the writer once each.
+    func submit(_ changes: [StoreChange], startingCommit: Bool) -> UInt64?
+
+    /// Starts a commit of what ``submit(_:startingCommit:)`` queued.
+    func startCommit()
 
     /// Commits everything submitted, then stops.
     func close()
@@ -39,4 +48,10 @@ public struct StoreCommit: Sendable, Hashable {
         self.ticket = ticket
         self.duration = duration
     }
+}
+
+extension TernStore {
+    /// A store that applies changes as they come has no commit to start or put off.
+    public func submit(_ changes: [StoreChange], startingCommit: Bool) -> UInt64? { submit(changes) }
+    public func startCommit() {}
 }

@@ -51,11 +51,21 @@ public final class SQLiteStore: TernStore {
     /// schema is not this one, or whose rows do not decode is moved aside with a timestamped name,
     /// with a loud error line, and a new, empty store is created in its place.
     /// - Throws: only when the new store cannot be created either (for example, no such directory).
-    public init(path: String, durability: Durability = .commit, logger: Logger = Logger(label: "tern.store")) throws {
+    public convenience init(
+        path: String,
+        durability: Durability = .commit,
+        logger: Logger = Logger(label: "tern.store")
+    ) throws {
+        try self.init(path: path, durability: durability, logger: logger, unaskedCommitDelay: .milliseconds(1))
+    }
+
+    /// `unaskedCommitDelay`: how long changes queued without a commit wait for one to be asked
+    /// for (``WriterQueue``); tests lengthen it to see batches form.
+    init(path: String, durability: Durability, logger: Logger, unaskedCommitDelay: Duration) throws {
         self.path = path
         self.durability = durability
         self.logger = logger
-        self.queue = WriterQueue()
+        self.queue = WriterQueue(unaskedCommitDelay: unaskedCommitDelay)
         var snapshot = StoreSnapshot()
         var database: DatabaseQueue
         do {
@@ -141,9 +151,17 @@ public final class SQLiteStore: TernStore {
     }
 
     public func submit(_ changes: [StoreChange]) -> UInt64? {
-        let ticket = queue.append(changes)
+        submit(changes, startingCommit: true)
+    }
+
+    public func submit(_ changes: [StoreChange], startingCommit: Bool) -> UInt64? {
+        let ticket = queue.append(changes, wakingWriter: startingCommit)
         if case .lossWindow = durability { return nil }
         return ticket
+    }
+
+    public func startCommit() {
+        queue.wakeWriter()
     }
 
     public func close() {
@@ -177,12 +195,18 @@ public final class SQLiteStore: TernStore {
             case .commit: (nil, 0)
             case .lossWindow(let interval, let changes): (interval, changes)
             }
+        // Prepared at the first batch, released when the writer stops (before the store closes).
+        var statements: WriterStatements?
         while let (batch, ticket) = queue.next(waitingUpTo: interval, orChanges: changeLimit) {
             let started = ContinuousClock.now
             do {
                 try database.writeWithoutTransaction { db in
+                    if statements == nil { statements = try WriterStatements(db) }
+                    let prepared = statements!
                     try db.inTransaction(.immediate) {
-                        try figures.withLock { figures in try self.write(batch, db: db, figures: &figures) }
+                        try figures.withLock { figures in
+                            try self.write(batch, db: db, statements: prepared, figures: &figures)
+                        }
                         return .commit
                     }
                 }
@@ -197,6 +221,9 @@ public final class SQLiteStore: TernStore {
             )
             figures.withLock { figures in
                 figures.statistics.commits += 1
+                figures.statistics.committedChanges += UInt64(batch.count)
+                figures.statistics.lastBatchChanges = batch.count
+                figures.statistics.maximumBatchChanges = max(figures.statistics.maximumBatchChanges, batch.count)
                 figures.statistics.lastCommitMicroseconds = microseconds
                 figures.statistics.maximumCommitMicroseconds = max(
                     figures.statistics.maximumCommitMicroseconds,
@@ -214,7 +241,12 @@ public final class SQLiteStore: TernStore {
     /// Writes one batch. Deliveries and messages are written at the end of the batch, so that a
     /// delivery acknowledged before its batch was committed (the usual case for a connected
     /// subscriber) is never written at all, and neither is a message nobody refers to any more.
-    private func write(_ batch: [StoreChange], db: Database, figures: inout Figures) throws {
+    private func write(
+        _ batch: [StoreChange],
+        db: Database,
+        statements: WriterStatements,
+        figures: inout Figures
+    ) throws {
         var removable: Set<UInt64> = []
         var pendingMessages: [UInt64: ApplicationMessage] = [:]
         var pendingDeliveries: [UInt64: (session: UInt64, delivery: StoredDelivery)] = [:]
@@ -274,17 +306,16 @@ public final class SQLiteStore: TernStore {
                 if pendingDeliveries[sequence] != nil {
                     pendingDeliveries[sequence]!.delivery.packetIdentifier = packetIdentifier
                 } else {
-                    try db.cachedStatement(sql: "UPDATE deliveries SET packet_id = ? WHERE seq = ?").execute(
-                        arguments: [Int(packetIdentifier), Int64(sequence)])
+                    statements.setPacketIdentifier.bind(1, Int64(packetIdentifier))
+                    statements.setPacketIdentifier.bind(2, Int64(sequence))
+                    try statements.setPacketIdentifier.run(db)
                 }
             case .deleteDelivery(let sequence, let messageID):
                 if pendingDeliveries.removeValue(forKey: sequence) != nil {
                     release(messageID)
                 } else {
-                    try db.cachedStatement(sql: "DELETE FROM deliveries WHERE seq = ?").execute(arguments: [
-                        Int64(sequence)
-                    ])
-                    if db.changesCount > 0 { release(messageID) }
+                    statements.deleteDelivery.bind(1, Int64(sequence))
+                    if try statements.deleteDelivery.run(db) > 0 { release(messageID) }
                 }
             case .putRelease(let key, let packetIdentifier):
                 try db.cachedStatement(sql: "INSERT OR IGNORE INTO releases(session, packet_id) VALUES (?, ?)").execute(
@@ -309,28 +340,37 @@ public final class SQLiteStore: TernStore {
                 try db.cachedStatement(sql: "DELETE FROM retained WHERE topic = ?").execute(arguments: [topic])
             }
         }
+        let insertMessage = statements.insertMessage
         for (id, message) in pendingMessages where figures.references[id] != nil {
-            try db.cachedStatement(sql: "INSERT OR IGNORE INTO messages(id, body, expires_at) VALUES (?, ?, ?)")
-                .execute(arguments: [
-                    Int64(id), Data(StoredMessageCoding.encode(message).readableBytesView),
-                    message.expiresAt?.millisecondsSinceEpoch,
-                ])
+            insertMessage.bind(1, Int64(id))
+            insertMessage.bind(3, message.expiresAt?.millisecondsSinceEpoch)
+            try StoredMessageCoding.encode(message).withUnsafeReadableBytes { body in
+                insertMessage.bind(2, bytes: body)
+                try insertMessage.run(db)
+            }
         }
+        let insertDelivery = statements.insertDelivery
         for (_, pending) in pendingDeliveries.sorted(by: { $0.key < $1.key }) {
             let delivery = pending.delivery
-            try db.cachedStatement(
-                sql:
-                    "INSERT OR REPLACE INTO deliveries(seq, session, message, flags, subscription_ids, packet_id) VALUES (?, ?, ?, ?, ?, ?)"
-            ).execute(arguments: [
-                Int64(delivery.sequence), Int64(pending.session), Int64(delivery.messageID),
-                Int(delivery.qos.rawValue) | (delivery.retain ? 4 : 0),
-                SQLiteSchema.encodeIdentifiers(delivery.subscriptionIdentifiers),
-                delivery.packetIdentifier.map { Int($0) },
-            ])
+            insertDelivery.bind(1, Int64(delivery.sequence))
+            insertDelivery.bind(2, Int64(pending.session))
+            insertDelivery.bind(3, Int64(delivery.messageID))
+            insertDelivery.bind(4, Int64(delivery.qos.rawValue) | (delivery.retain ? 4 : 0))
+            insertDelivery.bind(6, delivery.packetIdentifier.map { Int64($0) })
+            if let identifiers = SQLiteSchema.encodeIdentifiers(delivery.subscriptionIdentifiers) {
+                try identifiers.withUnsafeBytes { bytes in
+                    insertDelivery.bind(5, bytes: bytes)
+                    try insertDelivery.run(db)
+                }
+            } else {
+                insertDelivery.bind(5, nil as Int64?)
+                try insertDelivery.run(db)
+            }
         }
         // A message goes with its last reference; SQLite reuses the freed pages.
         for id in removable where figures.references[id] == nil {
-            try db.cachedStatement(sql: "DELETE FROM messages WHERE id = ?").execute(arguments: [Int64(id)])
+            statements.deleteMessage.bind(1, Int64(id))
+            try statements.deleteMessage.run(db)
         }
         figures.statistics.messages = figures.references.count
         if sessionsChanged {
@@ -349,8 +389,20 @@ final class WriterQueue: Sendable {
         var pending: [StoreChange] = []
         var lastTicket: UInt64 = 0
         var firstPendingAt: ContinuousClock.Instant?
+        /// Whether a commit of `pending` was asked for, or only queued (``append(_:wakingWriter:)``).
+        var commitAsked = false
         var stopping = false
         var stopped = false
+    }
+
+    /// How long queued changes wait for the ``wakeWriter()`` that was put off, in seconds: a
+    /// safety net, so that a caller that never asks costs a millisecond, not a hang. Read bursts
+    /// ask within microseconds.
+    private let unaskedCommitDelay: Double
+
+    init(unaskedCommitDelay: Duration) {
+        let parts = unaskedCommitDelay.components
+        self.unaskedCommitDelay = Double(parts.seconds) + Double(parts.attoseconds) / 1e18
     }
 
     // `condition` guards `state`: every access below holds it (lock/unlock or wait). NSCondition
@@ -358,7 +410,7 @@ final class WriterQueue: Sendable {
     private let condition = NSCondition()
     private nonisolated(unsafe) var state = State()
 
-    func append(_ changes: [StoreChange]) -> UInt64 {
+    func append(_ changes: [StoreChange], wakingWriter: Bool) -> UInt64 {
         condition.lock()
         defer { condition.unlock() }
         if state.pending.isEmpty {
@@ -368,8 +420,20 @@ final class WriterQueue: Sendable {
             state.pending += changes
         }
         state.lastTicket += UInt64(changes.count)
-        condition.signal()
+        if wakingWriter {
+            state.commitAsked = true
+            condition.signal()
+        }
         return state.lastTicket
+    }
+
+    /// Asks for a commit of the changes queued without one.
+    func wakeWriter() {
+        condition.lock()
+        defer { condition.unlock() }
+        guard !state.commitAsked, !state.pending.isEmpty else { return }
+        state.commitAsked = true
+        condition.signal()
     }
 
     /// Waits for changes and hands them over with the ticket of the last one; `nil` once stopped
@@ -384,6 +448,12 @@ final class WriterQueue: Sendable {
                 condition.wait()
                 continue
             }
+            if interval == nil, !state.commitAsked, !state.stopping {
+                if !condition.wait(until: Date(timeIntervalSinceNow: unaskedCommitDelay)) {
+                    state.commitAsked = true
+                }
+                continue
+            }
             if let interval, !state.stopping, limit <= 0 || state.pending.count < limit,
                 let first = state.firstPendingAt, ContinuousClock.now < first + interval
             {
@@ -395,6 +465,7 @@ final class WriterQueue: Sendable {
             let batch = state.pending
             state.pending = []
             state.firstPendingAt = nil
+            state.commitAsked = false
             return (batch, state.lastTicket)
         }
     }

@@ -8,7 +8,7 @@ import Testing
 
 @Suite("$SYS/broker/store")
 struct StoreSystemTopicTests {
-    @Test("$SYS/broker/store/... gives the file size, stored sessions and messages, and commit latency")
+    @Test("$SYS/broker/store/... gives the file size, stored sessions and messages, commit latency and batch size")
     func storeTopics() async throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("tern-sys-\(UUID().uuidString).db")
             .path
@@ -61,6 +61,7 @@ struct StoreSystemTopicTests {
             func current() -> Bool {
                 values["messages"] == "1" && values["sessions"] == "1" && (Int(values["commits"] ?? "") ?? 0) > 0
                     && values["commit latency/last"] != nil && values["file size"] != nil
+                    && values["batch size/maximum"] != nil
             }
             while !current() {
                 guard let packet = try await client.next(seconds: 20) else { break }
@@ -75,6 +76,9 @@ struct StoreSystemTopicTests {
             #expect((Int64(values["file size"] ?? "") ?? 0) > 0)
             #expect((Int(values["commits"] ?? "") ?? 0) > 0)
             #expect(values["commit latency/last"]?.hasSuffix(" us") == true)
+            // The subscription and the message went in commits of one change or more.
+            #expect((Int(values["batch size/maximum"] ?? "") ?? 0) >= 1)
+            #expect((Int(values["batch size/average"] ?? "") ?? 0) >= 1)
             await client.close()
         }
     }

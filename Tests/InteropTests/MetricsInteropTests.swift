@@ -111,6 +111,8 @@ struct MetricsInteropTests {
             #expect(after.samples["tern_subscriptions{}"] == 1)
             #expect(after.samples["tern_sessions{}"] == 1)
             #expect(delta("tern_store_commits_total{}") > 0)
+            // Each QoS 1 message is at least one change (its delivery and its message row).
+            #expect(delta("tern_store_changes_total{}") >= delta("tern_store_commits_total{}"))
             #expect(delta("tern_store_commit_duration_seconds_count{}") > 0)
             #expect((after.samples["process_resident_memory_bytes{}"] ?? 0) > 1_000_000)
             #expect((after.samples["process_open_fds{}"] ?? 0) > 0)

@@ -1,13 +1,14 @@
 import Foundation
 import GRDB
+import Logging
 import NIOCore
 import TernBrokerTesting
 import TernCodec
 import TernStore
-import TernStoreSQLite
 import Testing
 
 @testable import TernBrokerCore
+@testable import TernStoreSQLite
 
 @Suite("SQLite store files")
 struct SQLiteStoreFileTests {
@@ -116,6 +117,74 @@ struct SQLiteStoreFileTests {
         #expect(reported >= ticket)
         store.close()
         #expect(try StoreListing.read(path: path).entries.map(\.clientID) == ["t"])
+    }
+}
+
+extension SQLiteStoreFileTests {
+    static func header(_ key: UInt64) -> StoredSessionHeader {
+        StoredSessionHeader(
+            key: key,
+            clientID: "b\(key)",
+            protocolVersion: .v5,
+            expiryInterval: 60,
+            expiresAt: nil,
+            attached: true
+        )
+    }
+
+    @Test(
+        "Changes queued without a commit wait for startCommit() and then share one transaction",
+        .timeLimit(.minutes(1))
+    )
+    func queuedChangesShareOneCommit() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tern-burst-\(UUID().uuidString).db")
+            .path
+        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        let store = try SQLiteStore(
+            path: path,
+            durability: .commit,
+            logger: Logger(label: "test"),
+            unaskedCommitDelay: .seconds(30)
+        )
+        _ = try store.load()
+        let (stream, continuation) = AsyncStream<StoreCommit>.makeStream()
+        store.start { continuation.yield($0) }
+        var last: UInt64 = 0
+        for key in 1...3 {
+            last = try #require(store.submit([.putSession(Self.header(UInt64(key)))], startingCommit: false))
+        }
+        #expect(store.statistics.commits == 0)
+        store.startCommit()
+        var iterator = stream.makeAsyncIterator()
+        let commit = try #require(await iterator.next())
+        #expect(commit.ticket == last)
+        #expect(store.statistics.commits == 1)
+        #expect(store.statistics.lastBatchChanges == 3)
+        #expect(store.statistics.averageBatchChanges == 3)
+        store.close()
+        #expect(try StoreListing.read(path: path).entries.map(\.clientID).sorted() == ["b1", "b2", "b3"])
+    }
+
+    @Test("A change queued without a commit is committed anyway once the delay passes", .timeLimit(.minutes(1)))
+    func unaskedCommitStillHappens() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tern-unasked-\(UUID().uuidString).db")
+            .path
+        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        let store = try SQLiteStore(
+            path: path,
+            durability: .commit,
+            logger: Logger(label: "test"),
+            unaskedCommitDelay: .milliseconds(50)
+        )
+        _ = try store.load()
+        let (stream, continuation) = AsyncStream<UInt64>.makeStream()
+        store.start { continuation.yield($0.ticket) }
+        let started = ContinuousClock.now
+        let ticket = try #require(store.submit([.putSession(Self.header(1))], startingCommit: false))
+        for await committed in stream where committed >= ticket { break }
+        #expect(ContinuousClock.now - started >= .milliseconds(40))
+        store.close()
+        #expect(try StoreListing.read(path: path).entries.map(\.clientID) == ["b1"])
     }
 }
 
