@@ -153,6 +153,7 @@ extension BrokerState {
             for packetIdentifier in stored.releases {
                 session.inflight.append(.release(packetIdentifier: packetIdentifier))
             }
+            session.queue.reserveCapacity(stored.deliveries.count)
             for delivery in stored.deliveries {
                 lastDeliverySequence = max(lastDeliverySequence, delivery.sequence)
                 guard var message = messages[delivery.messageID] else { continue }

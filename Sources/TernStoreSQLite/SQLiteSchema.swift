@@ -60,7 +60,8 @@ enum SQLiteSchema {
     }
 
     /// Rows nothing refers to any more (left by a crash between two batches that a later batch
-    /// would have cleaned up): removed at start-up so the file does not grow without bound.
+    /// would have cleaned up): removed by the writer before its first batch, after the listeners
+    /// opened, so the file does not grow without bound. The restore ignores them meanwhile.
     static func removeOrphans(_ db: Database) throws {
         try db.execute(
             sql: """
@@ -100,9 +101,8 @@ enum SQLiteSchema {
         return Data(buffer.readableBytesView)
     }
 
-    static func decodeIdentifiers(_ data: Data?) throws -> [UInt32] {
-        guard let data else { return [] }
-        var buffer = ByteBuffer(bytes: data)
+    static func decodeIdentifiers(_ bytes: UnsafeRawBufferPointer) throws -> [UInt32] {
+        var buffer = ByteBuffer(bytes: bytes)
         var identifiers: [UInt32] = []
         while buffer.readableBytes > 0 {
             do {
@@ -174,36 +174,38 @@ enum SQLiteSchema {
                 )
             )
         }
+        // Messages and deliveries are a row per queued message: read through SQLite's C API
+        // (see PreparedStatement) rather than GRDB's boxed rows.
         let messageCount = try Int.fetchOne(db, sql: "SELECT count(*) FROM messages") ?? 0
         snapshot.messages.reserveCapacity(messageCount)
-        let messageRows = try Row.fetchCursor(db, sql: "SELECT id, body, expires_at FROM messages")
-        while let row = try messageRows.next() {
-            // Read in place: the body is copied once, into the ByteBuffer the message slices.
-            let decoded = try row.withUnsafeData(atIndex: 1) { body in
-                guard let body else { throw StoreCorruption("a stored message has no body") }
-                return try message(body, expiresAt: row[2])
-            }
-            snapshot.messages[UInt64(row[0] as Int64)] = decoded
+        try PreparedStatement(db, "SELECT id, body, expires_at FROM messages").forEachRow(db) { row in
+            let body = row.bytes(1)
+            guard !row.isNull(1) else { throw StoreCorruption("a stored message has no body") }
+            // The body is copied once, into the ByteBuffer the message's payload slices.
+            snapshot.messages[UInt64(row.int64(0))] = try StoredMessageCoding.decode(
+                ByteBuffer(bytes: body),
+                expiresAt: row.optionalInt64(2).map { BrokerInstant(millisecondsSinceEpoch: $0) }
+            )
         }
-        let deliveryRows = try Row.fetchCursor(
+        let deliveries = try PreparedStatement(
             db,
-            sql: "SELECT seq, session, message, flags, subscription_ids, packet_id FROM deliveries ORDER BY seq"
+            "SELECT seq, session, message, flags, subscription_ids, packet_id FROM deliveries ORDER BY seq"
         )
-        while let row = try deliveryRows.next() {
-            let key = UInt64(row[1] as Int64)
-            guard sessions[key] != nil else { continue }
-            let flags = row[3] as Int
+        try deliveries.forEachRow(db) { row in
+            let key = UInt64(row.int64(1))
+            guard sessions[key] != nil else { return }
+            let flags = row.int64(3)
             guard let qos = QoS(rawValue: UInt8(flags & 3)) else {
                 throw StoreCorruption("a delivery has QoS \(flags & 3)")
             }
             sessions[key]!.deliveries.append(
                 StoredDelivery(
-                    sequence: UInt64(row[0] as Int64),
-                    messageID: UInt64(row[2] as Int64),
+                    sequence: UInt64(row.int64(0)),
+                    messageID: UInt64(row.int64(2)),
                     qos: qos,
                     retain: flags & 4 != 0,
-                    subscriptionIdentifiers: try decodeIdentifiers(row[4]),
-                    packetIdentifier: (row[5] as Int?).map { UInt16(clamping: $0) }
+                    subscriptionIdentifiers: row.isNull(4) ? [] : try decodeIdentifiers(row.bytes(4)),
+                    packetIdentifier: row.optionalInt64(5).map { UInt16(clamping: $0) }
                 )
             )
         }

@@ -100,7 +100,6 @@ public final class SQLiteStore: TernStore {
         try database.write { db in
             try db.execute(sql: "PRAGMA quick_check")
             try SQLiteSchema.create(db)
-            try SQLiteSchema.removeOrphans(db)
         }
         return database
     }
@@ -128,6 +127,7 @@ public final class SQLiteStore: TernStore {
             return opened ?? StoreSnapshot()
         }
         figures.withLock { figures in
+            figures.references.reserveCapacity(snapshot.messages.count)
             for session in snapshot.sessions {
                 for delivery in session.deliveries { figures.references[delivery.messageID, default: 0] += 1 }
             }
@@ -195,6 +195,12 @@ public final class SQLiteStore: TernStore {
             case .commit: (nil, 0)
             case .lossWindow(let interval, let changes): (interval, changes)
             }
+        // Start-up does not wait for this: it reads through orphans (it skips them) and listens.
+        do {
+            try database.write { db in try SQLiteSchema.removeOrphans(db) }
+        } catch {
+            logger.error("removing orphaned rows failed", metadata: ["store": "\(path)", "error": "\(error)"])
+        }
         // Prepared at the first batch, released when the writer stops (before the store closes).
         var statements: WriterStatements?
         while let (batch, ticket) = queue.next(waitingUpTo: interval, orChanges: changeLimit) {

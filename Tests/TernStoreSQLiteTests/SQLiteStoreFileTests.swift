@@ -188,8 +188,59 @@ extension SQLiteStoreFileTests {
     }
 }
 
+extension SQLiteStoreFileTests {
+    @Test(
+        "Rows nothing refers to are skipped by the restore and removed by the writer after start-up",
+        .timeLimit(.minutes(1))
+    )
+    func orphansRemovedAfterStartUp() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tern-orphans-\(UUID().uuidString).db")
+            .path
+        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        let first = try SQLiteStore(path: path)
+        _ = try first.load()
+        first.start { _ in }
+        _ = first.submit([.putSession(Self.header(1))])
+        first.close()
+        // A delivery of a session that is not there, and a message nothing refers to.
+        #expect(try GRDBTestAccess.count("sessions", path: path) == 1)
+        try GRDBTestAccess.addOrphans(path: path)
+        #expect(try GRDBTestAccess.count("deliveries", path: path) == 1)
+        #expect(try GRDBTestAccess.count("sessions", path: path) == 1)
+
+        let store = try SQLiteStore(path: path)
+        let snapshot = try store.load()
+        #expect(snapshot.sessions.map(\.header.clientID) == ["b1"])
+        #expect(snapshot.sessions.allSatisfy { $0.deliveries.isEmpty })
+        let (stream, continuation) = AsyncStream<UInt64>.makeStream()
+        store.start { continuation.yield($0.ticket) }
+        // The writer removes them before its first batch.
+        let ticket = try #require(store.submit([.putSession(Self.header(2))]))
+        for await committed in stream where committed >= ticket { break }
+        store.close()
+        #expect(try GRDBTestAccess.count("deliveries", path: path) == 0)
+        #expect(try GRDBTestAccess.count("messages", path: path) == 0)
+    }
+}
+
 /// Direct access to a store file, to damage it on purpose.
 enum GRDBTestAccess {
+    static func addOrphans(path: String) throws {
+        let database = try DatabaseQueue(path: path)
+        defer { try? database.close() }
+        try database.write { db in
+            try db.execute(sql: "INSERT INTO messages(id, body) VALUES (7, x'300400016100')")
+            try db.execute(sql: "INSERT INTO messages(id, body) VALUES (8, x'300400016100')")
+            try db.execute(sql: "INSERT INTO deliveries(seq, session, message, flags) VALUES (1, 99, 7, 1)")
+        }
+    }
+
+    static func count(_ table: String, path: String) throws -> Int {
+        let database = try DatabaseQueue(path: path)
+        defer { try? database.close() }
+        return try database.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM \(table)") ?? 0 }
+    }
+
     static func corruptMessages(path: String) throws -> Int {
         let database = try DatabaseQueue(path: path)
         defer { try? database.close() }

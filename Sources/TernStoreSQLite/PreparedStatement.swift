@@ -8,12 +8,30 @@ import GRDBSQLite
 /// statements several times per message, and a profile of durable QoS 1 load showed that
 /// boxing and reference counting costing more than SQLite's own work. The statement stays GRDB's,
 /// which finalizes it; it is only used inside the writer's transactions.
-struct PreparedWrite {
+struct PreparedStatement {
     private let statement: Statement
     private var handle: SQLiteStatement { statement.sqliteStatement }
 
     init(_ db: Database, _ sql: String) throws {
         statement = try db.makeStatement(sql: sql)
+    }
+
+    /// Steps through the rows of a query, calling `body` with each; the row is valid only
+    /// during the call.
+    func forEachRow(_ db: Database, _ body: (RawRow) throws -> Void) throws {
+        defer { sqlite3_reset(handle) }
+        while true {
+            let code = sqlite3_step(handle)
+            if code == SQLITE_DONE { return }
+            guard code == SQLITE_ROW else {
+                throw DatabaseError(
+                    resultCode: ResultCode(rawValue: code),
+                    message: db.lastErrorMessage,
+                    sql: statement.sql
+                )
+            }
+            try body(RawRow(handle: handle))
+        }
     }
 
     func bind(_ index: Int32, _ value: Int64) {
@@ -54,21 +72,44 @@ struct PreparedWrite {
 }
 
 /// The statements the writer runs per message, prepared at its first batch.
+/// The current row of a ``PreparedStatement/forEachRow(_:_:)``, read column by column.
+struct RawRow {
+    let handle: SQLiteStatement
+
+    func isNull(_ column: Int32) -> Bool { sqlite3_column_type(handle, column) == SQLITE_NULL }
+
+    func int64(_ column: Int32) -> Int64 { sqlite3_column_int64(handle, column) }
+
+    func optionalInt64(_ column: Int32) -> Int64? { isNull(column) ? nil : int64(column) }
+
+    /// The bytes of a blob column, valid until the next step; empty for NULL.
+    func bytes(_ column: Int32) -> UnsafeRawBufferPointer {
+        // sqlite3_column_blob first, then sqlite3_column_bytes, as SQLite's documentation asks.
+        guard let base = sqlite3_column_blob(handle, column) else {
+            return UnsafeRawBufferPointer(start: nil, count: 0)
+        }
+        return UnsafeRawBufferPointer(start: base, count: Int(sqlite3_column_bytes(handle, column)))
+    }
+}
+
 struct WriterStatements {
-    let insertMessage: PreparedWrite
-    let deleteMessage: PreparedWrite
-    let insertDelivery: PreparedWrite
-    let deleteDelivery: PreparedWrite
-    let setPacketIdentifier: PreparedWrite
+    let insertMessage: PreparedStatement
+    let deleteMessage: PreparedStatement
+    let insertDelivery: PreparedStatement
+    let deleteDelivery: PreparedStatement
+    let setPacketIdentifier: PreparedStatement
 
     init(_ db: Database) throws {
-        insertMessage = try PreparedWrite(db, "INSERT OR IGNORE INTO messages(id, body, expires_at) VALUES (?, ?, ?)")
-        deleteMessage = try PreparedWrite(db, "DELETE FROM messages WHERE id = ?")
-        insertDelivery = try PreparedWrite(
+        insertMessage = try PreparedStatement(
+            db,
+            "INSERT OR IGNORE INTO messages(id, body, expires_at) VALUES (?, ?, ?)"
+        )
+        deleteMessage = try PreparedStatement(db, "DELETE FROM messages WHERE id = ?")
+        insertDelivery = try PreparedStatement(
             db,
             "INSERT OR REPLACE INTO deliveries(seq, session, message, flags, subscription_ids, packet_id) VALUES (?, ?, ?, ?, ?, ?)"
         )
-        deleteDelivery = try PreparedWrite(db, "DELETE FROM deliveries WHERE seq = ?")
-        setPacketIdentifier = try PreparedWrite(db, "UPDATE deliveries SET packet_id = ? WHERE seq = ?")
+        deleteDelivery = try PreparedStatement(db, "DELETE FROM deliveries WHERE seq = ?")
+        setPacketIdentifier = try PreparedStatement(db, "UPDATE deliveries SET packet_id = ? WHERE seq = ?")
     }
 }
