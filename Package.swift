@@ -213,6 +213,7 @@ let package = Package(
                 "TernClient",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 "TernStoreSQLite",
+                "TernStore",
                 "TernBrokerTesting",
                 "TernBrokerCore",
                 "TernCodec",

@@ -49,6 +49,8 @@ public final class MQTTBroker: Service, Sendable {
         var deadlineTimer: (at: BrokerInstant, task: Scheduled<Void>)?
         /// Whether deadlines are being kept: from listening until shutdown.
         var keepsDeadlines = false
+        /// Connections whose CONNECT waits for the store's queues (``BrokerState/connectWaitsForQueues(_:)``).
+        var waitingForQueues: [Handle] = []
     }
 
     public let options: BrokerOptions
@@ -65,6 +67,9 @@ public final class MQTTBroker: Service, Sendable {
     let metricsListening: EventLoopPromise<SocketAddress>
     /// Fulfilled once the store is loaded, before any listener is bound.
     let restored: EventLoopPromise<Void>
+    /// Fulfilled once the store's queues are in and its writer runs (at once without a store, or
+    /// with one that loads everything up front).
+    let queuesRestored: EventLoopPromise<Void>
     /// What must be ready before the listeners open (``addStartupGate()``).
     let startupGates = Mutex<[EventLoopPromise<Void>]>([])
     let metrics: BrokerMetrics
@@ -103,6 +108,7 @@ public final class MQTTBroker: Service, Sendable {
         self.listening = group.any().makePromise(of: [SocketAddress].self)
         self.metricsListening = group.any().makePromise(of: SocketAddress.self)
         self.restored = group.any().makePromise(of: Void.self)
+        self.queuesRestored = group.any().makePromise(of: Void.self)
         self.metrics = BrokerMetrics(withStore: options.store != nil)
     }
 
@@ -112,6 +118,7 @@ public final class MQTTBroker: Service, Sendable {
         listening.fail(ListenerError(listener: "every listener", reason: "the broker was released before it listened"))
         metricsListening.fail(ListenerError(listener: "metrics", reason: "the broker was released before it listened"))
         restored.fail(ListenerError(listener: "every listener", reason: "the broker was released before it started"))
+        queuesRestored.succeed()
         for gate in startupGates.withLock({ $0 }) { gate.succeed() }
     }
 
@@ -187,17 +194,24 @@ public final class MQTTBroker: Service, Sendable {
             throw error
         }
         defer { metricsChannel?.close(promise: nil) }
+        var queuesFollow = false
         if let store = options.store {
             do {
-                try restore(from: store)
+                queuesFollow = try restore(from: store)
             } catch {
                 listening.fail(error)
                 restored.fail(error)
+                queuesRestored.succeed()
                 throw error
             }
+        } else {
+            queuesRestored.succeed()
         }
         defer { options.store?.close() }
         restored.succeed()
+        // Read while the startup gates wait and the listeners open: a bridge's own session may
+        // be among those whose CONNECT waits for them.
+        if queuesFollow, let store = options.store { restoreQueues(from: store) }
         await openStartupGates()
         var channels: [any Channel] = []
         do {
@@ -262,6 +276,8 @@ public final class MQTTBroker: Service, Sendable {
         sysTicker?.cancel()
         memoryCheck?.cancel()
         await disconnectEveryone()
+        // The store closes when this returns: not while its queues are still being read.
+        try? await queuesRestored.futureResult.get()
     }
 
     /// Waits for the startup gates, at most 30 s: a gate that never opens delays the listeners,
@@ -294,8 +310,11 @@ public final class MQTTBroker: Service, Sendable {
 
     // MARK: The store
 
-    /// Loads the store into the state before any client can connect, then starts its writer.
-    func restore(from store: any TernStore) throws {
+    /// Loads the store into the state before any client can connect. Unless the queues follow
+    /// (``StoreSnapshot/queuesFollow``), starts its writer too.
+    /// - Returns: whether the queues follow, for ``restoreQueues(from:)`` once the listeners are open.
+    @discardableResult
+    func restore(from store: any TernStore) throws -> Bool {
         let started = ContinuousClock.now
         let snapshot = try store.load()
         let loaded = ContinuousClock.now - started
@@ -309,16 +328,80 @@ public final class MQTTBroker: Service, Sendable {
             metadata: [
                 "sessions": "\(summary.sessions)",
                 "expired-sessions": "\(summary.expiredSessions)",
-                "queued-messages": "\(summary.queuedMessages)",
-                "inflight-messages": "\(summary.inflightMessages)",
+                "queued-messages": snapshot.queuesFollow ? "to follow" : "\(summary.queuedMessages)",
+                "inflight-messages": snapshot.queuesFollow ? "to follow" : "\(summary.inflightMessages)",
                 "retained-messages": "\(summary.retainedMessages)",
-                "load-ms":
-                    "\(loaded.components.seconds * 1000 + loaded.components.attoseconds / 1_000_000_000_000_000)",
+                "load-ms": "\(Self.milliseconds(loaded))",
             ]
         )
+        if !snapshot.queuesFollow { startStoreWriter(store) }
+        return snapshot.queuesFollow
+    }
+
+    /// Reads the queues the store left out, on a thread of its own (the listeners open and
+    /// clients connect meanwhile), puts them in front of their sessions' queues, starts the
+    /// store's writer, and lets the CONNECTs that waited for them go on. Changes the broker
+    /// makes meanwhile wait in the store's queue for the writer: the store is unchanged while
+    /// its queues are read.
+    private func restoreQueues(from store: any TernStore) {
+        let thread = Thread { [self] in
+            let started = ContinuousClock.now
+            let queues: StoredQueues
+            do {
+                queues = try store.loadQueues()
+            } catch {
+                logger.error(
+                    "STORE QUEUES UNREADABLE: the sessions go on without their queued messages",
+                    metadata: ["error": "\(error)"]
+                )
+                queues = StoredQueues()
+            }
+            let (summary, waiting) = shared.withLock { shared in
+                let summary = shared.state.restoreQueues(queues)
+                defer { shared.waitingForQueues = [] }
+                return (summary, shared.waitingForQueues)
+            }
+            logger.info(
+                "store queues restored",
+                metadata: [
+                    "sessions": "\(summary.sessions)",
+                    "queued-messages": "\(summary.queuedMessages)",
+                    "inflight-messages": "\(summary.inflightMessages)",
+                    "load-ms": "\(Self.milliseconds(ContinuousClock.now - started))",
+                    "waiting-connections": "\(waiting.count)",
+                ]
+            )
+            startStoreWriter(store)
+            for handle in waiting {
+                handle.eventLoop.execute { handle.handler.value.continueAfterQueues() }
+            }
+            queuesRestored.succeed()
+        }
+        thread.name = "tern-store-queues"
+        thread.start()
+    }
+
+    private func startStoreWriter(_ store: any TernStore) {
         store.start { [self] commit in self.committed(commit) }
         // Changes made by the restore itself (sessions detached, wills published) go in the first batch.
         withState { _ in [] }
+    }
+
+    /// Holds a CONNECT until the store's queues are in, if its session waits for them.
+    /// - Returns: whether it waits; ``MQTTConnectionHandler/continueAfterQueues()`` follows then.
+    func waitsForQueues(_ connect: Connect, handle: Handle) -> Bool {
+        shared.withLock { shared in
+            guard shared.state.connectWaitsForQueues(connect) else { return false }
+            shared.waitingForQueues.append(handle)
+            return true
+        }
+    }
+
+    /// How many CONNECTs wait for the store's queues now (for tests).
+    var connectionsWaitingForQueues: Int { shared.withLock { $0.waitingForQueues.count } }
+
+    private static func milliseconds(_ duration: Duration) -> Int64 {
+        duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
     }
 
     /// Wakes the connections whose queues waited for this commit; each writes what it released

@@ -44,6 +44,10 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private var outboundAliases = OutboundTopicAliases(maximum: 0)
     /// Authentication Method and Data to add to the CONNACK of an enhanced authentication.
     private var connackAuthentication: Properties?
+    /// A CONNECT whose session waits for the store's queues (``MQTTBroker/waitsForQueues(_:handle:)``),
+    /// with its checked credentials. Reading stops meanwhile; what was read after it waits in
+    /// `partialPacket`.
+    private var awaitingQueues: (connect: Connect, credentials: Credentials)?
     private var packetsRead: UInt64 = 0
     private var bytesRead: UInt64 = 0
     private var packetsWritten: UInt64 = 0
@@ -95,7 +99,9 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private func startConnectTimer(context: ChannelHandlerContext) {
         guard timer == nil, !attached else { return }
         timer = context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(broker.options.connectTimeout)) { [self] in
-            if !attached { close(reason: "no CONNECT within \(broker.options.connectTimeout) s") }
+            if !attached, awaitingQueues == nil {
+                close(reason: "no CONNECT within \(broker.options.connectTimeout) s")
+            }
         }
     }
 
@@ -118,8 +124,14 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             partial.writeBuffer(&buffer)
             buffer = partial
         }
+        decodeAndHandle(&buffer)
+    }
+
+    /// Handles the packets in `buffer` and keeps what is left of it (a split packet, or what
+    /// follows a CONNECT that waits for the store's queues) for later.
+    private func decodeAndHandle(_ buffer: inout ByteBuffer) {
         do {
-            while !closing, let packet = try decoder.decodePacket(from: &buffer) {
+            while !closing, awaitingQueues == nil, let packet = try decoder.decodePacket(from: &buffer) {
                 packetsRead += 1
                 handle(packet)
             }
@@ -128,6 +140,18 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             return
         }
         if buffer.readableBytes > 0, !closing { partialPacket = buffer }
+    }
+
+    /// The store's queues are in: the CONNECT that waited goes on, then what was read after it,
+    /// then reading.
+    func continueAfterQueues() {
+        guard let (connect, credentials) = awaitingQueues.take(), !closing, let context else { return }
+        attach(connect, credentials: credentials)
+        drainOutbound(flush: false)
+        if var buffered = partialPacket.take() { decodeAndHandle(&buffered) }
+        outbox.dispatch()
+        flushIfNeeded()
+        try? context.channel.syncOptions?.setOption(.autoRead, value: true)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -204,20 +228,14 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         let id = self.id
         switch packet {
         case .connect(let connect):
-            version = connect.protocolVersion
-            if version == .v5 {
-                outboundAliases = OutboundTopicAliases(maximum: connect.properties.topicAliasMaximum ?? 0)
-            }
-            attached = true
             var connect = connect
             let credentials = checkCredentials(&connect)
-            let listener = broker.policyListener(self.listener)
-            broker.withState(current: id, outbox: &outbox) { state in
-                let actions = state.connect(id, connect, credentials: credentials, listener: listener, now: now)
-                let granted = state.grantedKeepAlive(requested: connect.keepAlive)
-                self.startKeepAlive(seconds: granted)
-                return actions
+            if let handle, broker.waitsForQueues(connect, handle: handle) {
+                awaitingQueues = (connect, credentials)
+                try? context?.channel.syncOptions?.setOption(.autoRead, value: false)
+                return
             }
+            attach(connect, credentials: credentials)
         case .publish(let publish): broker.withState(current: id, outbox: &outbox) { $0.publish(id, publish, now: now) }
         case .puback(let ack):
             broker.withState(current: id, outbox: &outbox) { $0.acknowledge(id, .puback, ack, now: now) }
@@ -235,6 +253,23 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         default: return
         }
         drainOutbound(flush: false)
+    }
+
+    private func attach(_ connect: Connect, credentials: Credentials) {
+        let now = BrokerInstant.now()
+        let id = self.id
+        version = connect.protocolVersion
+        if version == .v5 {
+            outboundAliases = OutboundTopicAliases(maximum: connect.properties.topicAliasMaximum ?? 0)
+        }
+        attached = true
+        let listener = broker.policyListener(self.listener)
+        broker.withState(current: id, outbox: &outbox) { state in
+            let actions = state.connect(id, connect, credentials: credentials, listener: listener, now: now)
+            let granted = state.grantedKeepAlive(requested: connect.keepAlive)
+            self.startKeepAlive(seconds: granted)
+            return actions
+        }
     }
 
     /// Checks the user name and password against the password file, on this event loop: PBKDF2

@@ -1,4 +1,5 @@
-import TernCodec
+import DequeModule
+public import TernCodec
 
 // MARK: - Recording changes for the store
 
@@ -119,7 +120,8 @@ extension BrokerState {
         var summary = RestoreSummary()
         var actions: [BrokerAction] = []
         let messages = snapshot.messages
-        lastMessageID = max(lastMessageID, messages.keys.max() ?? 0)
+        lastMessageID = max(lastMessageID, messages.keys.max() ?? 0, snapshot.lastMessageID)
+        lastDeliverySequence = max(lastDeliverySequence, snapshot.lastDeliverySequence)
 
         for (topic, id) in snapshot.retained {
             guard var message = messages[id] else { continue }
@@ -154,26 +156,8 @@ extension BrokerState {
                 session.inflight.append(.release(packetIdentifier: packetIdentifier))
             }
             session.queue.reserveCapacity(stored.deliveries.count)
-            for delivery in stored.deliveries {
-                lastDeliverySequence = max(lastDeliverySequence, delivery.sequence)
-                guard var message = messages[delivery.messageID] else { continue }
-                message.storeID = delivery.messageID
-                let restored = Delivery(
-                    message: message,
-                    qos: delivery.qos,
-                    retain: delivery.retain,
-                    subscriptionIdentifiers: delivery.subscriptionIdentifiers,
-                    sequence: delivery.sequence
-                )
-                if let packetIdentifier = delivery.packetIdentifier {
-                    session.inflight.append(.publish(packetIdentifier: packetIdentifier, restored))
-                    summary.inflightMessages += 1
-                } else {
-                    session.queue.append(restored)
-                    session.queuedBytes += message.payload.readableBytes
-                    summary.queuedMessages += 1
-                }
-            }
+            restoreDeliveries(stored.deliveries, messages: messages, into: &session, summary: &summary)
+            if snapshot.queuesFollow { sessionsAwaitingQueues.insert(header.clientID) }
             session.inboundQoS2Pending = Set(stored.inboundQoS2)
             if let will = header.will {
                 if let deadline = header.willDeadline {
@@ -210,5 +194,73 @@ extension BrokerState {
         summary.expiredSessions = before - sessions.count
         summary.sessions -= summary.expiredSessions
         return (summary, actions)
+    }
+
+    /// Puts a session's stored deliveries in front of its queue and in-flight window. Stored
+    /// deliveries predate anything routed to the session since the restart, so in front is
+    /// their order (§4.6).
+    private mutating func restoreDeliveries(
+        _ deliveries: [StoredDelivery],
+        messages: [UInt64: ApplicationMessage],
+        into session: inout Session,
+        summary: inout RestoreSummary
+    ) {
+        guard !deliveries.isEmpty else { return }
+        var queued = Deque<Delivery>()
+        queued.reserveCapacity(deliveries.count + session.queue.count)
+        for delivery in deliveries {
+            lastDeliverySequence = max(lastDeliverySequence, delivery.sequence)
+            guard var message = messages[delivery.messageID] else { continue }
+            message.storeID = delivery.messageID
+            let restored = Delivery(
+                message: message,
+                qos: delivery.qos,
+                retain: delivery.retain,
+                subscriptionIdentifiers: delivery.subscriptionIdentifiers,
+                sequence: delivery.sequence
+            )
+            if let packetIdentifier = delivery.packetIdentifier {
+                session.inflight.append(.publish(packetIdentifier: packetIdentifier, restored))
+                summary.inflightMessages += 1
+            } else {
+                queued.append(restored)
+                session.queuedBytes += message.payload.readableBytes
+                summary.queuedMessages += 1
+            }
+        }
+        queued.append(contentsOf: session.queue)
+        session.queue = queued
+    }
+
+    /// Whether a CONNECT must wait for ``restoreQueues(_:)``: its session was restored and its
+    /// deliveries are not in yet.
+    public func connectWaitsForQueues(_ packet: Connect) -> Bool {
+        guard !sessionsAwaitingQueues.isEmpty else { return false }
+        let clientID = configuration.useUsernameAsClientID ? packet.username ?? "" : packet.clientIdentifier
+        return sessionsAwaitingQueues.contains(clientID)
+    }
+
+    /// Whether some restored session still waits for its deliveries.
+    public var queuesPending: Bool { !sessionsAwaitingQueues.isEmpty }
+
+    /// Brings in the deliveries a store read after the listeners opened
+    /// (``StoreSnapshot/queuesFollow``), in front of whatever was routed to their sessions since.
+    /// Sessions that ended meanwhile are skipped: the store deletes their deliveries with them.
+    public mutating func restoreQueues(_ queues: StoredQueues) -> RestoreSummary {
+        var summary = RestoreSummary()
+        var byKey: [UInt64: String] = [:]
+        for (clientID, session) in sessions where session.storeKey != 0 { byKey[session.storeKey] = clientID }
+        for (key, deliveries) in queues.deliveries {
+            guard let clientID = byKey[key], var session = sessions.removeValue(forKey: clientID) else {
+                for delivery in deliveries { lastDeliverySequence = max(lastDeliverySequence, delivery.sequence) }
+                continue
+            }
+            restoreDeliveries(deliveries, messages: queues.messages, into: &session, summary: &summary)
+            sessions[clientID] = session
+            summary.sessions += 1
+        }
+        lastMessageID = max(lastMessageID, queues.messages.keys.max() ?? 0)
+        sessionsAwaitingQueues = []
+        return summary
     }
 }

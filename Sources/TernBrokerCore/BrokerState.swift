@@ -42,6 +42,9 @@ public struct BrokerState: Sendable {
     var lastStoreKey: UInt64 = 0
     var lastMessageID: UInt64 = 0
     var lastDeliverySequence: UInt64 = 0
+    /// Client identifiers of restored sessions whose deliveries the store has not brought in yet
+    /// (``restoreQueues(_:)``).
+    var sessionsAwaitingQueues: Set<String> = []
     var lastRecordedMessageID: UInt64 = 0
     let startedAt: BrokerInstant
     /// Payload bytes of the queues of sessions that ended since ``takeFreedQueueBytes()`` was last

@@ -127,12 +127,20 @@ public struct StoredSession: Sendable, Hashable {
     }
 }
 
-/// Everything a store holds, as read at start-up.
+/// Everything a store holds, as read at start-up; or, when ``queuesFollow``, everything but the
+/// sessions' deliveries and the messages only they refer to, which ``StoredQueues`` brings later.
 public struct StoreSnapshot: Sendable {
     public var sessions: [StoredSession]
     public var messages: [UInt64: ApplicationMessage]
     /// Topic → message identifier.
     public var retained: [String: UInt64]
+    /// Whether the deliveries come separately (``TernStore/loadQueues()``), after the listeners
+    /// opened: the broker then holds the CONNECTs of stored sessions until they are in.
+    public var queuesFollow = false
+    /// The highest delivery sequence and message identifier stored, so that what the broker
+    /// stores before the queues are in never takes one of theirs.
+    public var lastDeliverySequence: UInt64 = 0
+    public var lastMessageID: UInt64 = 0
 
     public init(
         sessions: [StoredSession] = [],
@@ -171,4 +179,16 @@ public struct StoreStatistics: Sendable, Hashable {
     public var averageBatchChanges: UInt64 { commits == 0 ? 0 : committedChanges / commits }
 
     public init() {}
+}
+
+/// The sessions' queued and in-flight deliveries, read after the listeners opened.
+public struct StoredQueues: Sendable {
+    /// Session key → its deliveries, in sequence order.
+    public var deliveries: [UInt64: [StoredDelivery]]
+    public var messages: [UInt64: ApplicationMessage]
+
+    public init(deliveries: [UInt64: [StoredDelivery]] = [:], messages: [UInt64: ApplicationMessage] = [:]) {
+        self.deliveries = deliveries
+        self.messages = messages
+    }
 }

@@ -9,8 +9,15 @@ public import TernBrokerCore
 /// in batches on its own thread and reports each commit to the handler given to ``start(onCommit:)``;
 /// the broker holds back acknowledgements that depend on a batch until it is committed.
 public protocol TernStore: AnyObject, Sendable {
-    /// Reads everything stored. Called once, before the broker accepts connections.
+    /// Reads what the broker needs before it accepts connections: everything stored, or, when
+    /// the snapshot says ``StoreSnapshot/queuesFollow``, everything but the queued deliveries.
+    /// Called once.
     func load() throws -> StoreSnapshot
+
+    /// Reads the queued and in-flight deliveries that ``load()`` left out. Called once, on a
+    /// thread of its own, after the listeners opened and before ``start(onCommit:)``: the store
+    /// has changed nothing since ``load()``.
+    func loadQueues() throws -> StoredQueues
 
     /// Begins accepting changes. `onCommit` is called, on the store's own thread, after each
     /// commit, with the ticket of the last change it made durable.
@@ -51,6 +58,9 @@ public struct StoreCommit: Sendable, Hashable {
 }
 
 extension TernStore {
+    /// A store whose ``load()`` brings everything has no queues to bring later.
+    public func loadQueues() throws -> StoredQueues { StoredQueues() }
+
     /// A store that applies changes as they come has no commit to start or put off.
     public func submit(_ changes: [StoreChange], startingCommit: Bool) -> UInt64? { submit(changes) }
     public func startCommit() {}

@@ -174,41 +174,17 @@ enum SQLiteSchema {
                 )
             )
         }
-        // Messages and deliveries are a row per queued message: read through SQLite's C API
-        // (see PreparedStatement) rather than GRDB's boxed rows.
-        let messageCount = try Int.fetchOne(db, sql: "SELECT count(*) FROM messages") ?? 0
-        snapshot.messages.reserveCapacity(messageCount)
-        try PreparedStatement(db, "SELECT id, body, expires_at FROM messages").forEachRow(db) { row in
-            let body = row.bytes(1)
-            guard !row.isNull(1) else { throw StoreCorruption("a stored message has no body") }
-            // The body is copied once, into the ByteBuffer the message's payload slices.
-            snapshot.messages[UInt64(row.int64(0))] = try StoredMessageCoding.decode(
-                ByteBuffer(bytes: body),
-                expiresAt: row.optionalInt64(2).map { BrokerInstant(millisecondsSinceEpoch: $0) }
-            )
-        }
-        let deliveries = try PreparedStatement(
+        // The queues come later (readQueues): here only the retained messages, and the highest
+        // keys, so that nothing the broker stores meanwhile takes one of theirs.
+        try PreparedStatement(
             db,
-            "SELECT seq, session, message, flags, subscription_ids, packet_id FROM deliveries ORDER BY seq"
-        )
-        try deliveries.forEachRow(db) { row in
-            let key = UInt64(row.int64(1))
-            guard sessions[key] != nil else { return }
-            let flags = row.int64(3)
-            guard let qos = QoS(rawValue: UInt8(flags & 3)) else {
-                throw StoreCorruption("a delivery has QoS \(flags & 3)")
-            }
-            sessions[key]!.deliveries.append(
-                StoredDelivery(
-                    sequence: UInt64(row.int64(0)),
-                    messageID: UInt64(row.int64(2)),
-                    qos: qos,
-                    retain: flags & 4 != 0,
-                    subscriptionIdentifiers: row.isNull(4) ? [] : try decodeIdentifiers(row.bytes(4)),
-                    packetIdentifier: row.optionalInt64(5).map { UInt16(clamping: $0) }
-                )
-            )
+            "SELECT m.id, m.body, m.expires_at FROM retained r JOIN messages m ON m.id = r.message"
+        ).forEachRow(db) { row in
+            snapshot.messages[UInt64(row.int64(0))] = try storedMessage(row)
         }
+        snapshot.lastDeliverySequence = UInt64(try Int64.fetchOne(db, sql: "SELECT max(seq) FROM deliveries") ?? 0)
+        snapshot.lastMessageID = UInt64(try Int64.fetchOne(db, sql: "SELECT max(id) FROM messages") ?? 0)
+        snapshot.queuesFollow = true
         let releaseRows = try Row.fetchCursor(db, sql: "SELECT session, packet_id FROM releases")
         while let row = try releaseRows.next() {
             sessions[UInt64(row[0] as Int64)]?.releases.append(UInt16(clamping: row[1] as Int))
@@ -223,5 +199,51 @@ enum SQLiteSchema {
         }
         snapshot.sessions = order.compactMap { sessions[$0] }
         return snapshot
+    }
+
+    /// A message row (id, body, expires_at): the body is copied once, into the ByteBuffer the
+    /// message's payload slices.
+    private static func storedMessage(_ row: RawRow) throws -> ApplicationMessage {
+        guard !row.isNull(1) else { throw StoreCorruption("a stored message has no body") }
+        return try StoredMessageCoding.decode(
+            ByteBuffer(bytes: row.bytes(1)),
+            expiresAt: row.optionalInt64(2).map { BrokerInstant(millisecondsSinceEpoch: $0) }
+        )
+    }
+
+    /// The deliveries of `sessions`, with the messages they refer to (``StoredQueues``).
+    /// Deliveries of sessions that are not stored are orphans, which the writer removes.
+    static func readQueues(_ db: Database, sessions: Set<UInt64>) throws -> StoredQueues {
+        var queues = StoredQueues()
+        // Messages and deliveries are a row per queued message: read through SQLite's C API
+        // (see PreparedStatement) rather than GRDB's boxed rows.
+        let messageCount = try Int.fetchOne(db, sql: "SELECT count(*) FROM messages") ?? 0
+        queues.messages.reserveCapacity(messageCount)
+        try PreparedStatement(db, "SELECT id, body, expires_at FROM messages").forEachRow(db) { row in
+            queues.messages[UInt64(row.int64(0))] = try storedMessage(row)
+        }
+        let deliveries = try PreparedStatement(
+            db,
+            "SELECT seq, session, message, flags, subscription_ids, packet_id FROM deliveries ORDER BY seq"
+        )
+        try deliveries.forEachRow(db) { row in
+            let key = UInt64(row.int64(1))
+            guard sessions.contains(key) else { return }
+            let flags = row.int64(3)
+            guard let qos = QoS(rawValue: UInt8(flags & 3)) else {
+                throw StoreCorruption("a delivery has QoS \(flags & 3)")
+            }
+            queues.deliveries[key, default: []].append(
+                StoredDelivery(
+                    sequence: UInt64(row.int64(0)),
+                    messageID: UInt64(row.int64(2)),
+                    qos: qos,
+                    retain: flags & 4 != 0,
+                    subscriptionIdentifiers: row.isNull(4) ? [] : try decodeIdentifiers(row.bytes(4)),
+                    packetIdentifier: row.optionalInt64(5).map { UInt16(clamping: $0) }
+                )
+            )
+        }
+        return queues
     }
 }

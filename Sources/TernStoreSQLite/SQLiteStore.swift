@@ -38,6 +38,9 @@ public final class SQLiteStore: TernStore {
     private let stopped = Mutex<Bool>(false)
     /// Read when the store is opened, handed to the broker by ``load()``.
     private let opened: Mutex<StoreSnapshot?>
+    /// The sessions ``load()`` brings: ``loadQueues()`` leaves out the deliveries of any other
+    /// (orphans, which the writer removes).
+    private let openedSessionKeys: Set<UInt64>
 
     struct Figures {
         var statistics = StoreStatistics()
@@ -85,6 +88,7 @@ public final class SQLiteStore: TernStore {
             database = try Self.open(path: path)
         }
         self.database = database
+        self.openedSessionKeys = Set(snapshot.sessions.map(\.header.key))
         self.opened = Mutex(snapshot)
     }
 
@@ -127,10 +131,6 @@ public final class SQLiteStore: TernStore {
             return opened ?? StoreSnapshot()
         }
         figures.withLock { figures in
-            figures.references.reserveCapacity(snapshot.messages.count)
-            for session in snapshot.sessions {
-                for delivery in session.deliveries { figures.references[delivery.messageID, default: 0] += 1 }
-            }
             for (topic, id) in snapshot.retained {
                 figures.references[id, default: 0] += 1
                 figures.retained[topic] = id
@@ -139,6 +139,22 @@ public final class SQLiteStore: TernStore {
             figures.statistics.messages = figures.references.count
         }
         return snapshot
+    }
+
+    /// The deliveries ``load()`` left out, with the messages they refer to. Their references
+    /// count from here on: the writer, which releases them, starts after this.
+    public func loadQueues() throws -> StoredQueues {
+        let queues = try database.read { db in try SQLiteSchema.readQueues(db, sessions: openedSessionKeys) }
+        figures.withLock { figures in
+            var count = 0
+            for deliveries in queues.deliveries.values { count += deliveries.count }
+            figures.references.reserveCapacity(figures.references.count + count)
+            for deliveries in queues.deliveries.values {
+                for delivery in deliveries { figures.references[delivery.messageID, default: 0] += 1 }
+            }
+            figures.statistics.messages = figures.references.count
+        }
+        return queues
     }
 
     // MARK: Writing

@@ -61,7 +61,7 @@ struct StoreSystemTopicTests {
             func current() -> Bool {
                 values["messages"] == "1" && values["sessions"] == "1" && (Int(values["commits"] ?? "") ?? 0) > 0
                     && values["commit latency/last"] != nil && values["file size"] != nil
-                    && values["batch size/maximum"] != nil
+                    && (Int(values["batch size/maximum"] ?? "") ?? 0) >= 1
             }
             while !current() {
                 guard let packet = try await client.next(seconds: 20) else { break }

@@ -96,7 +96,16 @@ struct MetricsInteropTests {
             let during = try await Peers.scrape(metricsPort)
             #expect(during.samples["tern_clients_connected{}"].map { $0 >= 1 } == true)
             _ = try await published
-            try await subscriber.wait(timeout: .seconds(60)) { $0.count >= Self.messages }
+            do {
+                try await subscriber.wait(timeout: .seconds(60)) { $0.count >= Self.messages }
+            } catch {
+                // What the broker had done by then, to tell a stalled queue from a lost message.
+                let figures = broker.statistics
+                Issue.record(
+                    "subscriber has \(subscriber.deliveries.count) of \(Self.messages); broker received \(figures.publishMessagesReceived), sent \(figures.publishMessagesSent), backpressure events \(figures.backpressureEvents)"
+                )
+                throw error
+            }
             let check = SequenceCheck(subscriber.deliveries, published: [1: Self.messages], qos: { _ in .atLeastOnce })
             #expect(check.outOfOrder == 0, "\(check)")
             #expect(check.lost == 0, "\(check)")

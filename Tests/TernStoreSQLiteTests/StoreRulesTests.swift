@@ -72,19 +72,47 @@ final class StoreHarness {
         state.recordsChanges = true
         state.accessControl = accessControl
         let snapshot = try store.load()
-        let result = state.restore(snapshot, now: now)
+        var result = state.restore(snapshot, now: now)
+        // As the broker does once its listeners are open: the queues, then the writer.
+        let queues = state.restoreQueues(try store.loadQueues())
+        result.summary.queuedMessages += queues.queuedMessages
+        result.summary.inflightMessages += queues.inflightMessages
         store.start { _ in }
         let changes = state.takeStoreChanges()
         if !changes.isEmpty { _ = store.submit(changes) }
         return result
     }
 
+    /// ``restart(now:)`` up to the point where the listeners open: the queues are not in yet.
+    func restartWithoutQueues(now: BrokerInstant) throws {
+        store.close()
+        store = try Self.open(kind, path: path, existing: store)
+        state = BrokerState(configuration: configuration, now: now)
+        state.recordsChanges = true
+        state.accessControl = accessControl
+        _ = state.restore(try store.load(), now: now)
+    }
+
+    /// The rest of a restart: the queues come in and the writer starts.
+    func bringInQueues() throws {
+        _ = state.restoreQueues(try store.loadQueues())
+        store.start { _ in }
+        let changes = state.takeStoreChanges()
+        if !changes.isEmpty { _ = store.submit(changes) }
+    }
+
     /// What the store holds now, read the way a restart reads it; the state is left as it is.
     func reload() throws -> StoreSnapshot {
         store.close()
         store = try Self.open(kind, path: path, existing: store)
-        let snapshot = try store.load()
+        var snapshot = try store.load()
+        let queues = try store.loadQueues()
         store.start { _ in }
+        // Whole, as a restart ends up with it.
+        for index in snapshot.sessions.indices {
+            snapshot.sessions[index].deliveries += queues.deliveries[snapshot.sessions[index].header.key] ?? []
+        }
+        snapshot.messages.merge(queues.messages) { first, _ in first }
         return snapshot
     }
 
@@ -376,6 +404,45 @@ struct StoreRulesTests {
             $0.connect(conn(2), connectPacket("watcher", cleanStart: false, expiry: 600), now: t0.plus(seconds: 4))
         }
         #expect(actions.publishes(to: conn(2)).map(\.text) == ["crashed"])
+    }
+
+    // MARK: Queues read after the listeners open
+
+    @Test(
+        "§4.6: a stored queue read after start-up goes before what was routed meanwhile; its CONNECT waits for it"
+    )
+    func queuesReadAfterStartUpKeepOrder() throws {
+        let harness = try StoreHarness(.sqlite)
+        harness.run { $0.connect(conn(1), connectPacket("sub", expiry: 600), now: t0) }
+        harness.run {
+            $0.subscribe(conn(1), subscribePacket([("q/#", SubscriptionOptions(qos: .atLeastOnce))]), now: t0)
+        }
+        harness.run { $0.disconnect(conn(1), Disconnect(), now: t0) }
+        harness.run { $0.connect(conn(2), connectPacket("pub"), now: t0) }
+        for n in 1...2 {
+            harness.run {
+                $0.publish(conn(2), publishPacket("q/1", "m\(n)", qos: .atLeastOnce, id: UInt16(n)), now: t0)
+            }
+        }
+        try harness.restartWithoutQueues(now: t0.plus(seconds: 1))
+        #expect(harness.state.connectWaitsForQueues(connectPacket("sub", cleanStart: false, expiry: 600)))
+        #expect(!harness.state.connectWaitsForQueues(connectPacket("newcomer")))
+        // A publisher that is not a stored session goes on, and its message queues for "sub".
+        harness.run { $0.connect(conn(3), connectPacket("pub2"), now: t0.plus(seconds: 1)) }
+        harness.run {
+            $0.publish(conn(3), publishPacket("q/1", "new", qos: .atLeastOnce, id: 1), now: t0.plus(seconds: 1))
+        }
+        try harness.bringInQueues()
+        #expect(!harness.state.connectWaitsForQueues(connectPacket("sub", cleanStart: false, expiry: 600)))
+        #expect(!harness.state.queuesPending)
+        let queued = harness.state.sessions["sub"]?.queue.map { String(buffer: $0.message.payload) }
+        #expect(queued == ["m1", "m2", "new"])
+        // Restarted once more before "sub" returns: the new delivery was stored after the old ones.
+        try harness.restart(now: t0.plus(seconds: 2))
+        let actions = harness.run {
+            $0.connect(conn(4), connectPacket("sub", cleanStart: false, expiry: 600), now: t0.plus(seconds: 2))
+        }
+        #expect(actions.publishes(to: conn(4)).map(\.text) == ["m1", "m2", "new"])
     }
 
     // MARK: Messages
