@@ -190,7 +190,7 @@ extension SQLiteStoreFileTests {
 
 extension SQLiteStoreFileTests {
     @Test(
-        "Rows nothing refers to are skipped by the restore and removed by the writer after start-up",
+        "Rows nothing refers to are left out of the restore and removed by the writer after start-up",
         .timeLimit(.minutes(1))
     )
     func orphansRemovedAfterStartUp() async throws {
