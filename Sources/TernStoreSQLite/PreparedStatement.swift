@@ -98,6 +98,7 @@ struct WriterStatements {
     let insertDelivery: PreparedStatement
     let deleteDelivery: PreparedStatement
     let setPacketIdentifier: PreparedStatement
+    let raiseMessageCounter: PreparedStatement
 
     init(_ db: Database) throws {
         insertMessage = try PreparedStatement(
@@ -107,9 +108,13 @@ struct WriterStatements {
         deleteMessage = try PreparedStatement(db, "DELETE FROM messages WHERE id = ?")
         insertDelivery = try PreparedStatement(
             db,
-            "INSERT OR REPLACE INTO deliveries(seq, session, message, flags, subscription_ids, packet_id) VALUES (?, ?, ?, ?, ?, ?)"
+            """
+            INSERT OR REPLACE INTO deliveries(seq, session, message, flags, subscription_ids, packet_id, body, expires_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+            """
         )
         deleteDelivery = try PreparedStatement(db, "DELETE FROM deliveries WHERE seq = ?")
         setPacketIdentifier = try PreparedStatement(db, "UPDATE deliveries SET packet_id = ? WHERE seq = ?")
+        raiseMessageCounter = try PreparedStatement(db, SQLiteSchema.raiseMessageCounter)
     }
 }

@@ -11,11 +11,33 @@ import TernStore
 /// `messages.id` and `deliveries.seq`. Times are milliseconds since the Unix epoch, absolute,
 /// so that time spent stopped counts.
 enum SQLiteSchema {
-    static let version = 1
+    /// 2: a delivery may carry its message's body (`deliveries.body`, `deliveries.expires_at`),
+    /// and `counters` keeps the highest message identifier handed out, which such a message
+    /// leaves no row of its own to tell.
+    static let version = 2
+
+    private static let countersTable =
+        "CREATE TABLE counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;"
+
+    /// Raises the highest message identifier handed out (`counters`) to `id`.
+    static let raiseMessageCounter =
+        "INSERT INTO counters(name, value) VALUES ('message', ?) ON CONFLICT(name) DO UPDATE SET value = max(value, excluded.value)"
 
     static func create(_ db: Database) throws {
         let found = try Int.fetchOne(db, sql: "PRAGMA user_version") ?? 0
         if found == version { return }
+        if found == 1 {
+            // Version 1 files read as they are: their deliveries refer to message rows.
+            try db.execute(
+                sql: """
+                    ALTER TABLE deliveries ADD COLUMN body BLOB;
+                    ALTER TABLE deliveries ADD COLUMN expires_at INTEGER;
+                    \(countersTable)
+                    PRAGMA user_version = \(version);
+                    """
+            )
+            return
+        }
         let tables = try Int.fetchOne(db, sql: "SELECT count(*) FROM sqlite_master WHERE type = 'table'") ?? 0
         guard found == 0, tables == 0 else {
             throw StoreCorruption("schema version \(found) with \(tables) tables; this Tern reads version \(version)")
@@ -48,12 +70,15 @@ enum SQLiteSchema {
                     message INTEGER NOT NULL,
                     flags INTEGER NOT NULL,
                     subscription_ids BLOB,
-                    packet_id INTEGER
+                    packet_id INTEGER,
+                    body BLOB,
+                    expires_at INTEGER
                 );
                 CREATE INDEX deliveries_by_session ON deliveries(session);
                 CREATE TABLE releases(session INTEGER NOT NULL, packet_id INTEGER NOT NULL, PRIMARY KEY(session, packet_id)) WITHOUT ROWID;
                 CREATE TABLE inbound_qos2(session INTEGER NOT NULL, packet_id INTEGER NOT NULL, PRIMARY KEY(session, packet_id)) WITHOUT ROWID;
                 CREATE TABLE retained(topic TEXT PRIMARY KEY, message INTEGER NOT NULL) WITHOUT ROWID;
+                \(countersTable)
                 PRAGMA user_version = \(version);
                 """
         )
@@ -183,7 +208,16 @@ enum SQLiteSchema {
             snapshot.messages[UInt64(row.int64(0))] = try storedMessage(row)
         }
         snapshot.lastDeliverySequence = UInt64(try Int64.fetchOne(db, sql: "SELECT max(seq) FROM deliveries") ?? 0)
-        snapshot.lastMessageID = UInt64(try Int64.fetchOne(db, sql: "SELECT max(id) FROM messages") ?? 0)
+        // A message stored in its delivery's row has no row of its own: the counter tells.
+        snapshot.lastMessageID = UInt64(
+            try Int64.fetchOne(
+                db,
+                sql: """
+                    SELECT max(coalesce((SELECT max(id) FROM messages), 0),
+                               coalesce((SELECT value FROM counters WHERE name = 'message'), 0))
+                    """
+            ) ?? 0
+        )
         snapshot.queuesFollow = true
         let releaseRows = try Row.fetchCursor(db, sql: "SELECT session, packet_id FROM releases")
         while let row = try releaseRows.next() {
@@ -224,7 +258,7 @@ enum SQLiteSchema {
         }
         let deliveries = try PreparedStatement(
             db,
-            "SELECT seq, session, message, flags, subscription_ids, packet_id FROM deliveries ORDER BY seq"
+            "SELECT seq, session, message, flags, subscription_ids, packet_id, body, expires_at FROM deliveries ORDER BY seq"
         )
         try deliveries.forEachRow(db) { row in
             let key = UInt64(row.int64(1))
@@ -232,6 +266,14 @@ enum SQLiteSchema {
             let flags = row.int64(3)
             guard let qos = QoS(rawValue: UInt8(flags & 3)) else {
                 throw StoreCorruption("a delivery has QoS \(flags & 3)")
+            }
+            // A message only this delivery refers to is stored in its row (SQLiteStore.write).
+            let messageID = UInt64(row.int64(2))
+            if !row.isNull(6), queues.messages[messageID] == nil {
+                queues.messages[messageID] = try StoredMessageCoding.decode(
+                    ByteBuffer(bytes: row.bytes(6)),
+                    expiresAt: row.optionalInt64(7).map { BrokerInstant(millisecondsSinceEpoch: $0) }
+                )
             }
             queues.deliveries[key, default: []].append(
                 StoredDelivery(

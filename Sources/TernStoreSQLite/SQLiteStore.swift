@@ -370,14 +370,29 @@ public final class SQLiteStore: TernStore {
                 try db.cachedStatement(sql: "DELETE FROM retained WHERE topic = ?").execute(arguments: [topic])
             }
         }
+        // A message that one delivery of this batch is the only reference to is written in that
+        // delivery's row: one row to insert now and one to delete at its PUBACK, instead of two
+        // each. Every other message gets its own row, which its deliveries refer to.
+        var inline: [UInt64: ApplicationMessage] = [:]
+        var deliveriesByMessage: [UInt64: Int] = [:]
+        for (_, pending) in pendingDeliveries { deliveriesByMessage[pending.delivery.messageID, default: 0] += 1 }
         let insertMessage = statements.insertMessage
-        for (id, message) in pendingMessages where figures.references[id] != nil {
+        for (id, message) in pendingMessages {
+            guard let references = figures.references[id] else { continue }
+            if references == 1, deliveriesByMessage[id] == 1 {
+                inline[id] = message
+                continue
+            }
             insertMessage.bind(1, Int64(id))
             insertMessage.bind(3, message.expiresAt?.millisecondsSinceEpoch)
             try StoredMessageCoding.encode(message).withUnsafeReadableBytes { body in
                 insertMessage.bind(2, bytes: body)
                 try insertMessage.run(db)
             }
+        }
+        if let highest = inline.keys.max() {
+            statements.raiseMessageCounter.bind(1, Int64(highest))
+            try statements.raiseMessageCounter.run(db)
         }
         let insertDelivery = statements.insertDelivery
         for (_, pending) in pendingDeliveries.sorted(by: { $0.key < $1.key }) {
@@ -387,14 +402,23 @@ public final class SQLiteStore: TernStore {
             insertDelivery.bind(3, Int64(delivery.messageID))
             insertDelivery.bind(4, Int64(delivery.qos.rawValue) | (delivery.retain ? 4 : 0))
             insertDelivery.bind(6, delivery.packetIdentifier.map { Int64($0) })
-            if let identifiers = SQLiteSchema.encodeIdentifiers(delivery.subscriptionIdentifiers) {
-                try identifiers.withUnsafeBytes { bytes in
-                    insertDelivery.bind(5, bytes: bytes)
+            let identifiers = SQLiteSchema.encodeIdentifiers(delivery.subscriptionIdentifiers) ?? Data()
+            let body = inline[delivery.messageID].map { StoredMessageCoding.encode($0) } ?? ByteBuffer()
+            insertDelivery.bind(8, inline[delivery.messageID]?.expiresAt?.millisecondsSinceEpoch)
+            try identifiers.withUnsafeBytes { identifierBytes in
+                try body.withUnsafeReadableBytes { bodyBytes in
+                    if identifiers.isEmpty {
+                        insertDelivery.bind(5, nil as Int64?)
+                    } else {
+                        insertDelivery.bind(5, bytes: identifierBytes)
+                    }
+                    if bodyBytes.isEmpty {
+                        insertDelivery.bind(7, nil as Int64?)
+                    } else {
+                        insertDelivery.bind(7, bytes: bodyBytes)
+                    }
                     try insertDelivery.run(db)
                 }
-            } else {
-                insertDelivery.bind(5, nil as Int64?)
-                try insertDelivery.run(db)
             }
         }
         // A message goes with its last reference; SQLite reuses the freed pages.

@@ -63,7 +63,13 @@ public struct StoreListing: Sendable {
                     hasWill: row[6]
                 )
             }
-            let messages = try Int.fetchOne(db, sql: "SELECT count(*) FROM messages") ?? 0
+            // Messages with a row of their own, and those stored in their only delivery's row.
+            let messages =
+                try Int.fetchOne(
+                    db,
+                    sql:
+                        "SELECT count(*) FROM (SELECT id FROM messages UNION SELECT message FROM deliveries WHERE body IS NOT NULL)"
+                ) ?? 0
             let retained = try Int.fetchOne(db, sql: "SELECT count(*) FROM retained") ?? 0
             let size = { (file: String) -> Int64 in
                 ((try? FileManager.default.attributesOfItem(atPath: file))?[.size] as? NSNumber)?.int64Value ?? 0

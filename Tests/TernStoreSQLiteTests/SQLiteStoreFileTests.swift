@@ -223,8 +223,82 @@ extension SQLiteStoreFileTests {
     }
 }
 
+extension SQLiteStoreFileTests {
+    @Test(
+        "A version 1 store file is upgraded in place: its session and queued message come back",
+        .timeLimit(.minutes(1))
+    )
+    func versionOneUpgraded() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tern-v1-\(UUID().uuidString).db")
+            .path
+        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        try GRDBTestAccess.writeVersionOne(path: path)
+        let store = try SQLiteStore(path: path)
+        let snapshot = try store.load()
+        #expect(snapshot.sessions.map(\.header.clientID) == ["old"])
+        #expect(snapshot.lastMessageID == 7)
+        let queues = try store.loadQueues()
+        #expect(queues.deliveries[1]?.map(\.messageID) == [7])
+        #expect(queues.messages[7].map { String(buffer: $0.payload) } == "")
+        store.start { _ in }
+        store.close()
+        #expect(try GRDBTestAccess.count("counters", path: path) == 0)
+    }
+}
+
 /// Direct access to a store file, to damage it on purpose.
 enum GRDBTestAccess {
+    /// A store file as Tern wrote them with schema version 1: one session with one queued
+    /// QoS 1 message (topic "a", empty payload).
+    static func writeVersionOne(path: String) throws {
+        let database = try DatabaseQueue(path: path)
+        defer { try? database.close() }
+        try database.write { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE sessions(
+                        key INTEGER PRIMARY KEY,
+                        client_id TEXT NOT NULL UNIQUE,
+                        version INTEGER NOT NULL,
+                        expiry INTEGER NOT NULL,
+                        expires_at INTEGER,
+                        attached INTEGER NOT NULL,
+                        will BLOB,
+                        will_expires_at INTEGER,
+                        will_delay INTEGER NOT NULL DEFAULT 0,
+                        will_deadline INTEGER
+                    );
+                    CREATE TABLE subscriptions(
+                        session INTEGER NOT NULL,
+                        filter TEXT NOT NULL,
+                        options INTEGER NOT NULL,
+                        identifier INTEGER,
+                        PRIMARY KEY(session, filter)
+                    ) WITHOUT ROWID;
+                    CREATE TABLE messages(id INTEGER PRIMARY KEY, body BLOB NOT NULL, expires_at INTEGER);
+                    CREATE TABLE deliveries(
+                        seq INTEGER PRIMARY KEY,
+                        session INTEGER NOT NULL,
+                        message INTEGER NOT NULL,
+                        flags INTEGER NOT NULL,
+                        subscription_ids BLOB,
+                        packet_id INTEGER
+                    );
+                    CREATE INDEX deliveries_by_session ON deliveries(session);
+                    CREATE TABLE releases(session INTEGER NOT NULL, packet_id INTEGER NOT NULL, PRIMARY KEY(session, packet_id)) WITHOUT ROWID;
+                    CREATE TABLE inbound_qos2(session INTEGER NOT NULL, packet_id INTEGER NOT NULL, PRIMARY KEY(session, packet_id)) WITHOUT ROWID;
+                    CREATE TABLE retained(topic TEXT PRIMARY KEY, message INTEGER NOT NULL) WITHOUT ROWID;
+                    PRAGMA user_version = 1;
+                    """
+            )
+            try db.execute(
+                sql: "INSERT INTO sessions(key, client_id, version, expiry, attached) VALUES (1, 'old', 5, 600, 0)"
+            )
+            try db.execute(sql: "INSERT INTO messages(id, body) VALUES (7, x'300400016100')")
+            try db.execute(sql: "INSERT INTO deliveries(seq, session, message, flags) VALUES (3, 1, 7, 1)")
+        }
+    }
+
     static func addOrphans(path: String) throws {
         let database = try DatabaseQueue(path: path)
         defer { try? database.close() }
