@@ -21,7 +21,7 @@ extension BrokerState {
         defer { sessions[clientID] = session }
         guard session.expiryInterval > 0 else {
             if session.storeKey != 0 {
-                storeChanges.append(.deleteSession(key: session.storeKey))
+                storeChanges.append(.deleteSession(key: session.storeKey, deliveries: session.storedDeliveryKeys))
                 session.storeKey = 0
             }
             return

@@ -304,7 +304,7 @@ extension BrokerState {
         }
         guard let session = sessions.removeValue(forKey: clientID) else { return }
         freedQueueBytes += session.queuedBytes
-        record(.deleteSession(key: session.storeKey), session: session.storeKey)
+        record(.deleteSession(key: session.storeKey, deliveries: session.storedDeliveryKeys), session: session.storeKey)
         for subscription in session.subscriptions.values {
             topics.unsubscribe(subscription.filter, clientID: clientID)
         }

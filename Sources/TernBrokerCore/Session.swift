@@ -206,3 +206,17 @@ public struct Session: Sendable {
         return (packets, expired)
     }
 }
+
+extension Session {
+    /// The stored deliveries this session holds, queued and in flight.
+    var storedDeliveryKeys: [StoredDeliveryKey] {
+        var keys: [StoredDeliveryKey] = []
+        for delivery in queue where delivery.sequence != 0 {
+            keys.append(StoredDeliveryKey(sequence: delivery.sequence, messageID: delivery.message.storeID))
+        }
+        for case .publish(_, let delivery) in inflight where delivery.sequence != 0 {
+            keys.append(StoredDeliveryKey(sequence: delivery.sequence, messageID: delivery.message.storeID))
+        }
+        return keys
+    }
+}

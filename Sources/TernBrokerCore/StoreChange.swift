@@ -9,8 +9,10 @@ public import TernCodec
 public enum StoreChange: Sendable, Hashable {
     /// Creates or replaces a session's own row: expiry, deadline, attachment and will.
     case putSession(StoredSessionHeader)
-    /// Ends a session: its subscriptions, deliveries and QoS 2 state go with it.
-    case deleteSession(key: UInt64)
+    /// Ends a session: its subscriptions, deliveries and QoS 2 state go with it. `deliveries`
+    /// are the stored deliveries the broker holds for it, so that a store can find their rows
+    /// by key rather than by searching for the session's.
+    case deleteSession(key: UInt64, deliveries: [StoredDeliveryKey])
     case putSubscription(session: UInt64, SessionSubscription)
     case deleteSubscription(session: UInt64, filter: String)
     /// A message that at least one stored delivery or the retained set refers to.
@@ -190,5 +192,16 @@ public struct StoredQueues: Sendable {
     public init(deliveries: [UInt64: [StoredDelivery]] = [:], messages: [UInt64: ApplicationMessage] = [:]) {
         self.deliveries = deliveries
         self.messages = messages
+    }
+}
+
+/// A stored delivery's key and the message it refers to.
+public struct StoredDeliveryKey: Sendable, Hashable {
+    public var sequence: UInt64
+    public var messageID: UInt64
+
+    public init(sequence: UInt64, messageID: UInt64) {
+        self.sequence = sequence
+        self.messageID = messageID
     }
 }

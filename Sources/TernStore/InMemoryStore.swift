@@ -52,7 +52,7 @@ public struct StoreContents: Sendable {
         switch change {
         case .putSession(let header):
             sessions[header.key, default: StoredSession(header: header)].header = header
-        case .deleteSession(let key):
+        case .deleteSession(let key, _):
             guard let session = sessions.removeValue(forKey: key) else { return }
             for delivery in session.deliveries {
                 deliveryOwners[delivery.sequence] = nil

@@ -12,8 +12,9 @@ import TernStore
 /// so that time spent stopped counts.
 enum SQLiteSchema {
     /// 2: a delivery may carry its message's body (`deliveries.body`, `deliveries.expires_at`),
-    /// and `counters` keeps the highest message identifier handed out, which such a message
-    /// leaves no row of its own to tell.
+    /// `counters` keeps the highest message identifier handed out, which such a message leaves
+    /// no row of its own to tell, and deliveries have no index by session: rows are appended in
+    /// sequence order, and a session's are deleted by their keys (``StoreChange/deleteSession(key:deliveries:)``).
     static let version = 2
 
     private static let countersTable =
@@ -32,6 +33,7 @@ enum SQLiteSchema {
                 sql: """
                     ALTER TABLE deliveries ADD COLUMN body BLOB;
                     ALTER TABLE deliveries ADD COLUMN expires_at INTEGER;
+                    DROP INDEX IF EXISTS deliveries_by_session;
                     \(countersTable)
                     PRAGMA user_version = \(version);
                     """
@@ -74,7 +76,6 @@ enum SQLiteSchema {
                     body BLOB,
                     expires_at INTEGER
                 );
-                CREATE INDEX deliveries_by_session ON deliveries(session);
                 CREATE TABLE releases(session INTEGER NOT NULL, packet_id INTEGER NOT NULL, PRIMARY KEY(session, packet_id)) WITHOUT ROWID;
                 CREATE TABLE inbound_qos2(session INTEGER NOT NULL, packet_id INTEGER NOT NULL, PRIMARY KEY(session, packet_id)) WITHOUT ROWID;
                 CREATE TABLE retained(topic TEXT PRIMARY KEY, message INTEGER NOT NULL) WITHOUT ROWID;

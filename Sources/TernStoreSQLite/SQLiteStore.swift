@@ -296,18 +296,20 @@ public final class SQLiteStore: TernStore {
             case .putSession(let header):
                 sessionsChanged = true
                 try SQLiteSchema.putSession(header, db: db)
-            case .deleteSession(let key):
+            case .deleteSession(let key, let deliveries):
                 sessionsChanged = true
                 for (sequence, pending) in pendingDeliveries where pending.session == key {
                     pendingDeliveries[sequence] = nil
                     release(pending.delivery.messageID)
                 }
-                let messageIDs = try Int64.fetchAll(
-                    db.cachedStatement(sql: "SELECT message FROM deliveries WHERE session = ?"),
-                    arguments: [Int64(key)]
-                )
-                for id in messageIDs { release(UInt64(id)) }
-                for table in ["deliveries", "subscriptions", "releases", "inbound_qos2"] {
+                // By key: deliveries have no index by session (it cost a random index page per
+                // queued message); the broker names them. Any it did not are orphans, removed
+                // at the next start.
+                for delivery in deliveries {
+                    statements.deleteDelivery.bind(1, Int64(delivery.sequence))
+                    if try statements.deleteDelivery.run(db) > 0 { release(delivery.messageID) }
+                }
+                for table in ["subscriptions", "releases", "inbound_qos2"] {
                     try db.cachedStatement(sql: "DELETE FROM \(table) WHERE session = ?").execute(arguments: [
                         Int64(key)
                     ])

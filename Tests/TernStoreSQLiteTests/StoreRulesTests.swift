@@ -628,6 +628,39 @@ struct StoreRulesTests {
         #expect(snapshot.messages.isEmpty)
         #expect(snapshot.sessions.allSatisfy { $0.deliveries.isEmpty })
     }
+
+    @Test(
+        "§3.1.2.4: a stored session discarded by Clean Start takes its queue and in-flight rows with it; a shared message stays for the others",
+        arguments: StoreKind.allCases
+    )
+    func discardedSessionTakesItsRows(kind: StoreKind) throws {
+        let harness = try StoreHarness(kind)
+        for (n, filter) in [(1, "d/shared"), (2, "d/#")] {
+            harness.run { $0.connect(conn(UInt64(n)), connectPacket("d\(n)", expiry: 600), now: t0) }
+            harness.run {
+                $0.subscribe(
+                    conn(UInt64(n)),
+                    subscribePacket([(filter, SubscriptionOptions(qos: .atLeastOnce))]),
+                    now: t0
+                )
+            }
+        }
+        harness.run { $0.disconnect(conn(2), Disconnect(), now: t0) }
+        harness.run { $0.connect(conn(9), connectPacket("pub"), now: t0) }
+        // d1 is connected: "shared" goes out to it and stays in flight; d2 queues both.
+        harness.run { $0.publish(conn(9), publishPacket("d/shared", "shared", qos: .atLeastOnce, id: 1), now: t0) }
+        harness.run { $0.disconnect(conn(1), Disconnect(), now: t0) }
+        harness.run { $0.publish(conn(9), publishPacket("d/other", "only-d2", qos: .atLeastOnce, id: 2), now: t0) }
+        var snapshot = try harness.reload()
+        #expect(snapshot.sessions.map(\.deliveries.count).sorted() == [1, 2])
+        // d2 comes back with Clean Start: its session, and its two deliveries, are gone.
+        harness.run { $0.connect(conn(3), connectPacket("d2", cleanStart: true, expiry: 600), now: t0) }
+        snapshot = try harness.reload()
+        let byClient = Dictionary(uniqueKeysWithValues: snapshot.sessions.map { ($0.header.clientID, $0) })
+        #expect(byClient["d1"]?.deliveries.count == 1)
+        #expect(byClient["d2"]?.deliveries.isEmpty == true)
+        #expect(snapshot.messages.values.map { String(buffer: $0.payload) } == ["shared"])
+    }
 }
 
 func qos1(_ will: Connect.Will) -> Connect.Will {

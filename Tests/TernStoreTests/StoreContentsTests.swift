@@ -49,7 +49,7 @@ struct StoreContentsTests {
 
         contents.apply(.deleteDelivery(sequence: 100, messageID: 7))
         #expect(contents.messages[7]?.references == 2)
-        contents.apply(.deleteSession(key: 2))
+        contents.apply(.deleteSession(key: 2, deliveries: []))
         #expect(contents.messages[7]?.references == 1)
         #expect(contents.sessions.keys.sorted() == [1])
         contents.apply(.deleteRetained(topic: "t"))
