@@ -68,9 +68,8 @@ struct SQLiteStoreFileTests {
         .timeLimit(.minutes(1))
     )
     func lossWindowCommitsWithinInterval() async throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tern-window-\(UUID().uuidString).db")
-            .path
-        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        let path = StoreFiles.path("window")
+        defer { StoreFiles.remove(path) }
         let store = try SQLiteStore(path: path, durability: .lossWindow(interval: .milliseconds(200), changes: 0))
         _ = try store.load()
         let (stream, continuation) = AsyncStream<UInt64>.makeStream()
@@ -93,9 +92,8 @@ struct SQLiteStoreFileTests {
 
     @Test("Group commit: a submitted change's ticket is reported once it is on disk", .timeLimit(.minutes(1)))
     func commitTicketsReported() async throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tern-ticket-\(UUID().uuidString).db")
-            .path
-        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        let path = StoreFiles.path("ticket")
+        defer { StoreFiles.remove(path) }
         let store = try SQLiteStore(path: path)
         _ = try store.load()
         let (stream, continuation) = AsyncStream<UInt64>.makeStream()
@@ -137,9 +135,8 @@ extension SQLiteStoreFileTests {
         .timeLimit(.minutes(1))
     )
     func queuedChangesShareOneCommit() async throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tern-burst-\(UUID().uuidString).db")
-            .path
-        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        let path = StoreFiles.path("burst")
+        defer { StoreFiles.remove(path) }
         let store = try SQLiteStore(
             path: path,
             durability: .commit,
@@ -167,9 +164,8 @@ extension SQLiteStoreFileTests {
 
     @Test("A change queued without a commit is committed anyway once the delay passes", .timeLimit(.minutes(1)))
     func unaskedCommitStillHappens() async throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tern-unasked-\(UUID().uuidString).db")
-            .path
-        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        let path = StoreFiles.path("unasked")
+        defer { StoreFiles.remove(path) }
         let store = try SQLiteStore(
             path: path,
             durability: .commit,
@@ -194,9 +190,8 @@ extension SQLiteStoreFileTests {
         .timeLimit(.minutes(1))
     )
     func orphansRemovedAfterStartUp() async throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tern-orphans-\(UUID().uuidString).db")
-            .path
-        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        let path = StoreFiles.path("orphans")
+        defer { StoreFiles.remove(path) }
         let first = try SQLiteStore(path: path)
         _ = try first.load()
         first.start { _ in }
@@ -229,9 +224,8 @@ extension SQLiteStoreFileTests {
         .timeLimit(.minutes(1))
     )
     func versionOneUpgraded() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tern-v1-\(UUID().uuidString).db")
-            .path
-        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        let path = StoreFiles.path("v1")
+        defer { StoreFiles.remove(path) }
         try GRDBTestAccess.writeVersionOne(path: path)
         let store = try SQLiteStore(path: path)
         let snapshot = try store.load()
@@ -243,6 +237,18 @@ extension SQLiteStoreFileTests {
         store.start { _ in }
         store.close()
         #expect(try GRDBTestAccess.count("counters", path: path) == 0)
+    }
+}
+
+/// Store files of one test, in the temporary directory.
+enum StoreFiles {
+    static func path(_ name: String) -> String {
+        FileManager.default.temporaryDirectory.appendingPathComponent("tern-\(name)-\(UUID().uuidString).db").path
+    }
+
+    /// The database and its write-ahead log files.
+    static func remove(_ path: String) {
+        for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
     }
 }
 
