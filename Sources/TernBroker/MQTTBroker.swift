@@ -346,21 +346,25 @@ public final class MQTTBroker: Service, Sendable {
     private func restoreQueues(from store: any TernStore) {
         let thread = Thread { [self] in
             let started = ContinuousClock.now
-            let queues: StoredQueues
-            do {
-                queues = try store.loadQueues()
-            } catch {
-                logger.error(
-                    "STORE QUEUES UNREADABLE: the sessions go on without their queued messages",
-                    metadata: ["error": "\(error)"]
-                )
-                queues = StoredQueues()
-            }
-            let (summary, waiting) = shared.withLock { shared in
-                let summary = shared.state.restoreQueues(queues)
-                defer { shared.waitingForQueues = [] }
-                return (summary, shared.waitingForQueues)
-            }
+            let (summary, waiting) = { () -> (BrokerState.RestoreSummary, [Handle]) in
+                let queues: StoredQueues
+                do {
+                    queues = try store.loadQueues()
+                } catch {
+                    logger.error(
+                        "STORE QUEUES UNREADABLE: the sessions go on without their queued messages",
+                        metadata: ["error": "\(error)"]
+                    )
+                    queues = StoredQueues()
+                }
+                return shared.withLock { shared in
+                    let summary = shared.state.restoreQueues(queues)
+                    defer { shared.waitingForQueues = [] }
+                    return (summary, shared.waitingForQueues)
+                }
+            }()
+            // The rows as read (the queues' dictionaries) are gone once they are in the sessions.
+            releaseFreedMemory()
             logger.info(
                 "store queues restored",
                 metadata: [
