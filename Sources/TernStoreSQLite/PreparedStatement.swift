@@ -52,6 +52,11 @@ struct PreparedStatement {
         }
     }
 
+    /// Binds `bytes` like ``bind(_:bytes:)``, or NULL when there are none.
+    func bind(_ index: Int32, bytesOrNull bytes: UnsafeRawBufferPointer) {
+        if bytes.isEmpty { sqlite3_bind_null(handle, index) } else { bind(index, bytes: bytes) }
+    }
+
     /// Steps the statement once with the values bound, then resets it for the next use.
     /// - Returns: the number of rows it changed.
     @discardableResult

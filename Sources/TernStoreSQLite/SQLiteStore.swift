@@ -409,16 +409,8 @@ public final class SQLiteStore: TernStore {
             insertDelivery.bind(8, inline[delivery.messageID]?.expiresAt?.millisecondsSinceEpoch)
             try identifiers.withUnsafeBytes { identifierBytes in
                 try body.withUnsafeReadableBytes { bodyBytes in
-                    if identifiers.isEmpty {
-                        insertDelivery.bind(5, nil as Int64?)
-                    } else {
-                        insertDelivery.bind(5, bytes: identifierBytes)
-                    }
-                    if bodyBytes.isEmpty {
-                        insertDelivery.bind(7, nil as Int64?)
-                    } else {
-                        insertDelivery.bind(7, bytes: bodyBytes)
-                    }
+                    insertDelivery.bind(5, bytesOrNull: identifierBytes)
+                    insertDelivery.bind(7, bytesOrNull: bodyBytes)
                     try insertDelivery.run(db)
                 }
             }

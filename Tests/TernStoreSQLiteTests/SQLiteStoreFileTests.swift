@@ -240,6 +240,52 @@ extension SQLiteStoreFileTests {
     }
 }
 
+extension SQLiteStoreFileTests {
+    @Test(
+        "A retained message (a row of its own) whose last reference becomes one delivery leaves no row behind when that delivery goes",
+        .timeLimit(.minutes(1))
+    )
+    func messageWithRowIsNotInlined() async throws {
+        let path = StoreFiles.path("row")
+        defer { StoreFiles.remove(path) }
+        let store = try SQLiteStore(path: path)
+        _ = try store.load()
+        let (stream, continuation) = AsyncStream<UInt64>.makeStream()
+        store.start { continuation.yield($0.ticket) }
+        var commits = stream.makeAsyncIterator()
+        func commit(_ changes: [StoreChange]) async throws {
+            let ticket = try #require(store.submit(changes))
+            while let committed = await commits.next(), committed < ticket {}
+        }
+        let message = ApplicationMessage(
+            topic: try TopicName("a"),
+            payload: ByteBuffer(string: "r"),
+            qos: .atLeastOnce,
+            retain: true
+        )
+        // A retained message: a row of its own.
+        try await commit([.putMessage(id: 1, message), .putRetained(topic: "a", messageID: 1)])
+        #expect(try GRDBTestAccess.count("messages", path: path) == 1)
+        // Delivered to a stored session, then no longer retained: the delivery is its only reference.
+        let delivery = StoredDelivery(
+            sequence: 1,
+            messageID: 1,
+            qos: .atLeastOnce,
+            retain: true,
+            subscriptionIdentifiers: [],
+            packetIdentifier: nil
+        )
+        try await commit([
+            .putSession(Self.header(1)), .putMessage(id: 1, message), .putDelivery(session: 1, delivery),
+            .deleteRetained(topic: "a"),
+        ])
+        try await commit([.deleteDelivery(sequence: 1, messageID: 1)])
+        store.close()
+        #expect(try GRDBTestAccess.count("messages", path: path) == 0)
+        #expect(try GRDBTestAccess.count("deliveries", path: path) == 0)
+    }
+}
+
 /// Store files of one test, in the temporary directory.
 enum StoreFiles {
     static func path(_ name: String) -> String {
