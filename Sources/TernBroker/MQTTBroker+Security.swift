@@ -51,7 +51,7 @@ extension MQTTBroker {
             }
         }
         var passwords = passwordFiles.withLock { $0 }
-        let (oldACL, oldPolicies) = shared.withLock { ($0.state.accessControl, $0.state.listenerPolicies) }
+        let (oldACL, oldPolicies) = settings.accessControl
         passwords.global = reload(options.passwordFilePath, old: passwords.global, PasswordFile.load(path:))
         let accessControl = reload(options.accessControlPath, old: oldACL, AccessControlList.load(path:))
         var policies = oldPolicies
@@ -69,9 +69,12 @@ extension MQTTBroker {
             )
         }
         passwordFiles.withLock { $0 = passwords }
-        withState { state in
-            state.reloadAccess(accessControl: accessControl, listenerPolicies: policies)
-            return []
+        settings.setAccessControl(accessControl, listenerPolicies: policies)
+        for shard in shards.all {
+            withState(on: shard) { state in
+                state.reloadAccess(accessControl: accessControl, listenerPolicies: policies)
+                return []
+            }
         }
         for error in errors { logger.error("reload failed", metadata: ["detail": "\(error)"]) }
         logger.info("password and ACL files reloaded", metadata: ["errors": "\(errors.count)"])

@@ -30,33 +30,32 @@ import TernStore
 /// task.cancel()
 /// ```
 ///
-/// The state is shared across event loops behind one `Mutex`. Each packet takes the lock once;
-/// the actions it produces are appended, in order, to each connection's ``OutboundQueue``, and the
-/// connections on other event loops are woken with one hop per loop per read burst. Each
-/// connection flushes once per burst, not once per packet.
+/// Each event loop has a shard of its own (``BrokerShard``): the state of the sessions of the
+/// clients connected to it. A packet is handled against its own loop's shard, under a lock no
+/// other loop takes on the publish path; a message for a session on another loop is posted to
+/// that session's mailbox, and the loops that received posts are woken once per read burst. The
+/// actions a packet produces are appended, in order, to each connection's ``OutboundQueue``, and
+/// each connection flushes once per burst, not once per packet.
 public final class MQTTBroker: Service, Sendable {
     struct Handle: Sendable {
         let eventLoop: any EventLoop
         let handler: NIOLoopBound<MQTTConnectionHandler>
-        /// The connection's ordered outbound path, appended to from any loop.
+        /// The connection's ordered outbound path.
         let outbound: ConnectionOutbound
-    }
-
-    struct Shared: ~Copyable {
-        var state: BrokerState
-        var handles: [ConnectionID: Handle] = [:]
-        /// The wake-up armed for the state's next deadline, while the broker runs.
-        var deadlineTimer: (at: BrokerInstant, task: Scheduled<Void>)?
-        /// Whether deadlines are being kept: from listening until shutdown.
-        var keepsDeadlines = false
-        /// Connections whose CONNECT waits for the store's queues (``BrokerState/connectWaitsForQueues(_:)``).
-        var waitingForQueues: [Handle] = []
     }
 
     public let options: BrokerOptions
     let group: any EventLoopGroup
     let logger: Logger
-    let shared: Mutex<Shared>
+    /// What the shards share: subscriptions, retained messages, the directory of sessions.
+    let sharedState: BrokerShared
+    let shards: BrokerShards
+    /// The ACLs in force and the memory flag, for shards made after start-up.
+    let settings: StateSettings
+    /// Whether deadlines are being kept: from listening until shutdown.
+    let keepsDeadlines = Atomic<Bool>(false)
+    /// Connections whose CONNECT waits for the store's queues (``BrokerShared/connectWaitsForQueues(_:useUsernameAsClientID:)``).
+    let waitingForQueues = Mutex<[Handle]>([])
     /// The store's last commit, and the connections whose queues wait for a later one.
     let commits = CommitWaiters()
     let connectionCounter = Atomic<UInt64>(0)
@@ -91,19 +90,29 @@ public final class MQTTBroker: Service, Sendable {
         self.options = options
         self.group = group
         self.logger = logger
-        var state = BrokerState(configuration: options.broker, now: .now())
-        state.recordsChanges = options.store != nil
-        state.accessControl = options.accessControl
         var passwords = PasswordFiles(global: options.passwordFile)
+        var policies: [Int: AccessPolicy] = [:]
         for (index, listener) in options.listeners.enumerated() {
             guard let security = listener.security else { continue }
-            state.listenerPolicies[index] = AccessPolicy(
+            policies[index] = AccessPolicy(
                 allowAnonymous: security.allowAnonymous,
                 accessControl: security.accessControl
             )
             passwords.perListener[index] = security.passwordFile
         }
-        self.shared = Mutex(Shared(state: state))
+        let shared = BrokerShared()
+        let settings = StateSettings(
+            configuration: options.broker,
+            recordsChanges: options.store != nil,
+            accessControl: options.accessControl,
+            listenerPolicies: policies,
+            startedAt: .now()
+        )
+        self.sharedState = shared
+        self.settings = settings
+        var loops: [any EventLoop] = []
+        for loop in group.makeIterator() { loops.append(loop) }
+        self.shards = BrokerShards(loops: loops) { index in settings.makeState(shard: index, shared: shared) }
         self.passwordFiles = Mutex(passwords)
         self.listening = group.any().makePromise(of: [SocketAddress].self)
         self.metricsListening = group.any().makePromise(of: SocketAddress.self)
@@ -162,7 +171,7 @@ public final class MQTTBroker: Service, Sendable {
     public func scrapeMetrics() -> [UInt8] {
         // Read outside the lock: a store's figures may touch the file system.
         let store = options.store?.statistics
-        let (statistics, gauges) = shared.withLock { ($0.state.statistics, $0.state.gauges) }
+        let (statistics, gauges) = totals()
         var all = statistics
         all.messagesReceived = counters.packetsReceived.load(ordering: .relaxed)
         all.messagesSent = counters.packetsSent.load(ordering: .relaxed)
@@ -174,13 +183,26 @@ public final class MQTTBroker: Service, Sendable {
     }
 
     /// A snapshot of the broker's counters.
-    public var statistics: BrokerStatistics { shared.withLock { $0.state.statistics } }
+    public var statistics: BrokerStatistics { totals().statistics }
 
     /// How many sessions the broker holds, connected or not.
-    public var sessionCount: Int { shared.withLock { $0.state.sessions.count } }
+    public var sessionCount: Int { sharedState.directory.count }
 
     /// How many subscriptions the broker holds.
-    public var subscriptionCount: Int { shared.withLock { $0.state.topics.count } }
+    public var subscriptionCount: Int { sharedState.subscriptions.count }
+
+    /// The counters and gauges of every shard, added up. Walks every session: for a scrape or
+    /// `$SYS`, not for the publish path.
+    func totals() -> (statistics: BrokerStatistics, gauges: BrokerGauges) {
+        var statistics = BrokerStatistics()
+        var gauges: BrokerGauges?
+        for shard in shards.all {
+            let (shardStatistics, shardGauges) = shard.state.withLock { ($0.broker.statistics, $0.broker.gauges) }
+            statistics.add(shardStatistics)
+            if gauges == nil { gauges = shardGauges } else { gauges!.add(shardGauges) }
+        }
+        return (statistics, gauges ?? BrokerGauges())
+    }
 
     /// Runs the listeners until the task is cancelled or a graceful shutdown is requested.
     public func run() async throws {
@@ -234,9 +256,9 @@ public final class MQTTBroker: Service, Sendable {
         ready.store(true, ordering: .relaxed)
 
         let loop = group.any()
-        shared.withLock { shared in
-            shared.keepsDeadlines = true
-            armDeadlineTimer(&shared)
+        keepsDeadlines.store(true, ordering: .relaxed)
+        for shard in shards.all {
+            shard.state.withLock { armDeadlineTimer(&$0, shard) }
         }
         let memoryCheck: RepeatedTask? =
             options.memoryLimit > 0
@@ -268,10 +290,12 @@ public final class MQTTBroker: Service, Sendable {
             for channel in boundChannels { channel.close(promise: nil) }
         }
         ready.store(false, ordering: .relaxed)
-        shared.withLock { shared in
-            shared.keepsDeadlines = false
-            shared.deadlineTimer?.task.cancel()
-            shared.deadlineTimer = nil
+        keepsDeadlines.store(false, ordering: .relaxed)
+        for shard in shards.all {
+            shard.state.withLock { state in
+                state.deadlineTimer?.task.cancel()
+                state.deadlineTimer = nil
+            }
         }
         sysTicker?.cancel()
         memoryCheck?.cancel()
@@ -296,7 +320,7 @@ public final class MQTTBroker: Service, Sendable {
 
     /// Sends DISCONNECT 0x8B to every MQTT 5 client and closes every connection.
     private func disconnectEveryone() async {
-        let handles = shared.withLock { Array($0.handles.values) }
+        let handles = shards.all.flatMap { shard in shard.state.withLock { Array($0.handles.values) } }
         var closed: [EventLoopFuture<Void>] = []
         for handle in handles {
             closed.append(
@@ -316,12 +340,45 @@ public final class MQTTBroker: Service, Sendable {
     @discardableResult
     func restore(from store: any TernStore) throws -> Bool {
         let started = ContinuousClock.now
-        let snapshot = try store.load()
+        var snapshot = try store.load()
         let loaded = ContinuousClock.now - started
-        let summary = shared.withLock { shared in
-            // No connection exists yet: wills published at start-up only reach stored sessions.
-            shared.state.restore(snapshot, now: .now()).summary
+        let now = BrokerInstant.now()
+        // Each session goes to a shard of its own, by its client identifier; a client that comes
+        // back on another loop fetches it from there. The retained messages are restored once.
+        let fixed = shards.fixed
+        var parts = Array(repeating: [StoredSession](), count: fixed.count)
+        for session in snapshot.sessions {
+            parts[Self.home(of: session.header.clientID, among: fixed.count)].append(session)
         }
+        snapshot.sessions = []
+        var summary = BrokerState.RestoreSummary()
+        var outbox = Outbox()
+        for (index, shard) in fixed.enumerated() {
+            var part = snapshot
+            part.sessions = parts[index]
+            if index > 0 { part.retained = [:] }
+            withState(on: shard, current: nil, outbox: &outbox) { state in
+                // No connection exists yet: wills published at start-up only reach stored sessions.
+                let restored = state.restore(part, now: now, finishing: false)
+                summary.sessions += restored.summary.sessions
+                summary.queuedMessages += restored.summary.queuedMessages
+                summary.inflightMessages += restored.summary.inflightMessages
+                summary.retainedMessages += restored.summary.retainedMessages
+                return restored.actions
+            }
+        }
+        // Wills that fell due while the broker was stopped, and sessions that expired meanwhile,
+        // once every session is back, so that a will reaches each of them.
+        for shard in fixed {
+            withState(on: shard, current: nil, outbox: &outbox) { state in
+                let before = state.sessions.count
+                let actions = state.tick(now: now)
+                summary.expiredSessions += before - state.sessions.count
+                return actions
+            }
+        }
+        summary.sessions -= summary.expiredSessions
+        outbox.dispatch(self)
         releaseFreedMemory()
         logger.info(
             "store restored",
@@ -336,6 +393,14 @@ public final class MQTTBroker: Service, Sendable {
         )
         if !snapshot.queuesFollow { startStoreWriter(store) }
         return snapshot.queuesFollow
+    }
+
+    /// The shard a restored session is put in: the same one for the same client identifier.
+    static func home(of clientID: String, among count: Int) -> Int {
+        // FNV-1a over the identifier's bytes: stable across runs, unlike `hashValue`.
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in clientID.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        return Int(hash % UInt64(max(1, count)))
     }
 
     /// Reads the queues the store left out, on a thread of its own (the listeners open and
@@ -357,11 +422,21 @@ public final class MQTTBroker: Service, Sendable {
                     )
                     queues = StoredQueues()
                 }
-                return shared.withLock { shared in
-                    let summary = shared.state.restoreQueues(queues)
-                    defer { shared.waitingForQueues = [] }
-                    return (summary, shared.waitingForQueues)
+                var summary = BrokerState.RestoreSummary()
+                let fixed = shards.fixed
+                for (index, shard) in fixed.enumerated() {
+                    let part = shard.state.withLock { $0.broker.restoreQueues(queues, last: index == fixed.count - 1) }
+                    summary.sessions += part.sessions
+                    summary.queuedMessages += part.queuedMessages
+                    summary.inflightMessages += part.inflightMessages
                 }
+                return (
+                    summary,
+                    waitingForQueues.withLock { waiting in
+                        defer { waiting = [] }
+                        return waiting
+                    }
+                )
             }()
             // The rows as read (the queues' dictionaries) are gone once they are in the sessions.
             releaseFreedMemory()
@@ -387,22 +462,22 @@ public final class MQTTBroker: Service, Sendable {
 
     private func startStoreWriter(_ store: any TernStore) {
         store.start { [self] commit in self.committed(commit) }
-        // Changes made by the restore itself (sessions detached, wills published) go in the first batch.
-        withState { _ in [] }
     }
 
     /// Holds a CONNECT until the store's queues are in, if its session waits for them.
     /// - Returns: whether it waits; ``MQTTConnectionHandler/continueAfterQueues()`` follows then.
     func waitsForQueues(_ connect: Connect, handle: Handle) -> Bool {
-        shared.withLock { shared in
-            guard shared.state.connectWaitsForQueues(connect) else { return false }
-            shared.waitingForQueues.append(handle)
+        waitingForQueues.withLock { waiting in
+            guard
+                sharedState.connectWaitsForQueues(connect, useUsernameAsClientID: options.broker.useUsernameAsClientID)
+            else { return false }
+            waiting.append(handle)
             return true
         }
     }
 
     /// How many CONNECTs wait for the store's queues now (for tests).
-    var connectionsWaitingForQueues: Int { shared.withLock { $0.waitingForQueues.count } }
+    var connectionsWaitingForQueues: Int { waitingForQueues.withLock { $0.count } }
 
     private static func milliseconds(_ duration: Duration) -> Int64 {
         duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
@@ -414,7 +489,7 @@ public final class MQTTBroker: Service, Sendable {
         metrics.recordCommit(commit.duration)
         var outbox = Outbox()
         for handle in commits.commit(upTo: commit.ticket) { outbox.wake(handle) }
-        outbox.dispatch()
+        outbox.dispatch(self)
     }
 
     /// Figures of the store, if there is one.
@@ -422,28 +497,52 @@ public final class MQTTBroker: Service, Sendable {
 
     // MARK: Driving the state
 
-    /// Runs `body` on the shared state under the lock and appends the actions it returns to the
+    /// Runs `body` on `shard`'s state under its lock and appends the actions it returns to the
     /// queues of their connections, in the order `body` produced them. An action that promises a
     /// store change (``WriteAhead``) carries the ticket of its commit. Connections other than
-    /// `current`, the one whose event loop calls this, are added to `outbox`, which the caller
-    /// dispatches once per read burst; `current` takes from its own queue when this returns.
+    /// `current`, the one whose event loop calls this, are added to `outbox`, and so are the
+    /// deliveries for sessions of other shards; the caller dispatches it once per read burst.
+    /// `current` takes from its own queue when this returns.
     func withState(
+        on shard: BrokerShard,
         current: ConnectionID?,
         outbox: inout Outbox,
         _ body: (inout BrokerState) -> [BrokerAction]
     ) {
-        shared.withLock { shared in
-            let actions = body(&shared.state)
-            var ticket: UInt64 = 0
+        withShard(shard, current: current, outbox: &outbox) { (body(&$0.broker), 0) }
+    }
+
+    /// ``withState(on:current:outbox:_:)`` with the whole shard at hand. `body` also returns the
+    /// store commit the actions wait for besides their own (deliveries another shard stored).
+    func withShard(
+        _ shard: BrokerShard,
+        current: ConnectionID?,
+        outbox: inout Outbox,
+        _ body: (inout BrokerShard.State) -> (actions: [BrokerAction], ticket: UInt64)
+    ) {
+        shard.state.withLock { state in
+            let (actions, postedTicket) = body(&state)
+            var ticket = postedTicket
             if let store = options.store {
-                let changes = shared.state.takeStoreChanges()
+                // A connection's packet commits at the end of its read burst (the caller
+                // dispatches the outbox then); anything else commits at once.
+                let startsCommit = current == nil
+                // The retained messages' changes reach the store under their own lock, in the order
+                // they were made, and before the deliveries that may refer to them.
+                if let retainedTicket = sharedState.retained.takeChanges({
+                    store.submit($0, startingCommit: startsCommit)
+                }) {
+                    ticket = max(ticket, retainedTicket ?? 0)
+                    if !startsCommit { outbox.commitAtEnd(store) }
+                }
+                let changes = state.broker.takeSessionChanges()
                 if !changes.isEmpty {
-                    // A connection's packet commits at the end of its read burst (the caller
-                    // dispatches the outbox then); anything else commits at once.
-                    ticket = store.submit(changes, startingCommit: current == nil) ?? 0
-                    if current != nil { outbox.commitAtEnd(store) }
+                    ticket = max(ticket, store.submit(changes, startingCommit: startsCommit) ?? 0)
+                    if !startsCommit { outbox.commitAtEnd(store) }
                 }
             }
+            let outgoing = state.broker.takeOutgoing()
+            if !outgoing.isEmpty { outbox.post(outgoing, ticket: ticket, from: shard) }
             // Consecutive actions usually go to the same connection (a burst of deliveries, an
             // acknowledgement and the queue it released): look its handle up once.
             var last: (id: ConnectionID, handle: Handle)?
@@ -451,11 +550,16 @@ public final class MQTTBroker: Service, Sendable {
                 let id: ConnectionID
                 switch action {
                 case .send(let target, _), .close(let target): id = target
+                case .awaitSession(let target, let clientID, let owner):
+                    guard let handle = state.handles[target] else { continue }
+                    state.awaitingSession[clientID, default: []].append(handle)
+                    if let owner { outbox.fetch(clientID, from: owner, for: shard) }
+                    continue
                 }
                 let handle: Handle
                 if let last, last.id == id {
                     handle = last.handle
-                } else if let found = shared.handles[id] {
+                } else if let found = state.handles[id] {
                     handle = found
                     last = (id, found)
                 } else {
@@ -465,50 +569,120 @@ public final class MQTTBroker: Service, Sendable {
                 let wake = handle.outbound.queue.withLock { $0.append(action, after: wait) }
                 if wake, id != current { outbox.wake(handle) }
             }
-            armDeadlineTimer(&shared)
+            armDeadlineTimer(&state, shard)
         }
     }
 
-    /// Makes sure a wake-up is scheduled for the state's next deadline (a will delay, a session
+    /// Makes sure a wake-up is scheduled for the shard's next deadline (a will delay, a session
     /// expiry, a retained message's expiry). One read of the deadline queue when nothing changed;
-    /// nothing runs while the broker has nothing timed to do.
-    private func armDeadlineTimer(_ shared: inout Shared) {
-        guard shared.keepsDeadlines, let next = shared.state.nextDeadline else { return }
-        if let armed = shared.deadlineTimer, armed.at <= next { return }
-        shared.deadlineTimer?.task.cancel()
+    /// nothing runs while the shard has nothing timed to do.
+    func armDeadlineTimer(_ state: inout BrokerShard.State, _ shard: BrokerShard) {
+        guard keepsDeadlines.load(ordering: .relaxed), let next = state.broker.nextDeadline else { return }
+        if let armed = state.deadlineTimer, armed.at <= next { return }
+        state.deadlineTimer?.task.cancel()
         let milliseconds = max(0, next.millisecondsSinceEpoch - BrokerInstant.now().millisecondsSinceEpoch)
         // Weak: a broker that stops is released, whatever deadline lies years ahead.
-        let task = group.any().scheduleTask(in: .milliseconds(milliseconds)) { [weak self] () -> Void in
-            self?.deadlineReached()
+        let task = shard.eventLoop.scheduleTask(in: .milliseconds(milliseconds)) { [weak self] () -> Void in
+            self?.deadlineReached(on: shard)
         }
-        shared.deadlineTimer = (next, task)
+        state.deadlineTimer = (next, task)
     }
 
-    /// Runs `body` on the shared state for an event that belongs to no connection, and wakes the
-    /// connections it produced actions for at once.
-    func withState(_ body: (inout BrokerState) -> [BrokerAction]) {
+    /// Runs `body` on `shard`'s state for an event that belongs to no connection, and dispatches
+    /// what it produced at once.
+    func withState(on shard: BrokerShard, _ body: (inout BrokerState) -> [BrokerAction]) {
         var outbox = Outbox()
-        withState(current: nil, outbox: &outbox, body)
-        outbox.dispatch()
+        withState(on: shard, current: nil, outbox: &outbox, body)
+        outbox.dispatch(self)
     }
 
-    func register(_ id: ConnectionID, handle: Handle) {
-        shared.withLock { $0.handles[id] = handle }
+    /// The shard of the connections on `loop`.
+    func shard(for loop: any EventLoop) -> BrokerShard { shards.shard(for: loop) }
+
+    func register(_ id: ConnectionID, handle: Handle, on shard: BrokerShard) {
+        shard.state.withLock { $0.handles[id] = handle }
     }
 
-    func connectionEnded(_ id: ConnectionID) {
-        withState { state in state.connectionClosed(id, now: .now()) }
-        let (handle, freed) = shared.withLock { ($0.handles.removeValue(forKey: id), $0.state.takeFreedQueueBytes()) }
+    func connectionEnded(_ id: ConnectionID, on shard: BrokerShard) {
+        withState(on: shard) { state in state.connectionClosed(id, now: .now()) }
+        let (handle, freed) = shard.state.withLock { state in
+            let handle = state.handles.removeValue(forKey: id)
+            for (clientID, waiting) in state.awaitingSession
+            where waiting.contains(where: { $0.outbound === handle?.outbound }) {
+                state.awaitingSession[clientID] = waiting.filter { $0.outbound !== handle?.outbound }
+            }
+            return (handle, state.broker.takeFreedQueueBytes())
+        }
         handle?.outbound.queue.withLock { $0.removeAll() }
         commits.forget(id)
         releaseMemoryIfLarge(freed)
     }
 
-    private func deadlineReached() {
+    private func deadlineReached(on shard: BrokerShard) {
         // Cleared first, so that the state change below arms the wake-up for what remains.
-        shared.withLock { $0.deadlineTimer = nil }
-        withState { state in state.tick(now: .now()) }
-        releaseMemoryIfLarge(shared.withLock { $0.state.takeFreedQueueBytes() })
+        shard.state.withLock { $0.deadlineTimer = nil }
+        withState(on: shard) { state in state.tick(now: .now()) }
+        releaseMemoryIfLarge(shard.state.withLock { $0.broker.takeFreedQueueBytes() })
+    }
+
+    // MARK: Between shards
+
+    /// Takes what other shards posted to sessions of `shard` (on its loop).
+    func receivePosted(_ sessions: [SessionReference], on shard: BrokerShard) {
+        var outbox = Outbox()
+        withShard(shard, current: nil, outbox: &outbox) { state in
+            let now = BrokerInstant.now()
+            var actions: [BrokerAction] = []
+            var ticket: UInt64 = 0
+            for session in sessions {
+                let taken = state.broker.receivePosted(session, now: now)
+                actions += taken.actions
+                ticket = max(ticket, taken.ticket)
+            }
+            return (actions, ticket)
+        }
+        outbox.dispatch(self)
+    }
+
+    /// Finishes deliveries whose session ended before they were posted to it.
+    func postsRefused(_ refused: [OutgoingDeliveries], by shard: BrokerShard) {
+        withState(on: shard) { state in
+            for group in refused { state.postRefused(group) }
+            return []
+        }
+    }
+
+    /// Asks `owner` to hand `clientID`'s session to `claimant`, whose CONNECT waits for it (on
+    /// the owner's loop).
+    func release(_ clientID: String, on owner: BrokerShard, to claimant: BrokerShard) {
+        var outbox = Outbox()
+        var release = SessionRelease.none
+        withState(on: owner, current: nil, outbox: &outbox) { state in
+            let outcome = state.release(clientID, to: claimant.index, now: .now())
+            release = outcome.release
+            return outcome.actions
+        }
+        outbox.dispatch(self)
+        switch release {
+        case .deferred: return
+        case .handedOver(let handover): claimant.run { self.adopt(handover, clientID, on: claimant) }
+        case .none: claimant.run { self.adopt(nil, clientID, on: claimant) }
+        }
+    }
+
+    /// Takes in a session `shard` claimed (or learns there is none), lets the CONNECTs that
+    /// waited for it go on, then hands it on to the shards that claimed it meanwhile (on its loop).
+    private func adopt(_ handover: SessionHandover?, _ clientID: String, on shard: BrokerShard) {
+        var outbox = Outbox()
+        var waiting: [Handle] = []
+        withShard(shard, current: nil, outbox: &outbox) { state in
+            waiting = state.awaitingSession.removeValue(forKey: clientID) ?? []
+            return state.broker.adopt(handover, clientID: clientID, now: .now())
+        }
+        outbox.dispatch(self)
+        for handle in waiting { handle.handler.value.continueAfterSession() }
+        let claimants = shard.state.withLock { $0.broker.takeDeferredReleases(clientID) }
+        for claimant in claimants { release(clientID, on: shard, to: shards[claimant]) }
     }
 
     /// Once a session with a long queue has ended, gives the freed heap back to the system, on a
@@ -526,7 +700,8 @@ public final class MQTTBroker: Service, Sendable {
         let usage = options.memoryUsage()
         let over = usage > options.memoryLimit
         guard overMemoryLimit.exchange(over, ordering: .relaxed) != over else { return }
-        shared.withLock { $0.state.overMemoryLimit = over }
+        settings.overMemoryLimit.store(over, ordering: .relaxed)
+        for shard in shards.all { shard.state.withLock { $0.broker.overMemoryLimit = over } }
         if over {
             logger.warning(
                 "over memory_limit: refusing new connections and new messages",
@@ -540,12 +715,18 @@ public final class MQTTBroker: Service, Sendable {
     private func publishSystemTopics() {
         // Read outside the lock: a store's figures may touch the file system.
         let store = options.store?.statistics
-        withState { state in
-            state.statistics.messagesReceived = counters.packetsReceived.load(ordering: .relaxed)
-            state.statistics.messagesSent = counters.packetsSent.load(ordering: .relaxed)
-            state.statistics.bytesReceived = counters.bytesReceived.load(ordering: .relaxed)
-            state.statistics.bytesSent = counters.bytesSent.load(ordering: .relaxed)
-            return state.publishSystemTopics(now: .now(), version: ternVersion, store: store)
+        var (statistics, gauges) = totals()
+        statistics.messagesReceived = counters.packetsReceived.load(ordering: .relaxed)
+        statistics.messagesSent = counters.packetsSent.load(ordering: .relaxed)
+        statistics.bytesReceived = counters.bytesReceived.load(ordering: .relaxed)
+        statistics.bytesSent = counters.bytesSent.load(ordering: .relaxed)
+        withState(on: shards[0]) { state in
+            state.publishSystemTopics(
+                now: .now(),
+                version: ternVersion,
+                store: store,
+                broker: (statistics, gauges)
+            )
         }
     }
 }

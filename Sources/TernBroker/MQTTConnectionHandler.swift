@@ -36,6 +36,8 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     /// This connection's ordered outbound path: every packet it is sent goes through it.
     private let outbound = ConnectionOutbound()
     private var handle: MQTTBroker.Handle?
+    /// The broker's part for this connection's event loop, which holds its session.
+    private var shard: BrokerShard!
     /// Whether ``drainOutbound(flush:)`` is running: a drain asked for while it writes (a
     /// writability change fired by a write) runs after it, so the queue's order holds.
     private var draining = false
@@ -44,10 +46,11 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private var outboundAliases = OutboundTopicAliases(maximum: 0)
     /// Authentication Method and Data to add to the CONNACK of an enhanced authentication.
     private var connackAuthentication: Properties?
-    /// A CONNECT whose session waits for the store's queues (``MQTTBroker/waitsForQueues(_:handle:)``),
-    /// with its checked credentials. Reading stops meanwhile; what was read after it waits in
+    /// A CONNECT that waits, with its checked credentials: for the store's queues
+    /// (``MQTTBroker/waitsForQueues(_:handle:)``), or for its session to arrive from another
+    /// event loop's shard. Reading stops meanwhile; what was read after it waits in
     /// `partialPacket`.
-    private var awaitingQueues: (connect: Connect, credentials: Credentials)?
+    private var heldConnect: (connect: Connect, credentials: Credentials)?
     private var packetsRead: UInt64 = 0
     private var bytesRead: UInt64 = 0
     private var packetsWritten: UInt64 = 0
@@ -77,7 +80,8 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             outbound: outbound
         )
         self.handle = handle
-        broker.register(id, handle: handle)
+        shard = broker.shard(for: context.eventLoop)
+        broker.register(id, handle: handle, on: shard)
         // Added after a WebSocket upgrade, the channel is already active.
         if context.channel.isActive { startConnectTimer(context: context) }
     }
@@ -99,19 +103,19 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private func startConnectTimer(context: ChannelHandlerContext) {
         guard timer == nil, !attached else { return }
         timer = context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(broker.options.connectTimeout)) { [self] in
-            if !attached, awaitingQueues == nil {
+            if !attached, heldConnect == nil {
                 close(reason: "no CONNECT within \(broker.options.connectTimeout) s")
             }
         }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        outbox.dispatch()
+        dispatchOutbox()
         // A DISCONNECT closes the channel within the read burst: count what it read.
         reportReceivedTraffic()
         stopTimer()
         closing = true
-        broker.connectionEnded(id)
+        broker.connectionEnded(id, on: shard)
         context.fireChannelInactive()
     }
 
@@ -131,7 +135,7 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     /// follows a CONNECT that waits for the store's queues) for later.
     private func decodeAndHandle(_ buffer: inout ByteBuffer) {
         do {
-            while !closing, awaitingQueues == nil, let packet = try decoder.decodePacket(from: &buffer) {
+            while !closing, heldConnect == nil, let packet = try decoder.decodePacket(from: &buffer) {
                 packetsRead += 1
                 handle(packet)
             }
@@ -145,20 +149,39 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     /// The store's queues are in: the CONNECT that waited goes on, then what was read after it,
     /// then reading.
     func continueAfterQueues() {
-        guard let (connect, credentials) = awaitingQueues.take(), !closing, let context else { return }
+        continueHeldConnect()
+    }
+
+    /// The session the CONNECT waited for has arrived from another shard (or turned out not to
+    /// exist): the CONNECT runs again, then what was read after it, then reading.
+    func continueAfterSession() {
+        continueHeldConnect()
+    }
+
+    private func continueHeldConnect() {
+        guard let (connect, credentials) = heldConnect.take(), !closing, let context else { return }
         attach(connect, credentials: credentials)
         drainOutbound(flush: false)
-        if var buffered = partialPacket.take() { decodeAndHandle(&buffered) }
-        outbox.dispatch()
+        if heldConnect == nil, var buffered = partialPacket.take() { decodeAndHandle(&buffered) }
+        dispatchOutbox()
         flushIfNeeded()
-        try? context.channel.syncOptions?.setOption(.autoRead, value: true)
+        if heldConnect == nil { try? context.channel.syncOptions?.setOption(.autoRead, value: true) }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
         flushIfNeeded()
-        outbox.dispatch()
+        dispatchOutbox()
         reportReceivedTraffic()
         context.fireChannelReadComplete()
+    }
+
+    /// Hands over what this burst left for others. The outbox is emptied first: dispatching may
+    /// call back into this handler (on a test's `EmbeddedEventLoop`, another shard's work runs
+    /// at once), and that must find an empty outbox, not the one being dispatched.
+    private func dispatchOutbox() {
+        var pending = Outbox()
+        swap(&pending, &outbox)
+        pending.dispatch(broker)
     }
 
     /// Adds this read burst's packets and bytes to the broker's counters, once per burst.
@@ -177,10 +200,10 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         if attached, !closing {
             let writable = context.channel.isWritable
             let id = self.id
-            broker.withState(current: id, outbox: &outbox) {
+            broker.withState(on: shard, current: id, outbox: &outbox) {
                 $0.writabilityChanged(id, writable: writable, now: .now())
             }
-            outbox.dispatch()
+            dispatchOutbox()
             drainOutbound(flush: true)
         }
         context.fireChannelWritabilityChanged()
@@ -231,25 +254,26 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             var connect = connect
             let credentials = checkCredentials(&connect)
             if let handle, broker.waitsForQueues(connect, handle: handle) {
-                awaitingQueues = (connect, credentials)
+                heldConnect = (connect, credentials)
                 try? context?.channel.syncOptions?.setOption(.autoRead, value: false)
                 return
             }
             attach(connect, credentials: credentials)
-        case .publish(let publish): broker.withState(current: id, outbox: &outbox) { $0.publish(id, publish, now: now) }
+        case .publish(let publish):
+            broker.withState(on: shard, current: id, outbox: &outbox) { $0.publish(id, publish, now: now) }
         case .puback(let ack):
-            broker.withState(current: id, outbox: &outbox) { $0.acknowledge(id, .puback, ack, now: now) }
+            broker.withState(on: shard, current: id, outbox: &outbox) { $0.acknowledge(id, .puback, ack, now: now) }
         case .pubrec(let ack):
-            broker.withState(current: id, outbox: &outbox) { $0.acknowledge(id, .pubrec, ack, now: now) }
+            broker.withState(on: shard, current: id, outbox: &outbox) { $0.acknowledge(id, .pubrec, ack, now: now) }
         case .pubcomp(let ack):
-            broker.withState(current: id, outbox: &outbox) { $0.acknowledge(id, .pubcomp, ack, now: now) }
-        case .pubrel(let ack): broker.withState(current: id, outbox: &outbox) { $0.publishRelease(id, ack) }
+            broker.withState(on: shard, current: id, outbox: &outbox) { $0.acknowledge(id, .pubcomp, ack, now: now) }
+        case .pubrel(let ack): broker.withState(on: shard, current: id, outbox: &outbox) { $0.publishRelease(id, ack) }
         case .subscribe(let subscribe):
-            broker.withState(current: id, outbox: &outbox) { $0.subscribe(id, subscribe, now: now) }
+            broker.withState(on: shard, current: id, outbox: &outbox) { $0.subscribe(id, subscribe, now: now) }
         case .unsubscribe(let unsubscribe):
-            broker.withState(current: id, outbox: &outbox) { $0.unsubscribe(id, unsubscribe) }
+            broker.withState(on: shard, current: id, outbox: &outbox) { $0.unsubscribe(id, unsubscribe) }
         case .disconnect(let disconnect):
-            broker.withState(current: id, outbox: &outbox) { $0.disconnect(id, disconnect, now: now) }
+            broker.withState(on: shard, current: id, outbox: &outbox) { $0.disconnect(id, disconnect, now: now) }
         default: return
         }
         drainOutbound(flush: false)
@@ -264,11 +288,21 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         }
         attached = true
         let listener = broker.policyListener(self.listener)
-        broker.withState(current: id, outbox: &outbox) { state in
+        var waits = false
+        broker.withState(on: shard, current: id, outbox: &outbox) { state in
             let actions = state.connect(id, connect, credentials: credentials, listener: listener, now: now)
-            let granted = state.grantedKeepAlive(requested: connect.keepAlive)
-            self.startKeepAlive(seconds: granted)
+            if case .awaitSession? = actions.last {
+                waits = true
+            } else {
+                self.startKeepAlive(seconds: state.grantedKeepAlive(requested: connect.keepAlive))
+            }
             return actions
+        }
+        if waits {
+            // Its session is on another event loop's shard; ``continueAfterSession()`` follows.
+            attached = false
+            heldConnect = (connect, credentials)
+            try? context?.channel.syncOptions?.setOption(.autoRead, value: false)
         }
     }
 
@@ -322,6 +356,7 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                 case .close:
                     close(reason: nil)
                     return
+                case .awaitSession: break  // handled by the broker, never queued
                 }
                 // A long batch is handed to the socket as it goes, so that a client that reads
                 // keeps its connection writable and only one that does not sees backpressure.
@@ -395,7 +430,7 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     func close(reason: String?) {
         guard !closing, let context else { return }
-        outbox.dispatch()
+        dispatchOutbox()
         if let reason {
             broker.logger.debug("closing connection", metadata: ["connection": "\(id)", "reason": "\(reason)"])
         }

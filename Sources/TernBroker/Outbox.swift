@@ -2,15 +2,20 @@ import NIOCore
 import TernBrokerCore
 import TernStore
 
-/// The connections whose queues received actions during one read burst (or one event that belongs
-/// to no connection), woken once per event loop when it ends, so a publisher's burst costs one hop
-/// per subscriber loop instead of one per message.
-///
-/// It also holds the store whose commit the burst put off: the commit starts when the burst ends,
-/// so that the burst's packets share one transaction.
+/// What one read burst (or one event that belongs to no connection) leaves for others, handed
+/// over once when it ends, so that a publisher's burst costs one hop per event loop it reaches
+/// instead of one per message:
+/// - the connections of this loop whose queues received actions;
+/// - the deliveries for sessions other shards hold, posted to their mailboxes, and those shards
+///   woken once each;
+/// - sessions to fetch from other shards for CONNECTs that claimed them;
+/// - the store whose commit the burst put off: it starts when the burst ends, so that the
+///   burst's packets share one transaction.
 struct Outbox {
     private var handles: [MQTTBroker.Handle] = []
     private var storeToCommit: (any TernStore)?
+    private var posts: [(from: BrokerShard, deliveries: [OutgoingDeliveries], ticket: UInt64)] = []
+    private var fetches: [(clientID: String, owner: Int, claimant: BrokerShard)] = []
 
     mutating func wake(_ handle: MQTTBroker.Handle) {
         handles.append(handle)
@@ -21,10 +26,30 @@ struct Outbox {
         storeToCommit = store
     }
 
-    /// Starts the commit put off, wakes every connection collected, with one task per event
-    /// loop, and empties the outbox.
-    mutating func dispatch() {
+    /// Posts deliveries to sessions of other shards when the burst ends. `ticket` is the store
+    /// commit that holds their stored copies.
+    mutating func post(_ deliveries: [OutgoingDeliveries], ticket: UInt64, from shard: BrokerShard) {
+        posts.append((shard, deliveries, ticket))
+    }
+
+    /// Asks shard `owner` for `clientID`'s session when the burst ends.
+    mutating func fetch(_ clientID: String, from owner: Int, for claimant: BrokerShard) {
+        fetches.append((clientID, owner, claimant))
+    }
+
+    /// Starts the commit put off, posts the deliveries and wakes the shards that hold their
+    /// sessions, asks for the sessions to fetch, and wakes every connection collected, with one
+    /// task per event loop; then empties the outbox.
+    mutating func dispatch(_ broker: MQTTBroker) {
         if let store = storeToCommit.take() { store.startCommit() }
+        if !posts.isEmpty { dispatchPosts(broker) }
+        if !fetches.isEmpty {
+            for (clientID, owner, claimant) in fetches {
+                let shard = broker.shards[owner]
+                shard.run { broker.release(clientID, on: shard, to: claimant) }
+            }
+            fetches.removeAll()
+        }
         guard !handles.isEmpty else { return }
         if handles.count == 1 {
             let handle = handles.removeFirst()
@@ -37,6 +62,27 @@ struct Outbox {
         }
         handles.removeAll(keepingCapacity: true)
         for (_, entry) in perLoop { Self.run(entry.handles, on: entry.loop) }
+    }
+
+    private mutating func dispatchPosts(_ broker: MQTTBroker) {
+        var wakes: [Int: [SessionReference]] = [:]
+        for (from, groups, ticket) in posts {
+            var refused: [OutgoingDeliveries] = []
+            for group in groups {
+                switch group.session.post(group.deliveries, storeKey: group.storeKey, ticket: ticket) {
+                case .accepted(let owner?): wakes[owner, default: []].append(group.session)
+                case .accepted(nil): break
+                case .refused where group.storeKey != 0: refused.append(group)
+                case .refused: break
+                }
+            }
+            if !refused.isEmpty { broker.postsRefused(refused, by: from) }
+        }
+        posts.removeAll()
+        for (index, sessions) in wakes {
+            let shard = broker.shards[index]
+            shard.run { broker.receivePosted(sessions, on: shard) }
+        }
     }
 
     private static func run(_ handles: [MQTTBroker.Handle], on loop: any EventLoop) {

@@ -25,6 +25,7 @@ enum WriteAhead {
         // crash, the next CONNACK says so. Holding it would add a commit to every connect.
         case .send(_, .connack): return false
         case .send(let id, _), .close(let id): return id == current
+        case .awaitSession: return false
         }
     }
 }

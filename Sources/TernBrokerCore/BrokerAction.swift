@@ -6,6 +6,11 @@ public enum BrokerAction: Sendable, Hashable {
     case send(ConnectionID, MQTTPacket)
     /// Close a connection once the packets sent to it before this action are written.
     case close(ConnectionID)
+    /// The CONNECT of this connection waits for its session, which another state holds or is
+    /// about to: ask state `fetchFrom` to release it (``BrokerState/release(_:to:now:)``), unless
+    /// `nil` (it is on its way already), and run the CONNECT again once it has arrived
+    /// (``BrokerState/adopt(_:clientID:now:)``).
+    case awaitSession(ConnectionID, clientID: String, fetchFrom: Int?)
 }
 
 /// Counters behind `$SYS/broker/...` and the metrics, with Mosquitto's meanings.
@@ -69,5 +74,29 @@ extension BrokerStatistics {
         publishMessagesSent += 1
         publishSentByQoS[publish.qos] += 1
         payloadBytesSentByQoS[publish.qos] += UInt64(publish.payload.readableBytes)
+    }
+}
+
+extension BrokerStatistics {
+    /// Adds another state's counters, for the figures of the whole broker.
+    public mutating func add(_ other: BrokerStatistics) {
+        messagesReceived += other.messagesReceived
+        messagesSent += other.messagesSent
+        publishMessagesReceived += other.publishMessagesReceived
+        publishMessagesSent += other.publishMessagesSent
+        bytesReceived += other.bytesReceived
+        bytesSent += other.bytesSent
+        publishMessagesDropped += other.publishMessagesDropped
+        publishMessagesDroppedBackpressure += other.publishMessagesDroppedBackpressure
+        backpressureEvents += other.backpressureEvents
+        publishMessagesDroppedTooLarge += other.publishMessagesDroppedTooLarge
+        publishMessagesExpired += other.publishMessagesExpired
+        connectionsTotal += other.connectionsTotal
+        for qos in [QoS.atMostOnce, .atLeastOnce, .exactlyOnce] {
+            publishReceivedByQoS[qos] += other.publishReceivedByQoS[qos]
+            publishSentByQoS[qos] += other.publishSentByQoS[qos]
+            payloadBytesReceivedByQoS[qos] += other.payloadBytesReceivedByQoS[qos]
+            payloadBytesSentByQoS[qos] += other.payloadBytesSentByQoS[qos]
+        }
     }
 }

@@ -38,7 +38,7 @@ extension BrokerState {
         guard checksAccess, let session = sessions[clientID], let identity = session.identity else { return }
         for (key, subscription) in session.subscriptions
         where !maySubscribe(subscription.filter, clientID: clientID, identity: identity) {
-            _ = topics.unsubscribe(subscription.filter, clientID: clientID)
+            shared.subscriptions.unsubscribe(subscription.filter, session: session.reference)
             sessions[clientID]?.subscriptions[key] = nil
             record(for: clientID) { .deleteSubscription(session: $0, filter: key) }
         }

@@ -127,78 +127,73 @@ extension BrokerState {
         ]
     }
 
-    /// Stores or clears a retained message and delivers `message` to every matching subscription.
-    /// - Returns: how many subscriptions it was delivered or queued to.
+    /// Stores or clears a retained message and delivers `message` to every matching subscription:
+    /// at once to the sessions this state holds, through their mailboxes to the others
+    /// (``takeOutgoing()``).
+    /// - Returns: how many subscriptions it was delivered, queued or posted to.
     @discardableResult
     mutating func route(_ message: ApplicationMessage, now: BrokerInstant, into actions: inout [BrokerAction]) -> Int {
         var message = message
         if recordsChanges, message.storeID == 0 {
             // Numbered before it is copied into deliveries, so that every copy names the same stored message.
-            lastMessageID += 1
-            message.storeID = lastMessageID
+            message.storeID = BrokerShared.next(shared.lastMessageID)
         }
         // Built once per publish: it is the retained-store key and what the topic tree matches.
         let topicString = message.topic.string
         if message.retain {
-            let key = topicString
+            let stored = recordsChanges && !message.topic.isDollarTopic  // $SYS values are rebuilt, not stored
             if message.payload.readableBytes == 0 {
                 // §3.3.1.3: a zero-length retained message deletes the stored one
-                if retained.removeValue(forKey: key) != nil, recordsChanges, !message.topic.isDollarTopic {
-                    storeChanges.append(.deleteRetained(topic: key))
-                }
+                shared.retained.set(topicString, nil, record: stored)
             } else {
-                if recordsChanges, !message.topic.isDollarTopic {  // $SYS values are rebuilt, not stored
-                    recordMessage(&message)
-                    storeChanges.append(.putRetained(topic: key, messageID: message.storeID))
-                }
-                retained[key] = message
-                schedule(.retainedExpiry(key), at: message.expiresAt)
+                shared.retained.set(topicString, message, record: stored)
+                schedule(.retainedExpiry(topicString), at: message.expiresAt)
             }
         }
-        let matches: [TopicTree.Match]
-        do {
-            // A scoped copy, released before `sessions` is mutated below, so that it never forces a copy.
-            let sessions = self.sessions
-            matches = topics.match(topicString) { sessions[$0]?.connection != nil }
-        }
+        let matches = shared.subscriptions.match(topicString)
         guard !matches.isEmpty else { return 0 }
         if matches.count == 1, !matches[0].isShared {
             // The common case (one subscriber to the topic): no per-client merging to do.
             let entry = matches[0].entry
             guard let delivery = delivery(of: message, topic: topicString, to: entry) else { return 0 }
-            deliver(delivery, to: entry.clientID, now: now, into: &actions)
+            deliver(delivery, to: entry.session, now: now, into: &actions)
             return 1
         }
 
         // One copy per client for ordinary subscriptions: the highest granted QoS and every
         // matching Subscription Identifier (§3.3.4). Each shared group adds its own copy.
-        var perClient: [String: Delivery] = [:]
-        var order: [String] = []
-        var sharedDeliveries: [(String, Delivery)] = []
+        var perClient: [SessionReference: Delivery] = [:]
+        var order: [SessionReference] = []
+        var sharedDeliveries: [(SessionReference, Delivery)] = []
         for match in matches {
             let entry = match.entry
             guard let delivery = delivery(of: message, topic: topicString, to: entry) else { continue }
             if match.isShared {
-                sharedDeliveries.append((entry.clientID, delivery))
-            } else if var existing = perClient[entry.clientID] {
+                sharedDeliveries.append((entry.session, delivery))
+            } else if var existing = perClient[entry.session] {
                 existing.qos = max(existing.qos, delivery.qos)
                 existing.retain = existing.retain || delivery.retain
                 existing.subscriptionIdentifiers += delivery.subscriptionIdentifiers
-                perClient[entry.clientID] = existing
+                perClient[entry.session] = existing
             } else {
-                perClient[entry.clientID] = delivery
-                order.append(entry.clientID)
+                perClient[entry.session] = delivery
+                order.append(entry.session)
             }
         }
-        for clientID in order { deliver(perClient[clientID]!, to: clientID, now: now, into: &actions) }
-        for (clientID, delivery) in sharedDeliveries { deliver(delivery, to: clientID, now: now, into: &actions) }
+        for session in order { deliver(perClient[session]!, to: session, now: now, into: &actions) }
+        for (session, delivery) in sharedDeliveries { deliver(delivery, to: session, now: now, into: &actions) }
         return order.count + sharedDeliveries.count
     }
 
     /// What one matching subscription receives of `message`: its granted QoS, Retain As
-    /// Published and Subscription Identifier; `nil` when the ACL or No Local withholds it.
+    /// Published and Subscription Identifier; `nil` when the ACL or No Local withholds it. The
+    /// ACL of a session another state holds is applied there, when it takes the delivery.
     private func delivery(of message: ApplicationMessage, topic: String, to entry: TopicTree.Entry) -> Delivery? {
-        if checksAccess, let session = sessions[entry.clientID], !mayReceive(topic, session: session) { return nil }
+        if checksAccess, let session = sessions[entry.clientID], session.reference === entry.session,
+            !mayReceive(topic, session: session)
+        {
+            return nil
+        }
         if entry.options.noLocal, entry.clientID == message.publisherClientID { return nil }  // §3.8.3.1
         return Delivery(
             message: message,
@@ -206,6 +201,29 @@ extension BrokerState {
             retain: entry.options.retainAsPublished ? message.retain : false,
             subscriptionIdentifiers: entry.identifier.map { [$0] } ?? []
         )
+    }
+
+    /// Delivers to a session this state holds, or stores the delivery (if the session is stored)
+    /// and keeps it for the mailbox of a session another state holds.
+    mutating func deliver(
+        _ delivery: Delivery,
+        to session: SessionReference,
+        now: BrokerInstant,
+        into actions: inout [BrokerAction]
+    ) {
+        // Compared through a temporary, not bound: a binding would keep a second reference to the
+        // session's queue alive while `deliver` appends to it, and copy the whole queue each time.
+        if sessions[session.clientID]?.reference === session {
+            deliver(delivery, to: session.clientID, now: now, into: &actions)
+            return
+        }
+        var delivery = delivery
+        let storeKey = recordsChanges ? session.storeKey.load(ordering: .relaxed) : 0
+        if storeKey != 0 {
+            // Stored here, before this publisher's PUBACK leaves; the session's state takes it from there.
+            recordDelivery(&delivery, storeKey: storeKey, packetIdentifier: nil)
+        }
+        outgoing.append((session, delivery, storeKey))
     }
 }
 

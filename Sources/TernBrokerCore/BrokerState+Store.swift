@@ -5,7 +5,17 @@ public import TernCodec
 
 extension BrokerState {
     /// Hands over the store changes made since the last call, in order.
+    ///
+    /// The shared retained messages' changes come first (``RetainedMessages/takeChanges(_:)``);
+    /// a broker with several states hands those to its store under their own lock instead, with
+    /// ``takeSessionChanges()``.
     public mutating func takeStoreChanges() -> [StoreChange] {
+        let retainedChanges = shared.retained.takeChanges { $0 } ?? []
+        return retainedChanges + takeSessionChanges()
+    }
+
+    /// Hands over the changes of this state's own sessions made since the last call, in order.
+    public mutating func takeSessionChanges() -> [StoreChange] {
         // A message whose last reference went away in an earlier batch may be referenced again
         // (a retained message delivered on SUBSCRIBE): it is put again rather than assumed stored.
         lastRecordedMessageID = 0
@@ -27,8 +37,7 @@ extension BrokerState {
             return
         }
         if session.storeKey == 0 {
-            lastStoreKey += 1
-            session.storeKey = lastStoreKey
+            session.storeKey = BrokerShared.next(shared.lastStoreKey)
         }
         var header = StoredSessionHeader(
             key: session.storeKey,
@@ -51,11 +60,22 @@ extension BrokerState {
     }
 
     /// Stores a new delivery of a stored session, and its message the first time it is needed.
+    /// A delivery another state stored already (routed here through a mailbox) is only marked sent.
     mutating func recordDelivery(_ delivery: inout Delivery, session: Session, packetIdentifier: UInt16?) {
         guard recordsChanges, session.storeKey != 0 else { return }
+        if delivery.sequence != 0 {
+            if let packetIdentifier {
+                storeChanges.append(.deliverySent(sequence: delivery.sequence, packetIdentifier: packetIdentifier))
+            }
+            return
+        }
+        recordDelivery(&delivery, storeKey: session.storeKey, packetIdentifier: packetIdentifier)
+    }
+
+    /// Stores a new delivery under the session key `storeKey`, and its message the first time it is needed.
+    mutating func recordDelivery(_ delivery: inout Delivery, storeKey: UInt64, packetIdentifier: UInt16?) {
         recordMessage(&delivery.message)
-        lastDeliverySequence += 1
-        delivery.sequence = lastDeliverySequence
+        delivery.sequence = BrokerShared.next(shared.lastDeliverySequence)
         let stored = StoredDelivery(
             sequence: delivery.sequence,
             messageID: delivery.message.storeID,
@@ -64,14 +84,13 @@ extension BrokerState {
             subscriptionIdentifiers: delivery.subscriptionIdentifiers,
             packetIdentifier: packetIdentifier
         )
-        storeChanges.append(.putDelivery(session: session.storeKey, stored))
+        storeChanges.append(.putDelivery(session: storeKey, stored))
     }
 
     /// Stores `message` once: copies routed to several sessions carry the same ``ApplicationMessage/storeID``.
     mutating func recordMessage(_ message: inout ApplicationMessage) {
         if message.storeID == 0 {
-            lastMessageID += 1
-            message.storeID = lastMessageID
+            message.storeID = BrokerShared.next(shared.lastMessageID)
         }
         if message.storeID != lastRecordedMessageID {
             lastRecordedMessageID = message.storeID
@@ -107,6 +126,8 @@ extension BrokerState {
         public var queuedMessages = 0
         public var inflightMessages = 0
         public var retainedMessages = 0
+
+        public init() {}
     }
 
     /// Rebuilds sessions, subscriptions, queues, in-flight flows, retained messages and pending
@@ -114,30 +135,37 @@ extension BrokerState {
     /// expiry passed meanwhile ends now, and its will goes out (§3.1.2.5). A session that was
     /// attached when the broker stopped without saying goodbye is treated as if its connection had
     /// just closed.
-    public mutating func restore(_ snapshot: StoreSnapshot, now: BrokerInstant) -> (
+    ///
+    /// - Parameter finishing: whether to publish the wills that are due and end the sessions that
+    ///   expired now (``tick(now:)``). A broker with several states restores each, then ticks
+    ///   each, so that a will reaches every restored session.
+    public mutating func restore(_ snapshot: StoreSnapshot, now: BrokerInstant, finishing: Bool = true) -> (
         summary: RestoreSummary, actions: [BrokerAction]
     ) {
         var summary = RestoreSummary()
         var actions: [BrokerAction] = []
         let messages = snapshot.messages
-        lastMessageID = max(lastMessageID, messages.keys.max() ?? 0, snapshot.lastMessageID)
-        lastDeliverySequence = max(lastDeliverySequence, snapshot.lastDeliverySequence)
+        BrokerShared.raise(shared.lastMessageID, to: max(messages.keys.max() ?? 0, snapshot.lastMessageID))
+        BrokerShared.raise(shared.lastDeliverySequence, to: snapshot.lastDeliverySequence)
 
         for (topic, id) in snapshot.retained {
             guard var message = messages[id] else { continue }
             message.storeID = id
-            retained[topic] = message
+            shared.retained.set(topic, message, record: false)
             schedule(.retainedExpiry(topic), at: message.expiresAt)
         }
-        summary.retainedMessages = retained.count
+        summary.retainedMessages = snapshot.retained.count
 
         for stored in snapshot.sessions {
             let header = stored.header
-            lastStoreKey = max(lastStoreKey, header.key)
+            BrokerShared.raise(shared.lastStoreKey, to: header.key)
+            let reference = SessionReference(clientID: header.clientID, owner: shard)
+            shared.directory.register(reference, shard: shard)
             var session = Session(
                 clientID: header.clientID,
                 protocolVersion: header.protocolVersion,
-                expiryInterval: header.expiryInterval
+                expiryInterval: header.expiryInterval,
+                reference: reference
             )
             session.storeKey = header.key
             session.expiresAt = header.expiresAt
@@ -146,7 +174,7 @@ extension BrokerState {
                 topics.subscribe(
                     subscription.filter,
                     entry: TopicTree.Entry(
-                        clientID: header.clientID,
+                        session: reference,
                         options: subscription.options,
                         identifier: subscription.identifier
                     )
@@ -157,25 +185,23 @@ extension BrokerState {
             }
             session.queue.reserveCapacity(stored.deliveries.count)
             restoreDeliveries(stored.deliveries, messages: messages, into: &session, summary: &summary)
-            if snapshot.queuesFollow { sessionsAwaitingQueues.insert(header.clientID) }
+            if snapshot.queuesFollow {
+                shared.sessionsAwaitingQueues.withLock { _ = $0.insert(header.clientID) }
+                shared.queuesPending.store(true, ordering: .releasing)
+            }
             session.inboundQoS2Pending = Set(stored.inboundQoS2)
             if let will = header.will {
                 if let deadline = header.willDeadline {
                     pendingWills[header.clientID] = (will, deadline)
                     schedule(.will(header.clientID), at: deadline)
                 } else if header.attached {
-                    // The connection ended with the broker: its will is due from now on.
+                    // The connection ended with the broker: its will is due from now on (at once,
+                    // by the tick below, when it has no delay: after every session is back).
                     var message = will
                     message.expiresAt = will.properties.messageExpiryInterval.map { now.adding(seconds: $0) }
-                    if header.willDelay == 0 {
-                        sessions[header.clientID] = session
-                        route(message, now: now, into: &actions)
-                        session = sessions[header.clientID] ?? session
-                    } else {
-                        let deadline = now.adding(seconds: min(header.willDelay, header.expiryInterval))
-                        pendingWills[header.clientID] = (message, deadline)
-                        schedule(.will(header.clientID), at: deadline)
-                    }
+                    let deadline = now.adding(seconds: min(header.willDelay, header.expiryInterval))
+                    pendingWills[header.clientID] = (message, deadline)
+                    schedule(.will(header.clientID), at: deadline)
                 }
             }
             if header.attached {
@@ -189,6 +215,7 @@ extension BrokerState {
             if header.attached { recordSession(header.clientID) }
         }
         // Sessions whose expiry passed while the broker was stopped end now, wills first.
+        guard finishing else { return (summary, actions) }
         let before = sessions.count
         actions += tick(now: now)
         summary.expiredSessions = before - sessions.count
@@ -208,8 +235,8 @@ extension BrokerState {
         guard !deliveries.isEmpty else { return }
         var queued = Deque<Delivery>()
         queued.reserveCapacity(deliveries.count + session.queue.count)
+        BrokerShared.raise(shared.lastDeliverySequence, to: deliveries.lazy.map(\.sequence).max() ?? 0)
         for delivery in deliveries {
-            lastDeliverySequence = max(lastDeliverySequence, delivery.sequence)
             guard var message = messages[delivery.messageID] else { continue }
             message.storeID = delivery.messageID
             let restored = Delivery(
@@ -235,32 +262,38 @@ extension BrokerState {
     /// Whether a CONNECT must wait for ``restoreQueues(_:)``: its session was restored and its
     /// deliveries are not in yet.
     public func connectWaitsForQueues(_ packet: Connect) -> Bool {
-        guard !sessionsAwaitingQueues.isEmpty else { return false }
-        let clientID = configuration.useUsernameAsClientID ? packet.username ?? "" : packet.clientIdentifier
-        return sessionsAwaitingQueues.contains(clientID)
+        shared.connectWaitsForQueues(packet, useUsernameAsClientID: configuration.useUsernameAsClientID)
     }
 
     /// Whether some restored session still waits for its deliveries.
-    public var queuesPending: Bool { !sessionsAwaitingQueues.isEmpty }
+    public var queuesPending: Bool { shared.queuesPending.load(ordering: .acquiring) }
 
     /// Brings in the deliveries a store read after the listeners opened
-    /// (``StoreSnapshot/queuesFollow``), in front of whatever was routed to their sessions since.
-    /// Sessions that ended meanwhile are skipped: the store deletes their deliveries with them.
-    public mutating func restoreQueues(_ queues: StoredQueues) -> RestoreSummary {
+    /// (``StoreSnapshot/queuesFollow``), in front of whatever was routed to their sessions since,
+    /// for the sessions this state holds. Sessions that ended meanwhile are skipped: the store
+    /// deletes their deliveries with them.
+    /// - Parameter last: whether this is the last of the broker's states to take them: then no
+    ///   session waits for its queue any more.
+    public mutating func restoreQueues(_ queues: StoredQueues, last: Bool = true) -> RestoreSummary {
         var summary = RestoreSummary()
         var byKey: [UInt64: String] = [:]
         for (clientID, session) in sessions where session.storeKey != 0 { byKey[session.storeKey] = clientID }
+        var highestSequence: UInt64 = 0
         for (key, deliveries) in queues.deliveries {
             guard let clientID = byKey[key], var session = sessions.removeValue(forKey: clientID) else {
-                for delivery in deliveries { lastDeliverySequence = max(lastDeliverySequence, delivery.sequence) }
+                highestSequence = max(highestSequence, deliveries.lazy.map(\.sequence).max() ?? 0)
                 continue
             }
             restoreDeliveries(deliveries, messages: queues.messages, into: &session, summary: &summary)
             sessions[clientID] = session
             summary.sessions += 1
         }
-        lastMessageID = max(lastMessageID, queues.messages.keys.max() ?? 0)
-        sessionsAwaitingQueues = []
+        BrokerShared.raise(shared.lastDeliverySequence, to: highestSequence)
+        BrokerShared.raise(shared.lastMessageID, to: queues.messages.keys.max() ?? 0)
+        if last {
+            shared.sessionsAwaitingQueues.withLock { $0.removeAll() }
+            shared.queuesPending.store(false, ordering: .releasing)
+        }
         return summary
     }
 }

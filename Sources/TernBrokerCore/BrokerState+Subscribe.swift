@@ -7,7 +7,8 @@ extension BrokerState {
         -> [BrokerAction]
     {
         var actions: [BrokerAction] = []
-        guard let (clientID, version) = connections[connection] else { return [] }
+        guard let (clientID, version) = connections[connection], let reference = sessions[clientID]?.reference
+        else { return [] }
         let identifier = packet.properties.subscriptionIdentifiers.first
         let identity = checksAccess ? sessions[clientID]?.identity : nil
         var codes: [ReasonCode] = []
@@ -21,9 +22,9 @@ extension BrokerState {
             options.qos = min(options.qos, configuration.maxQoS)
             // A bridge's own messages never come back to it over its subscriptions (loop prevention).
             if sessions[clientID]?.isBridge == true { options.noLocal = true }
-            let existed = topics.subscribe(
+            let existed = shared.subscriptions.subscribe(
                 subscription.filter,
-                entry: TopicTree.Entry(clientID: clientID, options: options, identifier: identifier)
+                entry: TopicTree.Entry(session: reference, options: options, identifier: identifier)
             )
             let remembered = SessionSubscription(filter: subscription.filter, options: options, identifier: identifier)
             sessions[clientID]?.subscriptions[subscription.filter.string] = remembered
@@ -44,7 +45,7 @@ extension BrokerState {
             )
         )
         for (filter, options) in retainedToSend {
-            for (topic, message) in retained.sorted(by: { $0.key < $1.key }) where filter.matches(topic) {
+            for (topic, message) in shared.retained.matching(filter) {
                 if message.isExpired(at: now) { continue }
                 if identity != nil, let session = sessions[clientID], !mayReceive(topic, session: session) { continue }
                 // §3.3.1.3: messages sent because of a new subscription keep RETAIN = 1.
@@ -62,10 +63,11 @@ extension BrokerState {
 
     /// Handles UNSUBSCRIBE (§3.10.4).
     public mutating func unsubscribe(_ connection: ConnectionID, _ packet: Unsubscribe) -> [BrokerAction] {
-        guard let (clientID, _) = connections[connection] else { return [] }
+        guard let (clientID, _) = connections[connection], let reference = sessions[clientID]?.reference
+        else { return [] }
         var codes: [ReasonCode] = []
         for filter in packet.filters {
-            let existed = topics.unsubscribe(filter, clientID: clientID)
+            let existed = shared.subscriptions.unsubscribe(filter, session: reference)
             sessions[clientID]?.subscriptions[filter.string] = nil
             if existed { record(for: clientID) { .deleteSubscription(session: $0, filter: filter.string) } }
             codes.append(existed ? .success : .noSubscriptionExisted)

@@ -4,12 +4,19 @@ import TernCodec
 extension BrokerState {
     /// Publishes the `$SYS/broker/...` topics as retained messages, with Mosquitto's names, and
     /// Tern's own `$SYS/broker/store/...` when there is a store.
-    public mutating func publishSystemTopics(now: BrokerInstant, version: String, store: StoreStatistics? = nil)
-        -> [BrokerAction]
-    {
+    /// - Parameter broker: the counters and gauges of the whole broker (all its states); this
+    ///   state's own when `nil`.
+    public mutating func publishSystemTopics(
+        now: BrokerInstant,
+        version: String,
+        store: StoreStatistics? = nil,
+        broker: (statistics: BrokerStatistics, gauges: BrokerGauges)? = nil
+    ) -> [BrokerAction] {
         var actions: [BrokerAction] = []
-        let connected = connections.count
-        let total = sessions.count
+        let statistics = broker?.statistics ?? self.statistics
+        let gauges = broker?.gauges ?? self.gauges
+        let connected = gauges.clientsConnected
+        let total = gauges.sessions
         var values: [(String, String)] = [
             ("version", version),
             ("uptime", "\(startedAt.seconds(until: now)) seconds"),
@@ -28,12 +35,12 @@ extension BrokerState {
             ("publish/messages/expired", "\(statistics.publishMessagesExpired)"),
             // Tern's own: backpressure, as it happens (see writabilityChanged).
             ("publish/messages/dropped/backpressure", "\(statistics.publishMessagesDroppedBackpressure)"),
-            ("clients/backpressured", "\(backpressuredCount)"),
+            ("clients/backpressured", "\(gauges.clientsBackpressured)"),
             ("clients/backpressure events", "\(statistics.backpressureEvents)"),
             ("bytes/received", "\(statistics.bytesReceived)"),
             ("bytes/sent", "\(statistics.bytesSent)"),
-            ("subscriptions/count", "\(topics.count)"),
-            ("retained messages/count", "\(retained.count)"),
+            ("subscriptions/count", "\(gauges.subscriptions)"),
+            ("retained messages/count", "\(gauges.retainedMessages)"),
         ]
         if let store {
             values += [
@@ -63,13 +70,6 @@ extension BrokerState {
     }
 }
 
-extension BrokerState {
-    /// How many connected clients are not keeping up with what they are sent now.
-    var backpressuredCount: Int {
-        sessions.values.reduce(0) { $0 + ($1.connection != nil && !$1.writable ? 1 : 0) }
-    }
-}
-
 /// What the broker holds now, for the metrics endpoint's gauges.
 public struct BrokerGauges: Sendable, Hashable {
     public var clientsConnected = 0
@@ -84,6 +84,15 @@ public struct BrokerGauges: Sendable, Hashable {
     public var clientsBackpressured = 0
 
     public init() {}
+
+    /// Adds another state's gauges of its own sessions; the shared figures are the same in each.
+    public mutating func add(_ other: BrokerGauges) {
+        clientsConnected += other.clientsConnected
+        sessions += other.sessions
+        queuedMessages += other.queuedMessages
+        inflightMessages += other.inflightMessages
+        clientsBackpressured += other.clientsBackpressured
+    }
 }
 
 extension BrokerState {
@@ -92,8 +101,8 @@ extension BrokerState {
         var gauges = BrokerGauges()
         gauges.clientsConnected = connections.count
         gauges.sessions = sessions.count
-        gauges.subscriptions = topics.count
-        gauges.retainedMessages = retained.count
+        gauges.subscriptions = shared.subscriptions.count
+        gauges.retainedMessages = shared.retained.count
         for session in sessions.values {
             gauges.queuedMessages += session.queue.count
             gauges.inflightMessages += session.inflight.count

@@ -1,18 +1,27 @@
 public import TernCodec
 
-/// The broker's shared logic, with no I/O: sessions, the topic tree, retained messages, wills and
-/// expiry. Every method takes the current time and returns the ``BrokerAction``s to carry out.
+/// The broker's logic, with no I/O: sessions, subscriptions, retained messages, wills and expiry.
+/// Every method takes the current time and returns the ``BrokerAction``s to carry out.
 ///
-/// It is a value type so that it can be tested without sockets and held behind one lock by the
-/// I/O layer. Per-connection rules that need no shared state (topic aliases, packet order) live in
-/// ``ConnectionStateMachine`` instead, on the connection's own event loop.
+/// The broker has one state per event loop, holding the sessions of the clients connected to that
+/// loop (and of those that were, until they come back elsewhere). The states share a
+/// ``BrokerShared``: the subscription index, the retained messages and the directory of sessions.
+/// A message for a session another state holds is posted to that session's mailbox
+/// (``takeOutgoing()``), and a CONNECT for such a session fetches it first (``release(_:to:now:)``,
+/// ``adopt(_:now:)``), so that a session's state is only ever touched by one loop and no lock is
+/// held around the publish path. A state made on its own holds every session, as the tests of the
+/// rules use it. Per-connection rules that need no session (topic aliases, packet order) live in
+/// ``ConnectionStateMachine`` instead.
 public struct BrokerState: Sendable {
     public var configuration: BrokerConfiguration
+    /// What this state shares with the broker's other states.
+    public let shared: BrokerShared
+    /// This state's number among the broker's states: its event loop's.
+    public let shard: Int
+    /// The sessions this state holds, attached to its connections or waiting for their clients.
     public internal(set) var sessions: [String: Session] = [:]
     /// The client identifier attached to each live connection, and its protocol level.
     var connections: [ConnectionID: (clientID: String, version: ProtocolVersion)] = [:]
-    public internal(set) var topics = TopicTree()
-    public internal(set) var retained: [String: ApplicationMessage] = [:]
     /// Wills waiting for their Will Delay Interval, by client identifier.
     public internal(set) var pendingWills: [String: (message: ApplicationMessage, deadline: BrokerInstant)] = [:]
     /// When each will, session expiry and retained message expiry comes due, earliest first.
@@ -34,27 +43,44 @@ public struct BrokerState: Sendable {
     /// Whether any ACL is configured: kept up to date here so that every PUBLISH and delivery
     /// without an ACL pays one load, not a walk over the listener policies.
     var checksAccess = false
-    var assignedIdentifierCounter: UInt64 = 0
     /// Whether changes to stored sessions are recorded for a store (``takeStoreChanges()``).
     /// Off when the broker keeps its state in memory only.
     public var recordsChanges = false
     var storeChanges: [StoreChange] = []
-    var lastStoreKey: UInt64 = 0
-    var lastMessageID: UInt64 = 0
-    var lastDeliverySequence: UInt64 = 0
-    /// Client identifiers of restored sessions whose deliveries the store has not brought in yet
-    /// (``restoreQueues(_:)``).
-    var sessionsAwaitingQueues: Set<String> = []
     var lastRecordedMessageID: UInt64 = 0
     let startedAt: BrokerInstant
     /// Payload bytes of the queues of sessions that ended since ``takeFreedQueueBytes()`` was last
     /// called: the I/O layer hands that much freed heap back to the system once it is large.
     var freedQueueBytes = 0
+    /// Deliveries for sessions other states hold, to post to their mailboxes (``takeOutgoing()``).
+    var outgoing: [(session: SessionReference, delivery: Delivery, storeKey: UInt64)] = []
+    /// Client identifiers whose sessions this state has claimed from another and waits for.
+    var awaitingSessions: Set<String> = []
+    /// Releases asked of this state for sessions it waits for itself: made once they arrive.
+    var deferredReleases: [String: [Int]] = [:]
 
-    public init(configuration: BrokerConfiguration = BrokerConfiguration(), now: BrokerInstant) {
+    /// - Parameters:
+    ///   - configuration: The broker's limits and options.
+    ///   - now: When the broker started.
+    ///   - shared: What this state shares with the broker's other states; its own by default.
+    ///   - shard: This state's number among them.
+    public init(
+        configuration: BrokerConfiguration = BrokerConfiguration(),
+        now: BrokerInstant,
+        shared: BrokerShared = BrokerShared(),
+        shard: Int = 0
+    ) {
         self.configuration = configuration
         self.startedAt = now
+        self.shared = shared
+        self.shard = shard
     }
+
+    /// The subscriptions of every session, shared by all states.
+    public var topics: SubscriptionIndex { shared.subscriptions }
+
+    /// The retained messages, shared by all states.
+    public var retained: RetainedMessages { shared.retained }
 
     /// Payload bytes queued for sessions that have ended since the last call.
     public mutating func takeFreedQueueBytes() -> Int {
@@ -134,10 +160,9 @@ extension BrokerState {
                 return refuse(.clientIdentifierNotValid)
             }
             repeat {
-                assignedIdentifierCounter += 1
-                clientID =
-                    "\(configuration.autoIDPrefix)\(startedAt.millisecondsSinceEpoch)-\(assignedIdentifierCounter)"
-            } while sessions[clientID] != nil
+                let number = BrokerShared.next(shared.assignedIdentifierCounter)
+                clientID = "\(configuration.autoIDPrefix)\(startedAt.millisecondsSinceEpoch)-\(number)"
+            } while shared.directory.contains(clientID)
             assignedIdentifier = clientID
         }
         // As Mosquitto does: a will the client could not publish itself is refused at CONNECT.
@@ -149,6 +174,20 @@ extension BrokerState {
         // §3.1.2.11.2: absent means 0. 3.1.1's Clean Session 0 is a session that never expires.
         let expiryInterval: UInt32 =
             version == .v5 ? (packet.properties.sessionExpiryInterval ?? 0) : (packet.cleanStart ? 0 : .max)
+
+        // A session another state holds is fetched first; the CONNECT runs again once it is here.
+        var reference: SessionReference?
+        if sessions[clientID] == nil {
+            if awaitingSessions.contains(clientID) {
+                return [.awaitSession(connection, clientID: clientID, fetchFrom: nil)]
+            }
+            switch shared.directory.claim(clientID, for: shard) {
+            case .start(let fresh): reference = fresh
+            case .fetch(let owner):
+                awaitingSessions.insert(clientID)
+                return [.awaitSession(connection, clientID: clientID, fetchFrom: owner)]
+            }
+        }
 
         // Session takeover (§3.1.4-3): the old connection is told and closed; its will follows the usual rules.
         if let existing = sessions[clientID], let old = existing.connection {
@@ -168,8 +207,27 @@ extension BrokerState {
             pendingWills[clientID] = nil
         }
 
-        var session =
-            sessions[clientID] ?? Session(clientID: clientID, protocolVersion: version, expiryInterval: expiryInterval)
+        if sessions[clientID] == nil {
+            if reference == nil {
+                // The session ended just now (Clean Start, or an expiry of 0 at takeover): the new one
+                // gets a new reference, so that nothing routed to the old one reaches it.
+                switch shared.directory.claim(clientID, for: shard) {
+                case .start(let fresh): reference = fresh
+                case .fetch(let owner):
+                    // Another state claimed it meanwhile: it goes there, and this CONNECT follows it.
+                    awaitingSessions.insert(clientID)
+                    actions.append(.awaitSession(connection, clientID: clientID, fetchFrom: owner))
+                    return actions
+                }
+            }
+            sessions[clientID] = Session(
+                clientID: clientID,
+                protocolVersion: version,
+                expiryInterval: expiryInterval,
+                reference: reference!
+            )
+        }
+        var session = sessions[clientID]!
         session.protocolVersion = version
         session.expiryInterval = expiryInterval
         session.connection = connection
@@ -185,6 +243,7 @@ extension BrokerState {
         session.writable = true
         session.identity = identity
         session.isBridge = packet.isBridge
+        session.reference.connected.store(true, ordering: .relaxed)
         sessions[clientID] = session
         connections[connection] = (clientID, version)
         recordSession(clientID)
@@ -270,6 +329,7 @@ extension BrokerState {
             var session = sessions[clientID], session.connection == connection
         else { return }
         session.connection = nil
+        session.reference.connected.store(false, ordering: .relaxed)
         let expiry = session.expiryInterval
         if let will = session.will, publishWill {
             let message = willMessage(will, clientID: clientID, now: now)
@@ -304,10 +364,22 @@ extension BrokerState {
         }
         guard let session = sessions.removeValue(forKey: clientID) else { return }
         freedQueueBytes += session.queuedBytes
-        record(.deleteSession(key: session.storeKey, deliveries: session.storedDeliveryKeys), session: session.storeKey)
-        for subscription in session.subscriptions.values {
-            topics.unsubscribe(subscription.filter, clientID: clientID)
+        let reference = session.reference
+        reference.connected.store(false, ordering: .relaxed)
+        // What other states posted and this one has not taken yet ends with the session.
+        let unread = reference.mailbox.withLock { mailbox in
+            mailbox.closed = true
+            defer { mailbox.entries = [] }
+            return mailbox.entries.flatMap(\.deliveries)
         }
+        var storedKeys = session.storedDeliveryKeys
+        for delivery in unread where delivery.sequence != 0 {
+            storedKeys.append(StoredDeliveryKey(sequence: delivery.sequence, messageID: delivery.message.storeID))
+        }
+        record(.deleteSession(key: session.storeKey, deliveries: storedKeys), session: session.storeKey)
+        reference.storeKey.store(0, ordering: .relaxed)
+        shared.subscriptions.unsubscribe(session.subscriptions.values.map(\.filter), session: reference)
+        shared.directory.remove(reference, shard: shard)
     }
 
     func willMessage(_ will: Connect.Will, clientID: String, now: BrokerInstant) -> ApplicationMessage {
@@ -353,9 +425,7 @@ extension BrokerState {
             endSession(clientID, now: now, into: &actions)
         }
         for topic in retainedTopics {
-            guard let message = retained[topic], message.isExpired(at: now) else { continue }  // replaced
-            retained[topic] = nil
-            if recordsChanges { storeChanges.append(.deleteRetained(topic: topic)) }
+            shared.retained.removeIfExpired(topic, now: now, record: recordsChanges)  // unless replaced
         }
         return actions
     }
@@ -375,7 +445,7 @@ extension BrokerState {
                 guard let expiresAt = session.expiresAt else { continue }
                 live.append(.init(at: expiresAt, kind: .sessionExpiry(clientID)))
             }
-            for (topic, message) in retained {
+            for (topic, message) in shared.retained.all {
                 if let expiresAt = message.expiresAt { live.append(.init(at: expiresAt, kind: .retainedExpiry(topic))) }
             }
             deadlines.rebuild(live)

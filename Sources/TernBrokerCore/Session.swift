@@ -88,6 +88,8 @@ struct AcknowledgementOutcome {
 /// outbound in-flight window and queue, inbound QoS 2 identifiers awaiting PUBREL, and the will.
 public struct Session: Sendable {
     public let clientID: String
+    /// How the broker's other states name this session (its mailbox, its subscriptions).
+    public let reference: SessionReference
     public internal(set) var protocolVersion: ProtocolVersion
     /// The Session Expiry Interval in force, in seconds; `UInt32.max` never expires.
     public internal(set) var expiryInterval: UInt32
@@ -103,7 +105,10 @@ public struct Session: Sendable {
     /// The will registered by the current (or last) connection.
     public internal(set) var will: Connect.Will?
     /// Its key in the store, or 0 while it is not stored (Session Expiry Interval 0).
-    public internal(set) var storeKey: UInt64 = 0
+    public internal(set) var storeKey: UInt64 = 0 {
+        // Other states store what they route to this session under the key they read there.
+        didSet { reference.storeKey.store(storeKey, ordering: .relaxed) }
+    }
     var queuedBytes = 0
     var nextPacketIdentifier: UInt16 = 1
     /// The client's Receive Maximum: how many QoS 1/2 PUBLISH may await acknowledgement.
@@ -120,8 +125,9 @@ public struct Session: Sendable {
     /// its subscriptions do not send it back what it published, as No Local would.
     var isBridge = false
 
-    init(clientID: String, protocolVersion: ProtocolVersion, expiryInterval: UInt32) {
+    init(clientID: String, protocolVersion: ProtocolVersion, expiryInterval: UInt32, reference: SessionReference) {
         self.clientID = clientID
+        self.reference = reference
         self.protocolVersion = protocolVersion
         self.expiryInterval = expiryInterval
     }

@@ -1,3 +1,4 @@
+import Synchronization
 public import TernCodec
 
 /// The subscriptions of every session, indexed by topic level (MQTT 5.0 §4.7, §4.8.2).
@@ -7,23 +8,40 @@ public import TernCodec
 /// number of subscriptions. Topics starting with `$` are not matched by a wildcard in the first
 /// level (§4.7.2). Shared subscriptions live in the same tree, grouped by share name, and each
 /// group delivers one copy, round robin, preferring members that are connected.
+///
+/// Matching never changes the tree (a shared group's round-robin cursor is an atomic counter
+/// beside it), so that every event loop can match at once under a read lock
+/// (``SubscriptionIndex``).
 public struct TopicTree: Sendable {
     /// One subscription of one session.
     public struct Entry: Sendable, Hashable {
-        public var clientID: String
+        public var session: SessionReference
         public var options: SubscriptionOptions
         public var identifier: UInt32?
 
-        public init(clientID: String, options: SubscriptionOptions, identifier: UInt32?) {
-            self.clientID = clientID
+        public init(session: SessionReference, options: SubscriptionOptions, identifier: UInt32?) {
+            self.session = session
             self.options = options
             self.identifier = identifier
         }
+
+        /// An entry for a session of its own, named by `clientID` (for tests of the tree alone).
+        public init(clientID: String, options: SubscriptionOptions, identifier: UInt32?) {
+            self.init(session: SessionReference(clientID: clientID), options: options, identifier: identifier)
+        }
+
+        public var clientID: String { session.clientID }
     }
 
     struct SharedGroup: Sendable {
         var members: [Entry] = []
-        var cursor = 0
+        /// Where the next round-robin choice starts; shared by copies of the tree, and moved by
+        /// matching without a write lock.
+        let cursor = SharedGroupCursor()
+    }
+
+    final class SharedGroupCursor: Sendable {
+        let position = Atomic<Int>(0)
     }
 
     struct Node: Sendable {
@@ -78,15 +96,16 @@ public struct TopicTree: Sendable {
         )
     }
 
-    /// Removes the subscription of `clientID` to `filter`.
+    /// Removes the subscription of `session` to `filter`; one of another session with the same
+    /// client identifier (a newer session, say) stays.
     /// - Returns: whether it existed.
     @discardableResult
-    public mutating func unsubscribe(_ filter: TopicFilter, clientID: String) -> Bool {
+    public mutating func unsubscribe(_ filter: TopicFilter, session: SessionReference) -> Bool {
         let removed = Self.remove(
             from: &root,
             levels: filter.filter.split(separator: "/", omittingEmptySubsequences: false)[...],
             shareName: filter.shareName,
-            clientID: clientID
+            session: session
         )
         if removed { count -= 1 }
         return removed
@@ -96,22 +115,23 @@ public struct TopicTree: Sendable {
         from node: inout Node,
         levels: ArraySlice<Substring>,
         shareName: String?,
-        clientID: String
+        session: SessionReference
     ) -> Bool {
         guard let level = levels.first else {
             if let shareName {
                 guard var group = node.shared[shareName],
-                    let index = group.members.firstIndex(where: { $0.clientID == clientID })
+                    let index = group.members.firstIndex(where: { $0.session === session })
                 else { return false }
                 group.members.remove(at: index)
-                if group.cursor > index { group.cursor -= 1 }
                 node.shared[shareName] = group.members.isEmpty ? nil : group
                 return true
             }
-            return node.subscribers.removeValue(forKey: clientID) != nil
+            guard node.subscribers[session.clientID]?.session === session else { return false }
+            node.subscribers[session.clientID] = nil
+            return true
         }
         guard var child = node.children[level] else { return false }
-        let removed = remove(from: &child, levels: levels.dropFirst(), shareName: shareName, clientID: clientID)
+        let removed = remove(from: &child, levels: levels.dropFirst(), shareName: shareName, session: session)
         node.children[level] = child.isEmpty ? nil : child
         return removed
     }
@@ -124,12 +144,12 @@ public struct TopicTree: Sendable {
 
     /// Every subscription that matches `topic`. For each shared group that matches, one member is
     /// chosen round robin; `isConnected` lets the choice skip members that are offline.
-    public mutating func match(_ topic: String, isConnected: (String) -> Bool) -> [Match] {
+    public func match(_ topic: String, isConnected: (SessionReference) -> Bool) -> [Match] {
         var matches: [Match] = []
         let levels = topic.split(separator: "/", omittingEmptySubsequences: false)
         let isDollar = topic.utf8.first == UInt8(ascii: "$")
         Self.collect(
-            &root,
+            root,
             levels: levels[...],
             atRoot: true,
             isDollar: isDollar,
@@ -140,26 +160,26 @@ public struct TopicTree: Sendable {
     }
 
     private static func collect(
-        _ node: inout Node,
+        _ node: Node,
         levels: ArraySlice<Substring>,
         atRoot: Bool,
         isDollar: Bool,
         into matches: inout [Match],
-        isConnected: (String) -> Bool
+        isConnected: (SessionReference) -> Bool
     ) {
         let wildcardsAllowed = !(atRoot && isDollar)
         // `#` also matches the parent level itself (§4.7.1.2: "sport/#" matches "sport").
-        if wildcardsAllowed, node.children["#"] != nil {
-            take(&node.children["#"]!, into: &matches, isConnected: isConnected)
+        if wildcardsAllowed, let all = node.children["#"] {
+            take(all, into: &matches, isConnected: isConnected)
         }
         guard let level = levels.first else {
-            take(&node, into: &matches, isConnected: isConnected)
+            take(node, into: &matches, isConnected: isConnected)
             return
         }
         let rest = levels.dropFirst()
-        if node.children[level] != nil {
+        if let child = node.children[level] {
             collect(
-                &node.children[level]!,
+                child,
                 levels: rest,
                 atRoot: false,
                 isDollar: isDollar,
@@ -167,9 +187,9 @@ public struct TopicTree: Sendable {
                 isConnected: isConnected
             )
         }
-        if wildcardsAllowed, level != "+", node.children["+"] != nil {
+        if wildcardsAllowed, level != "+", let any = node.children["+"] {
             collect(
-                &node.children["+"]!,
+                any,
                 levels: rest,
                 atRoot: false,
                 isDollar: isDollar,
@@ -179,23 +199,24 @@ public struct TopicTree: Sendable {
         }
     }
 
-    private static func take(_ node: inout Node, into matches: inout [Match], isConnected: (String) -> Bool) {
+    private static func take(_ node: Node, into matches: inout [Match], isConnected: (SessionReference) -> Bool) {
         for entry in node.subscribers.values { matches.append(Match(entry: entry, isShared: false)) }
-        for name in node.shared.keys {
-            var group = node.shared[name]!
+        for group in node.shared.values {
             let count = group.members.count
+            // Loops matching at the same moment may pick the same member; each message still goes
+            // to one member only.
+            let start = group.cursor.position.load(ordering: .relaxed)
             var chosen: Int?
             for step in 0..<count {
-                let index = (group.cursor + step) % count
-                if isConnected(group.members[index].clientID) {
+                let index = (start + step) % count
+                if isConnected(group.members[index].session) {
                     chosen = index
                     break
                 }
             }
-            let index = chosen ?? group.cursor % count
+            let index = chosen ?? start % count
             matches.append(Match(entry: group.members[index], isShared: true))
-            group.cursor = (index + 1) % count
-            node.shared[name] = group
+            group.cursor.position.store((index + 1) % count, ordering: .relaxed)
         }
     }
 }

@@ -218,7 +218,7 @@ struct AccessControlTests {
         _ = state.subscribe(conn(1), subscribePacket([("alice/#", .init(qos: .atLeastOnce))]), now: t0)
         _ = state.connect(conn(2), Self.connect("writer", user: "alice"), now: t0)
         // A retained message kept from before the ACL existed (alice may not write there now).
-        state.retained["alice/secret/r"] = ApplicationMessage(
+        let old = ApplicationMessage(
             topic: try TopicName("alice/secret/r"),
             payload: ByteBuffer(string: "r"),
             qos: .atMostOnce,
@@ -227,6 +227,7 @@ struct AccessControlTests {
             expiresAt: nil,
             publisherClientID: "old"
         )
+        state.retained.set("alice/secret/r", old, record: false)
         let open = state.publish(conn(2), publishPacket("alice/open", "1", qos: .atLeastOnce, id: 1), now: t0)
         #expect(open.publishes(to: conn(1)).map(\.text) == ["1"])
         let secret = state.publish(conn(2), publishPacket("alice/secret/x", "2", qos: .atLeastOnce, id: 2), now: t0)

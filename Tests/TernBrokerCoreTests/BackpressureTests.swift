@@ -39,13 +39,13 @@ struct BackpressureTests {
         #expect(state.statistics.publishMessagesDroppedBackpressure == 5)
         #expect(state.statistics.publishMessagesDropped == 5)
         #expect(state.statistics.backpressureEvents == 1)
-        #expect(state.backpressuredCount == 1)
+        #expect(state.gauges.clientsBackpressured == 1)
         // Writable again: QoS 0 flows again, nothing dropped is replayed.
         let resumed = state.writabilityChanged(conn(2), writable: true, now: t0)
         #expect(resumed.isEmpty)
         let sixth = state.publish(conn(1), publishPacket("t", "6"), now: t0)
         #expect(sixth.publishes(to: conn(2)).map(\.text) == ["6"])
-        #expect(state.backpressuredCount == 0)
+        #expect(state.gauges.clientsBackpressured == 0)
     }
 
     @Test("QoS 1 to a client that is not writable waits in its queue, then drains in order when it is")

@@ -66,6 +66,7 @@ final class ManualStore: TernStore {
     private struct State {
         var submitted: UInt64 = 0
         var onCommit: (@Sendable (StoreCommit) -> Void)?
+        var changes: [StoreChange] = []
     }
     private let state = Mutex(State())
 
@@ -78,9 +79,13 @@ final class ManualStore: TernStore {
     func submit(_ changes: [StoreChange]) -> UInt64? {
         state.withLock { state in
             state.submitted += 1
+            state.changes += changes
             return state.submitted
         }
     }
+
+    /// Every change submitted so far, in order.
+    var changes: [StoreChange] { state.withLock { $0.changes } }
 
     /// The ticket of the last batch submitted.
     var lastTicket: UInt64 { state.withLock { $0.submitted } }
