@@ -1,3 +1,4 @@
+import DequeModule
 import Logging
 import NIOCore
 import NIOSSL
@@ -43,6 +44,10 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private var draining = false
     private var drainAgain = false
     private var unflushedBytes = 0
+    /// The packets written since the last flush, encoded, not yet handed to NIO.
+    private var output: ByteBuffer?
+    /// The spare buffer ``drainOutbound(flush:)`` takes the queue's actions into.
+    private var takenEntries = Deque<OutboundQueue.Entry>()
     private var outboundAliases = OutboundTopicAliases(maximum: 0)
     /// Authentication Method and Data to add to the CONNACK of an enhanced authentication.
     private var connackAuthentication: Properties?
@@ -349,7 +354,13 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         repeat {
             drainAgain = false
             let committed = broker.commits.committed
-            let (ready, blockedOn) = outbound.queue.withLock { $0.take(committed: committed) }
+            var ready = Deque<OutboundQueue.Entry>()
+            swap(&ready, &takenEntries)
+            let blockedOn = outbound.queue.withLock { $0.take(committed: committed, into: &ready) }
+            defer {
+                ready.removeAll(keepingCapacity: true)
+                swap(&ready, &takenEntries)
+            }
             for entry in ready {
                 switch entry.action {
                 case .send(_, let packet): write(packet)
@@ -383,24 +394,32 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             for property in authentication { try? connack.properties.append(property) }
             packet = .connack(connack)
         }
-        var buffer = context.channel.allocator.buffer(capacity: packet.encodedSize(version: version))
+        // Every packet of a burst goes into one buffer, handed to NIO when the burst is flushed:
+        // one allocation and one write per burst rather than per packet.
+        if output == nil { output = context.channel.allocator.buffer(capacity: Self.outputCapacity) }
+        let before = output!.readableBytes
         do {
-            try packet.write(to: &buffer, version: version)
+            try packet.write(to: &output!, version: version)
         } catch {
             broker.logger.error("could not encode \(packet.type): \(error)")
             return
         }
         packetsWritten += 1
-        bytesWritten += UInt64(buffer.readableBytes)
-        unflushedBytes += buffer.readableBytes
-        context.write(wrapOutboundOut(buffer), promise: nil)
+        unflushedBytes += output!.readableBytes - before
         needsFlush = true
     }
+
+    /// The first size of a burst's output buffer: most bursts are a few small packets.
+    static let outputCapacity = 512
 
     private func flushIfNeeded() {
         guard needsFlush, let context else { return }
         needsFlush = false
         unflushedBytes = 0
+        if let buffer = output.take() {
+            bytesWritten += UInt64(buffer.readableBytes)
+            context.write(wrapOutboundOut(buffer), promise: nil)
+        }
         context.flush()
         broker.counters.packetsSent.add(packetsWritten, ordering: .relaxed)
         broker.counters.bytesSent.add(bytesWritten, ordering: .relaxed)
@@ -421,8 +440,9 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         if attached, version == .v5 {
             write(.disconnect(Disconnect(reasonCode: error.reasonCode)))
         } else if !attached, error.reasonCode == .unsupportedProtocolVersion, let context {
-            // Before CONNECT nothing can be queued for the connection: write at once.
-            context.write(wrapOutboundOut(ByteBuffer(bytes: [0x20, 0x02, 0x00, 0x01])), promise: nil)
+            // Before CONNECT nothing can be queued for the connection: written at once.
+            if output == nil { output = context.channel.allocator.buffer(capacity: 4) }
+            output!.writeBytes([0x20, 0x02, 0x00, 0x01])
             needsFlush = true
         }
         close(reason: nil)

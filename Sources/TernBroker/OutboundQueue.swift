@@ -40,23 +40,31 @@ struct OutboundQueue {
         return true
     }
 
-    /// Takes, in order, every action that may leave now that `committed` is on disk.
-    /// - Returns: those actions, and the ticket the first remaining one waits for, if any.
-    mutating func take(committed: UInt64) -> (ready: Deque<Entry>, blockedOn: UInt64?) {
+    /// Takes, in order, every action that may leave now that `committed` is on disk, into `ready`
+    /// (which must be empty). The caller empties `ready` keeping its capacity, so that the two
+    /// buffers take turns and a take allocates nothing.
+    /// - Returns: the ticket the first remaining action waits for, if any.
+    mutating func take(committed: UInt64, into ready: inout Deque<Entry>) -> UInt64? {
         wakeScheduled = false
         if waiting == 0 {
-            var ready: Deque<Entry> = []
             swap(&ready, &entries)
-            return (ready, nil)
+            return nil
         }
-        var ready: Deque<Entry> = []
         while let first = entries.first {
-            if first.ticket > committed { return (ready, first.ticket) }
+            if first.ticket > committed { return first.ticket }
             entries.removeFirst()
             if first.ticket != 0 { waiting -= 1 }
             ready.append(first)
         }
-        return (ready, nil)
+        return nil
+    }
+
+    /// Takes, in order, every action that may leave now that `committed` is on disk.
+    /// - Returns: those actions, and the ticket the first remaining one waits for, if any.
+    mutating func take(committed: UInt64) -> (ready: Deque<Entry>, blockedOn: UInt64?) {
+        var ready: Deque<Entry> = []
+        let blockedOn = take(committed: committed, into: &ready)
+        return (ready, blockedOn)
     }
 
     /// Drops everything, for a connection that is gone.

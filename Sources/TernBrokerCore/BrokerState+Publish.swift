@@ -138,24 +138,25 @@ extension BrokerState {
             // Numbered before it is copied into deliveries, so that every copy names the same stored message.
             message.storeID = BrokerShared.next(shared.lastMessageID)
         }
-        // Built once per publish: it is the retained-store key and what the topic tree matches.
-        let topicString = message.topic.string
         if message.retain {
+            let topic = message.topic.string
             let stored = recordsChanges && !message.topic.isDollarTopic  // $SYS values are rebuilt, not stored
             if message.payload.readableBytes == 0 {
                 // §3.3.1.3: a zero-length retained message deletes the stored one
-                shared.retained.set(topicString, nil, record: stored)
+                shared.retained.set(topic, nil, record: stored)
             } else {
-                shared.retained.set(topicString, message, record: stored)
-                schedule(.retainedExpiry(topicString), at: message.expiresAt)
+                shared.retained.set(topic, message, record: stored)
+                schedule(.retainedExpiry(topic), at: message.expiresAt)
             }
         }
-        let matches = shared.subscriptions.match(topicString)
-        guard !matches.isEmpty else { return 0 }
-        if matches.count == 1, !matches[0].isShared {
+        let matches = matchCache.matchSet(message.topic.utf8, in: shared.subscriptions)
+        if matches.isEmpty { return 0 }
+        // Made only when an ACL needs it: a topic is matched as the bytes it arrived in.
+        let topic: String? = checksAccess ? message.topic.string : nil
+        if matches.plain.count == 1, matches.groups.isEmpty {
             // The common case (one subscriber to the topic): no per-client merging to do.
-            let entry = matches[0].entry
-            guard let delivery = delivery(of: message, topic: topicString, to: entry) else { return 0 }
+            let entry = matches.plain[0]
+            guard let delivery = delivery(of: message, topic: topic, to: entry) else { return 0 }
             deliver(delivery, to: entry.session, now: now, into: &actions)
             return 1
         }
@@ -164,13 +165,9 @@ extension BrokerState {
         // matching Subscription Identifier (§3.3.4). Each shared group adds its own copy.
         var perClient: [SessionReference: Delivery] = [:]
         var order: [SessionReference] = []
-        var sharedDeliveries: [(SessionReference, Delivery)] = []
-        for match in matches {
-            let entry = match.entry
-            guard let delivery = delivery(of: message, topic: topicString, to: entry) else { continue }
-            if match.isShared {
-                sharedDeliveries.append((entry.session, delivery))
-            } else if var existing = perClient[entry.session] {
+        for entry in matches.plain {
+            guard let delivery = delivery(of: message, topic: topic, to: entry) else { continue }
+            if var existing = perClient[entry.session] {
                 existing.qos = max(existing.qos, delivery.qos)
                 existing.retain = existing.retain || delivery.retain
                 existing.subscriptionIdentifiers += delivery.subscriptionIdentifiers
@@ -181,15 +178,21 @@ extension BrokerState {
             }
         }
         for session in order { deliver(perClient[session]!, to: session, now: now, into: &actions) }
-        for (session, delivery) in sharedDeliveries { deliver(delivery, to: session, now: now, into: &actions) }
-        return order.count + sharedDeliveries.count
+        var sharedCopies = 0
+        for group in matches.groups {
+            let entry = group.choose { $0.isConnected }
+            guard let delivery = delivery(of: message, topic: topic, to: entry) else { continue }
+            deliver(delivery, to: entry.session, now: now, into: &actions)
+            sharedCopies += 1
+        }
+        return order.count + sharedCopies
     }
 
     /// What one matching subscription receives of `message`: its granted QoS, Retain As
     /// Published and Subscription Identifier; `nil` when the ACL or No Local withholds it. The
     /// ACL of a session another state holds is applied there, when it takes the delivery.
-    private func delivery(of message: ApplicationMessage, topic: String, to entry: TopicTree.Entry) -> Delivery? {
-        if checksAccess, let session = sessions[entry.clientID], session.reference === entry.session,
+    private func delivery(of message: ApplicationMessage, topic: String?, to entry: TopicTree.Entry) -> Delivery? {
+        if let topic, let session = sessions[entry.clientID], session.reference === entry.session,
             !mayReceive(topic, session: session)
         {
             return nil

@@ -58,6 +58,8 @@ public struct BrokerState: Sendable {
     var awaitingSessions: Set<String> = []
     /// Releases asked of this state for sessions it waits for itself: made once they arrive.
     var deferredReleases: [String: [Int]] = [:]
+    /// What the topics of this state's PUBLISH packets matched lately.
+    var matchCache = MatchCache()
 
     /// - Parameters:
     ///   - configuration: The broker's limits and options.

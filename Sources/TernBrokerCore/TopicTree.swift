@@ -1,3 +1,4 @@
+public import NIOCore
 import Synchronization
 public import TernCodec
 
@@ -5,7 +6,8 @@ public import TernCodec
 ///
 /// Matching walks the levels of a topic name once, following the exact level, `+` and `#` at each
 /// step, so its cost grows with the depth of the topic and the number of matches, not with the
-/// number of subscriptions. Topics starting with `$` are not matched by a wildcard in the first
+/// number of subscriptions. Levels are keyed by their bytes, and a topic is matched as the bytes
+/// it arrived in: no `String` is made and nothing is split per PUBLISH. Topics starting with `$` are not matched by a wildcard in the first
 /// level (§4.7.2). Shared subscriptions live in the same tree, grouped by share name, and each
 /// group delivers one copy, round robin, preferring members that are connected.
 ///
@@ -33,11 +35,31 @@ public struct TopicTree: Sendable {
         public var clientID: String { session.clientID }
     }
 
-    struct SharedGroup: Sendable {
+    /// The members of one shared subscription (`$share/NAME/filter`).
+    public struct SharedGroup: Sendable {
         var members: [Entry] = []
         /// Where the next round-robin choice starts; shared by copies of the tree, and moved by
         /// matching without a write lock.
         let cursor = SharedGroupCursor()
+
+        /// The member that receives the next message: round robin, skipping members that are not
+        /// connected while one is. Loops choosing at the same moment may pick the same member;
+        /// each message still goes to one member only (§4.8.2).
+        public func choose(isConnected: (SessionReference) -> Bool) -> Entry {
+            let count = members.count
+            let start = cursor.position.load(ordering: .relaxed)
+            var chosen: Int?
+            for step in 0..<count {
+                let index = (start + step) % count
+                if isConnected(members[index].session) {
+                    chosen = index
+                    break
+                }
+            }
+            let index = chosen ?? start % count
+            cursor.position.store((index + 1) % count, ordering: .relaxed)
+            return members[index]
+        }
     }
 
     final class SharedGroupCursor: Sendable {
@@ -45,7 +67,8 @@ public struct TopicTree: Sendable {
     }
 
     struct Node: Sendable {
-        var children: [Substring: Node] = [:]
+        /// By the level's UTF-8 bytes.
+        var children: [ByteBuffer: Node] = [:]
         var subscribers: [String: Entry] = [:]
         var shared: [String: SharedGroup] = [:]
 
@@ -64,7 +87,7 @@ public struct TopicTree: Sendable {
     public mutating func subscribe(_ filter: TopicFilter, entry: Entry) -> Bool {
         let existed = Self.insert(
             into: &root,
-            levels: filter.filter.split(separator: "/", omittingEmptySubsequences: false)[...],
+            levels: Self.levels(of: filter)[...],
             shareName: filter.shareName,
             entry: entry
         )
@@ -72,7 +95,15 @@ public struct TopicTree: Sendable {
         return existed
     }
 
-    private static func insert(into node: inout Node, levels: ArraySlice<Substring>, shareName: String?, entry: Entry)
+    /// The levels of a filter, as the keys of the tree.
+    private static func levels(of filter: TopicFilter) -> [ByteBuffer] {
+        filter.filter.split(separator: "/", omittingEmptySubsequences: false).map { ByteBuffer(substring: $0) }
+    }
+
+    private static let singleLevel = ByteBuffer(string: "+")
+    private static let multiLevel = ByteBuffer(string: "#")
+
+    private static func insert(into node: inout Node, levels: ArraySlice<ByteBuffer>, shareName: String?, entry: Entry)
         -> Bool
     {
         guard let level = levels.first else {
@@ -103,7 +134,7 @@ public struct TopicTree: Sendable {
     public mutating func unsubscribe(_ filter: TopicFilter, session: SessionReference) -> Bool {
         let removed = Self.remove(
             from: &root,
-            levels: filter.filter.split(separator: "/", omittingEmptySubsequences: false)[...],
+            levels: Self.levels(of: filter)[...],
             shareName: filter.shareName,
             session: session
         )
@@ -113,7 +144,7 @@ public struct TopicTree: Sendable {
 
     private static func remove(
         from node: inout Node,
-        levels: ArraySlice<Substring>,
+        levels: ArraySlice<ByteBuffer>,
         shareName: String?,
         session: SessionReference
     ) -> Bool {
@@ -142,81 +173,88 @@ public struct TopicTree: Sendable {
         public var isShared: Bool
     }
 
+    /// What a topic matches before any shared-group member is chosen: the ordinary subscriptions,
+    /// and each matching shared group whole. It stays valid until the tree changes, so a caller
+    /// may keep it for the topic and choose a member per message (``SharedGroup/choose(isConnected:)``).
+    public struct MatchSet: Sendable {
+        public var plain: [Entry] = []
+        public var groups: [SharedGroup] = []
+
+        public var isEmpty: Bool { plain.isEmpty && groups.isEmpty }
+    }
+
     /// Every subscription that matches `topic`. For each shared group that matches, one member is
     /// chosen round robin; `isConnected` lets the choice skip members that are offline.
     public func match(_ topic: String, isConnected: (SessionReference) -> Bool) -> [Match] {
-        var matches: [Match] = []
-        let levels = topic.split(separator: "/", omittingEmptySubsequences: false)
-        let isDollar = topic.utf8.first == UInt8(ascii: "$")
-        Self.collect(
-            root,
-            levels: levels[...],
-            atRoot: true,
-            isDollar: isDollar,
-            into: &matches,
-            isConnected: isConnected
-        )
+        match(ByteBuffer(string: topic), isConnected: isConnected)
+    }
+
+    /// Every subscription that matches the topic whose UTF-8 bytes are `topic`.
+    public func match(_ topic: ByteBuffer, isConnected: (SessionReference) -> Bool) -> [Match] {
+        let set = matchSet(topic)
+        return set.plain.map { Match(entry: $0, isShared: false) }
+            + set.groups.map { Match(entry: $0.choose(isConnected: isConnected), isShared: true) }
+    }
+
+    /// What the topic whose UTF-8 bytes are `topic` matches, shared groups whole.
+    public func matchSet(_ topic: ByteBuffer) -> MatchSet {
+        var matches = MatchSet()
+        let isDollar = topic.getInteger(at: topic.readerIndex, as: UInt8.self) == UInt8(ascii: "$")
+        Self.collect(root, topic: topic, from: topic.readerIndex, atRoot: true, isDollar: isDollar, into: &matches)
         return matches
     }
 
+    /// Matches the levels of `topic` from byte index `start` (`nil`: no level is left) below `node`.
     private static func collect(
         _ node: Node,
-        levels: ArraySlice<Substring>,
+        topic: ByteBuffer,
+        from start: Int?,
         atRoot: Bool,
         isDollar: Bool,
-        into matches: inout [Match],
-        isConnected: (SessionReference) -> Bool
+        into matches: inout MatchSet
     ) {
         let wildcardsAllowed = !(atRoot && isDollar)
         // `#` also matches the parent level itself (§4.7.1.2: "sport/#" matches "sport").
-        if wildcardsAllowed, let all = node.children["#"] {
-            take(all, into: &matches, isConnected: isConnected)
+        if wildcardsAllowed, let all = node.children[multiLevel] {
+            take(all, into: &matches)
         }
-        guard let level = levels.first else {
-            take(node, into: &matches, isConnected: isConnected)
+        guard let start else {
+            take(node, into: &matches)
             return
         }
-        let rest = levels.dropFirst()
+        // The level runs to the next `/` or the end; after a `/` another level follows, maybe empty.
+        let end = topic.writerIndex
+        let slash = topic.withUnsafeReadableBytes { bytes -> Int? in
+            let offset = start - topic.readerIndex
+            return bytes[offset...].firstIndex(of: UInt8(ascii: "/")).map { $0 + topic.readerIndex }
+        }
+        let levelEnd = slash ?? end
+        let next = slash.map { $0 + 1 }
+        let level = topic.getSlice(at: start, length: levelEnd - start)!
         if let child = node.children[level] {
             collect(
                 child,
-                levels: rest,
+                topic: topic,
+                from: next,
                 atRoot: false,
                 isDollar: isDollar,
-                into: &matches,
-                isConnected: isConnected
+                into: &matches
             )
         }
-        if wildcardsAllowed, level != "+", let any = node.children["+"] {
+        if wildcardsAllowed, let any = node.children[singleLevel] {
             collect(
                 any,
-                levels: rest,
+                topic: topic,
+                from: next,
                 atRoot: false,
                 isDollar: isDollar,
-                into: &matches,
-                isConnected: isConnected
+                into: &matches
             )
         }
     }
 
-    private static func take(_ node: Node, into matches: inout [Match], isConnected: (SessionReference) -> Bool) {
-        for entry in node.subscribers.values { matches.append(Match(entry: entry, isShared: false)) }
-        for group in node.shared.values {
-            let count = group.members.count
-            // Loops matching at the same moment may pick the same member; each message still goes
-            // to one member only.
-            let start = group.cursor.position.load(ordering: .relaxed)
-            var chosen: Int?
-            for step in 0..<count {
-                let index = (start + step) % count
-                if isConnected(group.members[index].session) {
-                    chosen = index
-                    break
-                }
-            }
-            let index = chosen ?? start % count
-            matches.append(Match(entry: group.members[index], isShared: true))
-            group.cursor.position.store((index + 1) % count, ordering: .relaxed)
-        }
+    private static func take(_ node: Node, into matches: inout MatchSet) {
+        matches.plain.append(contentsOf: node.subscribers.values)
+        matches.groups.append(contentsOf: node.shared.values)
     }
 }

@@ -36,6 +36,32 @@ struct RoutingTests {
         #expect(matching("/x") == ["#", "+/+"])
     }
 
+    @Test("§4.7.1 empty levels are levels: a//b, a/ and / match as the specification's examples say")
+    func emptyLevels() {
+        var tree = TopicTree()
+        for filter in ["a/+/b", "a/+", "+/+", "/+", "a/#", "a//b"] {
+            tree.subscribe(try! TopicFilter(filter), entry: .init(clientID: filter, options: .init(), identifier: nil))
+        }
+        func matching(_ topic: String) -> Set<String> { Set(tree.match(topic) { _ in true }.map(\.entry.clientID)) }
+        #expect(matching("a//b") == ["a/+/b", "a/#", "a//b"])
+        #expect(matching("a/") == ["a/+", "+/+", "a/#"])
+        #expect(matching("/") == ["+/+", "/+"])
+        #expect(matching("a") == ["a/#"])
+    }
+
+    @Test("§3.8.4 a subscription made after a topic was last published reaches the next message on it")
+    func subscriptionAfterCachedMatch() {
+        var state = BrokerState(now: t0)
+        _ = state.connect(conn(1), connectPacket("pub"), now: t0)
+        _ = state.connect(conn(2), connectPacket("s"), now: t0)
+        // Matched (to nobody) and remembered by the state for this topic.
+        #expect(state.publish(conn(1), publishPacket("a/b", "1"), now: t0).publishes(to: conn(2)).isEmpty)
+        _ = state.subscribe(conn(2), subscribePacket([("a/#", .init(qos: .atMostOnce))]), now: t0)
+        #expect(state.publish(conn(1), publishPacket("a/b", "2"), now: t0).publishes(to: conn(2)).map(\.text) == ["2"])
+        _ = state.unsubscribe(conn(2), Unsubscribe(packetIdentifier: 2, filters: [try! TopicFilter("a/#")]))
+        #expect(state.publish(conn(1), publishPacket("a/b", "3"), now: t0).publishes(to: conn(2)).isEmpty)
+    }
+
     @Test("§4.7.2 wildcards at the first level do not match $-topics")
     func dollarTopics() {
         var tree = TopicTree()
