@@ -65,6 +65,20 @@ struct Outbox {
     }
 
     private mutating func dispatchPosts(_ broker: MQTTBroker) {
+        // One session to post to is the common case (one subscriber on another loop): no grouping.
+        if posts.count == 1, posts[0].deliveries.count == 1 {
+            let (from, groups, ticket) = posts.removeFirst()
+            let group = groups[0]
+            switch group.session.post(group.deliveries, storeKey: group.storeKey, ticket: ticket) {
+            case .accepted(let owner?):
+                let shard = broker.shards[owner]
+                shard.run { broker.receivePosted([group.session], on: shard) }
+            case .accepted(nil): break
+            case .refused where group.storeKey != 0: broker.postsRefused(groups, by: from)
+            case .refused: break
+            }
+            return
+        }
         var wakes: [Int: [SessionReference]] = [:]
         for (from, groups, ticket) in posts {
             var refused: [OutgoingDeliveries] = []

@@ -2,21 +2,121 @@ public import NIOCore
 public import TernCodec
 
 /// A message as the broker routes and stores it: what a PUBLISH carried, with its expiry made absolute.
+///
+/// A value with copy-on-write storage: every delivery of a message (one per subscriber, queued
+/// or in flight) holds the same storage, so that a copy costs one reference, not a copy of the
+/// topic, payload and properties with a reference to each.
 public struct ApplicationMessage: Sendable, Hashable {
-    public var topic: TopicName
-    public var payload: ByteBuffer
+    private final class Storage: Sendable {
+        // `let` fields: a change makes a new storage (below), so a shared one never changes.
+        let topic: TopicName
+        let payload: ByteBuffer
+        let qos: QoS
+        let retain: Bool
+        let properties: Properties
+        let expiresAt: BrokerInstant?
+        let publisherClientID: String?
+        let storeID: UInt64
+
+        init(
+            topic: TopicName,
+            payload: ByteBuffer,
+            qos: QoS,
+            retain: Bool,
+            properties: Properties,
+            expiresAt: BrokerInstant?,
+            publisherClientID: String?,
+            storeID: UInt64
+        ) {
+            self.topic = topic
+            self.payload = payload
+            self.qos = qos
+            self.retain = retain
+            self.properties = properties
+            self.expiresAt = expiresAt
+            self.publisherClientID = publisherClientID
+            self.storeID = storeID
+        }
+    }
+
+    private var storage: Storage
+
+    /// Replaces the storage with one that differs in what `change` sets.
+    private mutating func update(_ change: (inout Fields) -> Void) {
+        var fields = Fields(storage)
+        change(&fields)
+        storage = Storage(
+            topic: fields.topic,
+            payload: fields.payload,
+            qos: fields.qos,
+            retain: fields.retain,
+            properties: fields.properties,
+            expiresAt: fields.expiresAt,
+            publisherClientID: fields.publisherClientID,
+            storeID: fields.storeID
+        )
+    }
+
+    private struct Fields {
+        var topic: TopicName
+        var payload: ByteBuffer
+        var qos: QoS
+        var retain: Bool
+        var properties: Properties
+        var expiresAt: BrokerInstant?
+        var publisherClientID: String?
+        var storeID: UInt64
+
+        init(_ storage: Storage) {
+            topic = storage.topic
+            payload = storage.payload
+            qos = storage.qos
+            retain = storage.retain
+            properties = storage.properties
+            expiresAt = storage.expiresAt
+            publisherClientID = storage.publisherClientID
+            storeID = storage.storeID
+        }
+    }
+
+    public var topic: TopicName {
+        get { storage.topic }
+        set { update { $0.topic = newValue } }
+    }
+    public var payload: ByteBuffer {
+        get { storage.payload }
+        set { update { $0.payload = newValue } }
+    }
     /// The QoS it was published with.
-    public var qos: QoS
-    public var retain: Bool
+    public var qos: QoS {
+        get { storage.qos }
+        set { update { $0.qos = newValue } }
+    }
+    public var retain: Bool {
+        get { storage.retain }
+        set { update { $0.retain = newValue } }
+    }
     /// The PUBLISH properties to forward: Topic Alias and Subscription Identifiers removed, Message
     /// Expiry Interval rewritten on each delivery.
-    public var properties: Properties
+    public var properties: Properties {
+        get { storage.properties }
+        set { update { $0.properties = newValue } }
+    }
     /// When the message expires, from its Message Expiry Interval.
-    public var expiresAt: BrokerInstant?
+    public var expiresAt: BrokerInstant? {
+        get { storage.expiresAt }
+        set { update { $0.expiresAt = newValue } }
+    }
     /// The client that published it, for No Local.
-    public var publisherClientID: String?
+    public var publisherClientID: String? {
+        get { storage.publisherClientID }
+        set { update { $0.publisherClientID = newValue } }
+    }
     /// Its key in the store, or 0 when it is not stored. Copies share it, so it is stored once.
-    public var storeID: UInt64 = 0
+    public var storeID: UInt64 {
+        get { storage.storeID }
+        set { update { $0.storeID = newValue } }
+    }
 
     public init(
         topic: TopicName,
@@ -28,14 +128,34 @@ public struct ApplicationMessage: Sendable, Hashable {
         publisherClientID: String? = nil,
         storeID: UInt64 = 0
     ) {
-        self.topic = topic
-        self.payload = payload
-        self.qos = qos
-        self.retain = retain
-        self.properties = properties
-        self.expiresAt = expiresAt
-        self.publisherClientID = publisherClientID
-        self.storeID = storeID
+        storage = Storage(
+            topic: topic,
+            payload: payload,
+            qos: qos,
+            retain: retain,
+            properties: properties,
+            expiresAt: expiresAt,
+            publisherClientID: publisherClientID,
+            storeID: storeID
+        )
+    }
+
+    public static func == (lhs: ApplicationMessage, rhs: ApplicationMessage) -> Bool {
+        if lhs.storage === rhs.storage { return true }
+        return lhs.topic == rhs.topic && lhs.payload == rhs.payload && lhs.qos == rhs.qos
+            && lhs.retain == rhs.retain && lhs.properties == rhs.properties && lhs.expiresAt == rhs.expiresAt
+            && lhs.publisherClientID == rhs.publisherClientID && lhs.storeID == rhs.storeID
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(topic)
+        hasher.combine(payload)
+        hasher.combine(qos)
+        hasher.combine(retain)
+        hasher.combine(properties)
+        hasher.combine(expiresAt)
+        hasher.combine(publisherClientID)
+        hasher.combine(storeID)
     }
 
     /// Whether the message has expired at `now` (MQTT 5.0 §3.3.2.3.3).

@@ -98,6 +98,10 @@ extension BrokerState {
     public mutating func takeOutgoing() -> [OutgoingDeliveries] {
         guard !outgoing.isEmpty else { return [] }
         defer { outgoing.removeAll(keepingCapacity: true) }
+        if outgoing.count == 1 {
+            let (session, delivery, storeKey) = outgoing[0]
+            return [OutgoingDeliveries(session: session, deliveries: [delivery], storeKey: storeKey)]
+        }
         var groups: [OutgoingDeliveries] = []
         var index: [SessionReference: Int] = [:]
         for (session, delivery, storeKey) in outgoing {

@@ -233,6 +233,20 @@ extension BrokerState {
 // MARK: - Outbound flows
 
 extension BrokerState {
+    /// Moves the session at `slot` out of ``sessions``, leaving a placeholder, so that it can be
+    /// changed without a second reference to its queue (which would copy it) and without a second
+    /// lookup or a rehash. ``putSession(_:at:)`` puts it back; nothing may add or remove a session
+    /// in between, or `slot` would no longer be its place.
+    mutating func takeSession(at slot: [String: Session].Index) -> Session {
+        var session = Session.placeholder
+        swap(&session, &sessions.values[slot])
+        return session
+    }
+
+    mutating func putSession(_ session: consuming Session, at slot: [String: Session].Index) {
+        sessions.values[slot] = session
+    }
+
     /// Sends `delivery` to a session now, or queues it when the client is away or its window is full.
     mutating func deliver(
         _ delivery: Delivery,
@@ -241,8 +255,9 @@ extension BrokerState {
         into actions: inout [BrokerAction]
     ) {
         // Moved out rather than copied, so that mutating its queue does not copy it (copy-on-write).
-        guard var session = sessions.removeValue(forKey: clientID) else { return }
-        defer { sessions[clientID] = session }
+        guard let slot = sessions.index(forKey: clientID) else { return }
+        var session = takeSession(at: slot)
+        defer { putSession(session, at: slot) }
         if delivery.qos == .atMostOnce {
             if let connection = session.connection {
                 guard session.writable else {
@@ -323,8 +338,9 @@ extension BrokerState {
     mutating func drainQueue(_ clientID: String, now: BrokerInstant, into actions: inout [BrokerAction]) {
         // Moved out first: a temporary read of `sessions[clientID]` would keep a second reference
         // to the queue alive and make the mutations below copy it.
-        guard var session = sessions.removeValue(forKey: clientID) else { return }
-        defer { sessions[clientID] = session }
+        guard let slot = sessions.index(forKey: clientID) else { return }
+        var session = takeSession(at: slot)
+        defer { putSession(session, at: slot) }
         guard let connection = session.connection, session.writable else { return }
         while session.inflight.count < session.sendWindow, let delivery = session.queue.popFirst() {
             session.queuedBytes -= delivery.message.payload.readableBytes

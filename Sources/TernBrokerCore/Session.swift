@@ -125,6 +125,15 @@ public struct Session: Sendable {
     /// its subscriptions do not send it back what it published, as No Local would.
     var isBridge = false
 
+    /// What stands in a session's place while it is moved out to be changed
+    /// (``BrokerState/takeSession(at:)``): allocates nothing.
+    static let placeholder = Session(
+        clientID: "",
+        protocolVersion: .v5,
+        expiryInterval: 0,
+        reference: SessionReference(clientID: "")
+    )
+
     init(clientID: String, protocolVersion: ProtocolVersion, expiryInterval: UInt32, reference: SessionReference) {
         self.clientID = clientID
         self.reference = reference
