@@ -55,7 +55,7 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     /// (``MQTTBroker/waitsForQueues(_:handle:)``), or for its session to arrive from another
     /// event loop's shard. Reading stops meanwhile; what was read after it waits in
     /// `partialPacket`.
-    private var heldConnect: (connect: Connect, credentials: Credentials)?
+    private var heldConnect: HeldConnect?
     private var packetsRead: UInt64 = 0
     private var bytesRead: UInt64 = 0
     private var packetsWritten: UInt64 = 0
@@ -164,7 +164,8 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     private func continueHeldConnect() {
-        guard let (connect, credentials) = heldConnect.take(), !closing, let context else { return }
+        guard let held = heldConnect.take(), !closing, let context else { return }
+        let (connect, credentials) = (held.connect, held.credentials)
         attach(connect, credentials: credentials)
         drainOutbound(flush: false)
         if heldConnect == nil, var buffered = partialPacket.take() { decodeAndHandle(&buffered) }
@@ -259,7 +260,7 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             var connect = connect
             let credentials = checkCredentials(&connect)
             if let handle, broker.waitsForQueues(connect, handle: handle) {
-                heldConnect = (connect, credentials)
+                heldConnect = HeldConnect(connect: connect, credentials: credentials)
                 try? context?.channel.syncOptions?.setOption(.autoRead, value: false)
                 return
             }
@@ -306,7 +307,7 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         if waits {
             // Its session is on another event loop's shard; ``continueAfterSession()`` follows.
             attached = false
-            heldConnect = (connect, credentials)
+            heldConnect = HeldConnect(connect: connect, credentials: credentials)
             try? context?.channel.syncOptions?.setOption(.autoRead, value: false)
         }
     }
@@ -358,7 +359,8 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             swap(&ready, &takenEntries)
             let blockedOn = outbound.queue.withLock { $0.take(committed: committed, into: &ready) }
             defer {
-                ready.removeAll(keepingCapacity: true)
+                // A busy connection keeps both buffers; an idle one keeps neither.
+                ready.removeAll(keepingCapacity: ready.count > Self.keptBatch)
                 swap(&ready, &takenEntries)
             }
             for entry in ready {
@@ -377,6 +379,9 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         } while drainAgain && !closing
         if flush { flushIfNeeded() }
     }
+
+    /// A batch of actions larger than this keeps its buffer for the next one.
+    static let keptBatch = 8
 
     /// Unflushed bytes after which a drain flushes before going on: below the write buffer's
     /// high water mark (``MQTTBroker/writeBufferWaterMark``).
@@ -500,3 +505,15 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
 @available(*, unavailable)
 extension MQTTConnectionHandler: Sendable {}
+
+/// A CONNECT held back with its checked credentials (``MQTTConnectionHandler``), out of line: a
+/// connection rarely holds one, and a `Connect` is wide.
+private final class HeldConnect {
+    let connect: Connect
+    let credentials: Credentials
+
+    init(connect: Connect, credentials: Credentials) {
+        self.connect = connect
+        self.credentials = credentials
+    }
+}

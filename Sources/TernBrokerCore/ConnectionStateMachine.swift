@@ -5,12 +5,14 @@ public import TernCodec
 /// CONNECT must come first and only once, a client never sends server-only packets, and inbound
 /// Topic Aliases are resolved here, on the connection's own event loop.
 public struct ConnectionStateMachine: Sendable {
+    // Payloads out of line (`indirect`): a state machine lives in every connection, and the
+    // authentication cases are large and rare.
     enum State: Sendable {
         case awaitingConnect
         /// CONNECT named an enhanced authentication method; AUTH rounds are under way.
-        case authenticating(Connect, any AuthenticationExchange)
+        indirect case authenticating(Connect, any AuthenticationExchange)
         /// `exchange` is set while a re-authentication (AUTH 0x19) is under way.
-        case connected(ProtocolVersion, method: String?, exchange: (any AuthenticationExchange)?)
+        indirect case connected(ProtocolVersion, method: String?, exchange: (any AuthenticationExchange)?)
         case closed
     }
 

@@ -103,7 +103,13 @@ public struct Session: Sendable {
     public internal(set) var queue: Deque<Delivery> = []
     public internal(set) var inboundQoS2Pending: Set<UInt16> = []
     /// The will registered by the current (or last) connection.
-    public internal(set) var will: Connect.Will?
+    public internal(set) var will: Connect.Will? {
+        get { willStorage?.will }
+        set { willStorage = newValue.map(WillStorage.init) }
+    }
+    /// Out of line: most sessions have no will, and every session is stored in a dictionary
+    /// whose entries are as wide as the widest.
+    private var willStorage: WillStorage?
     /// Its key in the store, or 0 while it is not stored (Session Expiry Interval 0).
     public internal(set) var storeKey: UInt64 = 0 {
         // Other states store what they route to this session under the key they read there.
@@ -234,4 +240,10 @@ extension Session {
         }
         return keys
     }
+}
+
+/// A session's will, out of line (``Session/will``).
+private final class WillStorage: Sendable {
+    let will: Connect.Will
+    init(_ will: Connect.Will) { self.will = will }
 }
