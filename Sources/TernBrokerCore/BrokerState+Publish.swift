@@ -391,8 +391,9 @@ extension BrokerState {
     ) -> [BrokerAction] {
         var actions: [BrokerAction] = []
         guard let (clientID, _) = connections[connection] else { return [] }
-        // Mutated in place through the dictionary, so the in-flight list is never copied.
-        guard let outcome = sessions[clientID]?.acknowledge(type, packet) else { return [] }
+        // Mutated in place through its slot, so neither the session nor its in-flight list is copied.
+        guard let slot = sessions.index(forKey: clientID) else { return [] }
+        let outcome = sessions.values[slot].acknowledge(type, packet)
         if let reply = outcome.reply { actions.append(.send(connection, reply)) }
         if let finished = outcome.finished { recordDeliveryEnded(finished) }
         if outcome.released {
