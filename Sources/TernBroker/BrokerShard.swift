@@ -20,7 +20,13 @@ final class BrokerShard: Sendable {
         /// Connections whose CONNECT waits for its session to arrive from another shard, by
         /// client identifier.
         var awaitingSession: [String: [MQTTBroker.Handle]] = [:]
+        /// The buffer the state's actions are appended to, kept between packets.
+        var spareActions: [BrokerAction] = []
     }
+
+    /// The largest action buffer a shard keeps for the next packet; a larger one (a restore, a
+    /// long queue released at once) is let go.
+    static let keptActions = 1024
 
     /// The shard's number: the ``BrokerState/shard`` of its state.
     let index: Int

@@ -509,19 +509,46 @@ public final class MQTTBroker: Service, Sendable {
         outbox: inout Outbox,
         _ body: (inout BrokerState) -> [BrokerAction]
     ) {
-        withShard(shard, current: current, outbox: &outbox) { (body(&$0.broker), 0) }
+        withShard(shard, current: current, outbox: &outbox) { state, actions in
+            actions += body(&state.broker)
+            return 0
+        }
     }
 
-    /// ``withState(on:current:outbox:_:)`` with the whole shard at hand. `body` also returns the
-    /// store commit the actions wait for besides their own (deliveries another shard stored).
+    /// ``withState(on:current:outbox:_:)`` for the packets of the publish path: `body` appends its
+    /// actions to a buffer the shard keeps, so that a packet allocates no array.
+    func withState(
+        on shard: BrokerShard,
+        current: ConnectionID?,
+        outbox: inout Outbox,
+        appending body: (inout BrokerState, inout [BrokerAction]) -> Void
+    ) {
+        withShard(shard, current: current, outbox: &outbox) { state, actions in
+            body(&state.broker, &actions)
+            return 0
+        }
+    }
+
+    /// ``withState(on:current:outbox:_:)`` with the whole shard at hand. `body` appends its actions
+    /// to `actions` and returns the store commit they wait for besides their own (deliveries
+    /// another shard stored).
     func withShard(
         _ shard: BrokerShard,
         current: ConnectionID?,
         outbox: inout Outbox,
-        _ body: (inout BrokerShard.State) -> (actions: [BrokerAction], ticket: UInt64)
+        _ body: (inout BrokerShard.State, inout [BrokerAction]) -> UInt64
     ) {
         shard.state.withLock { state in
-            let (actions, postedTicket) = body(&state)
+            // The shard's kept buffer, taken out so that it is not shared while it grows.
+            var actions = state.spareActions
+            state.spareActions = []
+            defer {
+                if actions.capacity <= BrokerShard.keptActions {
+                    actions.removeAll(keepingCapacity: true)
+                    state.spareActions = actions
+                }
+            }
+            let postedTicket = body(&state, &actions)
             var ticket = postedTicket
             if let store = options.store {
                 // A connection's packet commits at the end of its read burst (the caller
@@ -630,16 +657,13 @@ public final class MQTTBroker: Service, Sendable {
     /// Takes what other shards posted to sessions of `shard` (on its loop).
     func receivePosted(_ sessions: [SessionReference], on shard: BrokerShard) {
         var outbox = Outbox()
-        withShard(shard, current: nil, outbox: &outbox) { state in
+        withShard(shard, current: nil, outbox: &outbox) { state, actions in
             let now = BrokerInstant.now()
-            var actions: [BrokerAction] = []
             var ticket: UInt64 = 0
             for session in sessions {
-                let taken = state.broker.receivePosted(session, now: now)
-                actions += taken.actions
-                ticket = max(ticket, taken.ticket)
+                ticket = max(ticket, state.broker.receivePosted(session, now: now, into: &actions))
             }
-            return (actions, ticket)
+            return ticket
         }
         outbox.dispatch(self)
     }
@@ -675,9 +699,11 @@ public final class MQTTBroker: Service, Sendable {
     private func adopt(_ handover: SessionHandover?, _ clientID: String, on shard: BrokerShard) {
         var outbox = Outbox()
         var waiting: [Handle] = []
-        withShard(shard, current: nil, outbox: &outbox) { state in
+        withShard(shard, current: nil, outbox: &outbox) { state, actions in
             waiting = state.awaitingSession.removeValue(forKey: clientID) ?? []
-            return state.broker.adopt(handover, clientID: clientID, now: .now())
+            let adopted = state.broker.adopt(handover, clientID: clientID, now: .now())
+            actions += adopted.actions
+            return adopted.ticket
         }
         outbox.dispatch(self)
         for handle in waiting { handle.handler.value.continueAfterSession() }

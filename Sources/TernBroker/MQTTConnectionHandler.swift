@@ -266,13 +266,19 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             }
             attach(connect, credentials: credentials)
         case .publish(let publish):
-            broker.withState(on: shard, current: id, outbox: &outbox) { $0.publish(id, publish, now: now) }
+            broker.withState(on: shard, current: id, outbox: &outbox) { $0.publish(id, publish, now: now, into: &$1) }
         case .puback(let ack):
-            broker.withState(on: shard, current: id, outbox: &outbox) { $0.acknowledge(id, .puback, ack, now: now) }
+            broker.withState(on: shard, current: id, outbox: &outbox) {
+                $0.acknowledge(id, .puback, ack, now: now, into: &$1)
+            }
         case .pubrec(let ack):
-            broker.withState(on: shard, current: id, outbox: &outbox) { $0.acknowledge(id, .pubrec, ack, now: now) }
+            broker.withState(on: shard, current: id, outbox: &outbox) {
+                $0.acknowledge(id, .pubrec, ack, now: now, into: &$1)
+            }
         case .pubcomp(let ack):
-            broker.withState(on: shard, current: id, outbox: &outbox) { $0.acknowledge(id, .pubcomp, ack, now: now) }
+            broker.withState(on: shard, current: id, outbox: &outbox) {
+                $0.acknowledge(id, .pubcomp, ack, now: now, into: &$1)
+            }
         case .pubrel(let ack): broker.withState(on: shard, current: id, outbox: &outbox) { $0.publishRelease(id, ack) }
         case .subscribe(let subscribe):
             broker.withState(on: shard, current: id, outbox: &outbox) { $0.subscribe(id, subscribe, now: now) }

@@ -121,16 +121,27 @@ extension BrokerState {
     public mutating func receivePosted(_ reference: SessionReference, now: BrokerInstant) -> (
         actions: [BrokerAction], ticket: UInt64
     ) {
+        var actions: [BrokerAction] = []
+        let ticket = receivePosted(reference, now: now, into: &actions)
+        return (actions, ticket)
+    }
+
+    /// ``receivePosted(_:now:)``, appending its actions to `actions`.
+    /// - Returns: the store commit the deliveries wait for.
+    public mutating func receivePosted(
+        _ reference: SessionReference,
+        now: BrokerInstant,
+        into actions: inout [BrokerAction]
+    ) -> UInt64 {
         let clientID = reference.clientID
         // A session on its way here takes its mailbox when it arrives; one that left, at its new
         // state. (Compared through a temporary: a binding would make every delivery below copy the queue.)
-        guard sessions[clientID]?.reference === reference else { return ([], 0) }
+        guard sessions[clientID]?.reference === reference else { return 0 }
         let entries = reference.mailbox.withLock { mailbox in
             mailbox.drainScheduled = false
             defer { mailbox.entries = [] }
             return mailbox.entries
         }
-        var actions: [BrokerAction] = []
         var ticket: UInt64 = 0
         for entry in entries {
             ticket = max(ticket, entry.ticket)
@@ -149,7 +160,7 @@ extension BrokerState {
                 deliver(delivery, to: clientID, now: now, into: &actions)
             }
         }
-        return (actions, ticket)
+        return ticket
     }
 
     /// Finishes the stored copies of deliveries a mailbox refused (their session had ended).

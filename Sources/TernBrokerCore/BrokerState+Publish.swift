@@ -6,16 +6,26 @@ extension BrokerState {
     /// Handles a PUBLISH from a client whose Topic Alias has been resolved (MQTT 5.0 §3.3.4).
     public mutating func publish(_ connection: ConnectionID, _ packet: Publish, now: BrokerInstant) -> [BrokerAction] {
         var actions: [BrokerAction] = []
-        guard let (clientID, version) = connections[connection] else { return [] }
+        publish(connection, packet, now: now, into: &actions)
+        return actions
+    }
+
+    /// ``publish(_:_:now:)``, appending its actions to `actions`: the broker keeps one buffer per
+    /// event loop for them, so that a PUBLISH allocates no array.
+    public mutating func publish(
+        _ connection: ConnectionID,
+        _ packet: Publish,
+        now: BrokerInstant,
+        into actions: inout [BrokerAction]
+    ) {
+        guard let (clientID, version) = connections[connection] else { return }
         statistics.publishMessagesReceived += 1
         statistics.publishReceivedByQoS[packet.qos] += 1
         statistics.payloadBytesReceivedByQoS[packet.qos] += UInt64(packet.payload.readableBytes)
 
-        func disconnect(_ code: ReasonCode) -> [BrokerAction] {
-            var result: [BrokerAction] = []
-            if version == .v5 { result.append(.send(connection, .disconnect(Disconnect(reasonCode: code)))) }
-            result.append(.close(connection))
-            return result
+        func disconnect(_ code: ReasonCode, into actions: inout [BrokerAction]) {
+            if version == .v5 { actions.append(.send(connection, .disconnect(Disconnect(reasonCode: code)))) }
+            actions.append(.close(connection))
         }
         if overMemoryLimit {
             // `memory_limit`: nothing new is taken in. A v5 sender is told 0x97 Quota exceeded
@@ -24,13 +34,20 @@ extension BrokerState {
             statistics.publishMessagesDropped += 1
             let ack = PublishAcknowledgement(packetIdentifier: packet.packetIdentifier, reasonCode: .quotaExceeded)
             switch (packet.qos, version) {
-            case (.atMostOnce, _): return []
-            case (_, .v5): return [.send(connection, packet.qos == .atLeastOnce ? .puback(ack) : .pubrec(ack))]
-            default: return [.close(connection)]
+            case (.atMostOnce, _): return
+            case (_, .v5): actions.append(.send(connection, packet.qos == .atLeastOnce ? .puback(ack) : .pubrec(ack)))
+            default: actions.append(.close(connection))
             }
+            return
         }
-        if packet.qos > configuration.maxQoS { return disconnect(.qosNotSupported) }  // §3.2.2.3.4
-        if packet.retain, !configuration.retainAvailable { return disconnect(.retainNotSupported) }  // §3.2.2.3.5
+        if packet.qos > configuration.maxQoS {  // §3.2.2.3.4
+            disconnect(.qosNotSupported, into: &actions)
+            return
+        }
+        if packet.retain, !configuration.retainAvailable {  // §3.2.2.3.5
+            disconnect(.retainNotSupported, into: &actions)
+            return
+        }
 
         if packet.qos == .exactlyOnce {
             let pending = sessions[clientID]?.inboundQoS2Pending ?? []
@@ -39,10 +56,11 @@ extension BrokerState {
                 actions.append(
                     .send(connection, .pubrec(PublishAcknowledgement(packetIdentifier: packet.packetIdentifier)))
                 )
-                return actions
+                return
             }
             if pending.count >= configuration.maxInboundQoS2Pending {
-                return disconnect(.receiveMaximumExceeded)  // §3.3.4 [MQTT-3.3.4-9]
+                disconnect(.receiveMaximumExceeded, into: &actions)  // §3.3.4 [MQTT-3.3.4-9]
+                return
             }
         }
 
@@ -60,7 +78,7 @@ extension BrokerState {
             case .atLeastOnce: actions.append(.send(connection, .puback(ack)))
             case .exactlyOnce: actions.append(.send(connection, .pubrec(ack)))
             }
-            return actions
+            return
         }
 
         let tooLarge =
@@ -107,7 +125,6 @@ extension BrokerState {
                 )
             )
         }
-        return actions
     }
 
     /// Handles PUBREL for an inbound QoS 2 message (§4.3.3).
@@ -390,9 +407,21 @@ extension BrokerState {
         now: BrokerInstant
     ) -> [BrokerAction] {
         var actions: [BrokerAction] = []
-        guard let (clientID, _) = connections[connection] else { return [] }
+        acknowledge(connection, type, packet, now: now, into: &actions)
+        return actions
+    }
+
+    /// ``acknowledge(_:_:_:now:)``, appending its actions to `actions`.
+    public mutating func acknowledge(
+        _ connection: ConnectionID,
+        _ type: PacketType,
+        _ packet: PublishAcknowledgement,
+        now: BrokerInstant,
+        into actions: inout [BrokerAction]
+    ) {
+        guard let (clientID, _) = connections[connection] else { return }
         // Mutated in place through its slot, so neither the session nor its in-flight list is copied.
-        guard let slot = sessions.index(forKey: clientID) else { return [] }
+        guard let slot = sessions.index(forKey: clientID) else { return }
         let outcome = sessions.values[slot].acknowledge(type, packet)
         if let reply = outcome.reply { actions.append(.send(connection, reply)) }
         if let finished = outcome.finished { recordDeliveryEnded(finished) }
@@ -403,6 +432,5 @@ extension BrokerState {
             record(for: clientID) { .deleteRelease(session: $0, packetIdentifier: packet.packetIdentifier) }
         }
         drainQueue(clientID, now: now, into: &actions)
-        return actions
     }
 }
