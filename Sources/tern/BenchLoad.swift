@@ -73,6 +73,8 @@ final class BenchRun {
     var finished: EventLoopPromise<Void>
     private var nextPublisher = 0
     private var pumping = false
+    /// Whether the delivery window filled up and waits to drain to half (see ``allowance(_:)``).
+    private var windowBlocked = false
     private var rateTimer: RepeatedTask?
     private let filler: [UInt8]
 
@@ -155,6 +157,18 @@ final class BenchRun {
         }
         if plan.window > 0 {
             let outstanding = expectedDeliveries - received
+            // Once full, the window refills only after half of it has drained, so that messages
+            // go out in batches rather than one per delivery that frees a slot: one message per
+            // wake-up and write would measure the ping-pong, not the broker. The C generator
+            // (../shared/tools/mqttbench) does the same, so that their figures compare.
+            if windowBlocked {
+                guard outstanding <= plan.window / 2 else { return 0 }
+                windowBlocked = false
+            }
+            if outstanding >= plan.window {
+                windowBlocked = true
+                return 0
+            }
             allowed = min(allowed, (plan.window - outstanding) / plan.fanout(publisher: publisher))
         }
         return max(0, allowed)
