@@ -410,6 +410,18 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         if output == nil { output = context.channel.allocator.buffer(capacity: Self.outputCapacity) }
         let before = output!.readableBytes
         do {
+            if case .publish(let publish) = packet, publish.payload.readableBytes >= Self.sharedPayloadSize {
+                // A large payload is not copied: NIO writes it from the buffer it arrived in, which
+                // every subscriber of the message shares, right behind this packet's head.
+                try publish.writeHead(to: &output!, version: version)
+                unflushedBytes += output!.readableBytes - before + publish.payload.readableBytes
+                bytesWritten += UInt64(output!.readableBytes + publish.payload.readableBytes)
+                context.write(wrapOutboundOut(output.take()!), promise: nil)
+                context.write(wrapOutboundOut(publish.payload), promise: nil)
+                packetsWritten += 1
+                needsFlush = true
+                return
+            }
             try packet.write(to: &output!, version: version)
         } catch {
             broker.logger.error("could not encode \(packet.type): \(error)")
@@ -422,6 +434,10 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     /// The first size of a burst's output buffer: most bursts are a few small packets.
     static let outputCapacity = 512
+
+    /// Payloads from this size on are written from their own buffer rather than copied into the
+    /// burst's: below it a copy costs less than another buffer for NIO to gather.
+    static let sharedPayloadSize = 4096
 
     private func flushIfNeeded() {
         guard needsFlush, let context else { return }

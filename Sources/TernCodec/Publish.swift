@@ -93,9 +93,29 @@ extension Publish {
     }
 
     func writeBody(to buffer: inout ByteBuffer, version: ProtocolVersion) {
+        writeBodyHead(to: &buffer, version: version)
+        buffer.writeImmutableBuffer(payload)
+    }
+
+    private func writeBodyHead(to buffer: inout ByteBuffer, version: ProtocolVersion) {
         buffer.writeMQTTValidatedString(topic.utf8)
         if qos != .atMostOnce { buffer.writeInteger(packetIdentifier) }
         if version.hasProperties { properties.write(to: &buffer) }
-        buffer.writeImmutableBuffer(payload)
+    }
+
+    /// Writes the whole packet but its payload: the fixed header (whose Remaining Length counts
+    /// the payload), the topic, the packet identifier and the properties. The caller sends
+    /// ``payload`` right after, as it is: a large payload delivered to many subscribers is then
+    /// shared by all of them instead of copied into each one's packet.
+    ///
+    /// - Throws: ``TernError`` when the packet would exceed the MQTT size limit. Nothing is written then.
+    public func writeHead(to buffer: inout ByteBuffer, version: ProtocolVersion) throws(TernError) {
+        let remaining = bodyLength(version: version)
+        guard remaining <= Int(ByteBuffer.maximumVariableByteInteger) else {
+            throw TernError(.packetTooLarge, "a PUBLISH of \(remaining) bytes exceeds the MQTT limit")
+        }
+        buffer.writeInteger(PacketType.publish.rawValue << 4 | flags)
+        buffer.writeVariableByteInteger(UInt32(remaining))
+        writeBodyHead(to: &buffer, version: version)
     }
 }

@@ -13,6 +13,8 @@ import TernStore
 final class EmbeddedConnection {
     let channel: EmbeddedChannel
     private var decoder = MQTTPacketDecoder(protocolVersion: .v5)
+    /// What was written and not yet decoded.
+    private var pending = ByteBuffer()
 
     init(_ broker: MQTTBroker, id: UInt64) throws {
         channel = EmbeddedChannel(loop: EmbeddedEventLoop())
@@ -41,10 +43,12 @@ final class EmbeddedConnection {
 
     /// Everything written to the socket since the last call, decoded.
     func sent() throws -> [MQTTPacket] {
+        // A packet may span writes (a large payload goes in a buffer of its own), so the bytes
+        // are read as one stream.
+        while var buffer = try channel.readOutbound(as: ByteBuffer.self) { pending.writeBuffer(&buffer) }
         var packets: [MQTTPacket] = []
-        while var buffer = try channel.readOutbound(as: ByteBuffer.self) {
-            while let packet = try decoder.decodePacket(from: &buffer) { packets.append(packet) }
-        }
+        while let packet = try decoder.decodePacket(from: &pending) { packets.append(packet) }
+        pending.discardReadBytes()
         return packets
     }
 

@@ -151,6 +151,27 @@ struct OrderedDeliveryTests {
         #expect(sent[1] == .pingresp)
     }
 
+    @Test("a large payload reaches every subscriber whole, shared rather than copied, in order with small ones")
+    func largePayloadToSeveralSubscribers() throws {
+        let broker = makeBroker()
+        let first = try EmbeddedConnection(broker, id: 1)
+        let second = try EmbeddedConnection(broker, id: 2)
+        let publisher = try EmbeddedConnection(broker, id: 3)
+        for (client, name) in [(first, "a"), (second, "b")] {
+            try connect(client, name)
+            try subscribe(client, "t", qos: .atLeastOnce)
+            _ = try client.sent()
+        }
+        try connect(publisher, "p")
+        let large = String(repeating: "x", count: MQTTConnectionHandler.sharedPayloadSize * 3)
+        try publisher.receive(publish("small-1", qos: .atLeastOnce, id: 1), endBurst: false)
+        try publisher.receive(publish(large, qos: .atLeastOnce, id: 2), endBurst: false)
+        try publisher.receive(publish("small-2", qos: .atMostOnce, id: 0))
+        for client in [first, second] {
+            #expect(try client.sentPublishes().map(\.text) == ["small-1", large, "small-2"])
+        }
+    }
+
     @Test("while the socket is not writable: QoS 0 dropped and counted, QoS 1 queued, then drained in order")
     func writabilityThroughTheHandler() throws {
         let broker = makeBroker()

@@ -183,6 +183,35 @@ struct PacketRoundTripTests {
     }
 
     @Test(
+        "a PUBLISH written as its head then its payload is the same bytes as written whole",
+        arguments: ProtocolVersion.allCases
+    )
+    func publishHeadThenPayload(version: ProtocolVersion) throws {
+        for packet in try Self.samples(for: version) {
+            guard case .publish(let publish) = packet else { continue }
+            var whole = ByteBuffer()
+            try packet.write(to: &whole, version: version)
+            var split = ByteBuffer()
+            try publish.writeHead(to: &split, version: version)
+            split.writeImmutableBuffer(publish.payload)
+            #expect(split == whole, "\(version)")
+        }
+        // A payload large enough for the Remaining Length to take several bytes.
+        let large = Publish(
+            topic: topic("t"),
+            payload: ByteBuffer(repeating: 7, count: 70_000),
+            qos: .atLeastOnce,
+            packetIdentifier: 3
+        )
+        var whole = ByteBuffer()
+        try MQTTPacket.publish(large).write(to: &whole, version: version)
+        var split = ByteBuffer()
+        try large.writeHead(to: &split, version: version)
+        split.writeImmutableBuffer(large.payload)
+        #expect(split == whole)
+    }
+
+    @Test(
         "a server decoder learns the level from CONNECT and reads later packets in it",
         arguments: ProtocolVersion.allCases
     )
