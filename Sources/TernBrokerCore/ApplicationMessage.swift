@@ -7,16 +7,18 @@ public import TernCodec
 /// or in flight) holds the same storage, so that a copy costs one reference, not a copy of the
 /// topic, payload and properties with a reference to each.
 public struct ApplicationMessage: Sendable, Hashable {
-    private final class Storage: Sendable {
-        // `let` fields: a change makes a new storage (below), so a shared one never changes.
-        let topic: TopicName
-        let payload: ByteBuffer
-        let qos: QoS
-        let retain: Bool
-        let properties: Properties
-        let expiresAt: BrokerInstant?
-        let publisherClientID: String?
-        let storeID: UInt64
+    // @unchecked Sendable: the fields change only through `mutate`, which first makes sure the
+    // storage is referenced by the one value changing it (copy-on-write, as Array does); a storage
+    // that two values or two threads can see is never changed.
+    private final class Storage: @unchecked Sendable {
+        var topic: TopicName
+        var payload: ByteBuffer
+        var qos: QoS
+        var retain: Bool
+        var properties: Properties
+        var expiresAt: BrokerInstant?
+        var publisherClientID: String?
+        var storeID: UInt64
 
         init(
             topic: TopicName,
@@ -37,85 +39,66 @@ public struct ApplicationMessage: Sendable, Hashable {
             self.publisherClientID = publisherClientID
             self.storeID = storeID
         }
+
+        func copy() -> Storage {
+            Storage(
+                topic: topic,
+                payload: payload,
+                qos: qos,
+                retain: retain,
+                properties: properties,
+                expiresAt: expiresAt,
+                publisherClientID: publisherClientID,
+                storeID: storeID
+            )
+        }
     }
 
     private var storage: Storage
 
-    /// Replaces the storage with one that differs in what `change` sets.
-    private mutating func update(_ change: (inout Fields) -> Void) {
-        var fields = Fields(storage)
-        change(&fields)
-        storage = Storage(
-            topic: fields.topic,
-            payload: fields.payload,
-            qos: fields.qos,
-            retain: fields.retain,
-            properties: fields.properties,
-            expiresAt: fields.expiresAt,
-            publisherClientID: fields.publisherClientID,
-            storeID: fields.storeID
-        )
-    }
-
-    private struct Fields {
-        var topic: TopicName
-        var payload: ByteBuffer
-        var qos: QoS
-        var retain: Bool
-        var properties: Properties
-        var expiresAt: BrokerInstant?
-        var publisherClientID: String?
-        var storeID: UInt64
-
-        init(_ storage: Storage) {
-            topic = storage.topic
-            payload = storage.payload
-            qos = storage.qos
-            retain = storage.retain
-            properties = storage.properties
-            expiresAt = storage.expiresAt
-            publisherClientID = storage.publisherClientID
-            storeID = storage.storeID
-        }
+    /// Changes the storage in place if this value is its only owner, or a copy of it otherwise.
+    private mutating func mutate(_ change: (Storage) -> Void) {
+        if !isKnownUniquelyReferenced(&storage) { storage = storage.copy() }
+        change(storage)
     }
 
     public var topic: TopicName {
         get { storage.topic }
-        set { update { $0.topic = newValue } }
+        set { mutate { $0.topic = newValue } }
     }
     public var payload: ByteBuffer {
         get { storage.payload }
-        set { update { $0.payload = newValue } }
+        set { mutate { $0.payload = newValue } }
     }
     /// The QoS it was published with.
     public var qos: QoS {
         get { storage.qos }
-        set { update { $0.qos = newValue } }
+        set { mutate { $0.qos = newValue } }
     }
     public var retain: Bool {
         get { storage.retain }
-        set { update { $0.retain = newValue } }
+        set { mutate { $0.retain = newValue } }
     }
     /// The PUBLISH properties to forward: Topic Alias and Subscription Identifiers removed, Message
     /// Expiry Interval rewritten on each delivery.
     public var properties: Properties {
         get { storage.properties }
-        set { update { $0.properties = newValue } }
+        set { mutate { $0.properties = newValue } }
     }
     /// When the message expires, from its Message Expiry Interval.
     public var expiresAt: BrokerInstant? {
         get { storage.expiresAt }
-        set { update { $0.expiresAt = newValue } }
+        set { mutate { $0.expiresAt = newValue } }
     }
     /// The client that published it, for No Local.
     public var publisherClientID: String? {
         get { storage.publisherClientID }
-        set { update { $0.publisherClientID = newValue } }
+        set { mutate { $0.publisherClientID = newValue } }
     }
     /// Its key in the store, or 0 when it is not stored. Copies share it, so it is stored once.
     public var storeID: UInt64 {
         get { storage.storeID }
-        set { update { $0.storeID = newValue } }
+        set { mutate { $0.storeID = newValue } }
     }
 
     public init(

@@ -150,7 +150,8 @@ extension BrokerState {
 
         for (topic, id) in snapshot.retained {
             guard var message = messages[id] else { continue }
-            message.storeID = id
+            // Set only when a store left it out: a change copies a message its store still holds.
+            if message.storeID != id { message.storeID = id }
             shared.retained.set(topic, message, record: false)
             schedule(.retainedExpiry(topic), at: message.expiresAt)
         }
@@ -238,7 +239,8 @@ extension BrokerState {
         BrokerShared.raise(shared.lastDeliverySequence, to: deliveries.lazy.map(\.sequence).max() ?? 0)
         for delivery in deliveries {
             guard var message = messages[delivery.messageID] else { continue }
-            message.storeID = delivery.messageID
+            // Every delivery of a message shares its storage, unless a store left its key out.
+            if message.storeID != delivery.messageID { message.storeID = delivery.messageID }
             let restored = Delivery(
                 message: message,
                 qos: delivery.qos,

@@ -26,9 +26,13 @@ public enum StoredMessageCoding {
         return buffer
     }
 
-    /// Reads a stored message back.
+    /// Reads a stored message back, with its key in the store (``ApplicationMessage/storeID``).
     /// - Throws: ``StoreCorruption`` when the bytes are not a PUBLISH.
-    public static func decode(_ buffer: ByteBuffer, expiresAt: BrokerInstant?) throws -> ApplicationMessage {
+    public static func decode(
+        _ buffer: ByteBuffer,
+        expiresAt: BrokerInstant?,
+        storeID: UInt64 = 0
+    ) throws -> ApplicationMessage {
         var buffer = buffer
         var decoder = MQTTPacketDecoder(protocolVersion: .v5)
         let packet: MQTTPacket?
@@ -44,7 +48,8 @@ public enum StoredMessageCoding {
             qos: publish.qos,
             retain: publish.retain,
             properties: publish.properties,
-            expiresAt: expiresAt
+            expiresAt: expiresAt,
+            storeID: storeID
         )
     }
 }

@@ -242,7 +242,8 @@ enum SQLiteSchema {
         guard !row.isNull(1) else { throw StoreCorruption("a stored message has no body") }
         return try StoredMessageCoding.decode(
             ByteBuffer(bytes: row.bytes(1)),
-            expiresAt: row.optionalInt64(2).map { BrokerInstant(millisecondsSinceEpoch: $0) }
+            expiresAt: row.optionalInt64(2).map { BrokerInstant(millisecondsSinceEpoch: $0) },
+            storeID: UInt64(row.int64(0))
         )
     }
 
@@ -273,7 +274,8 @@ enum SQLiteSchema {
             if !row.isNull(6), queues.messages[messageID] == nil {
                 queues.messages[messageID] = try StoredMessageCoding.decode(
                     ByteBuffer(bytes: row.bytes(6)),
-                    expiresAt: row.optionalInt64(7).map { BrokerInstant(millisecondsSinceEpoch: $0) }
+                    expiresAt: row.optionalInt64(7).map { BrokerInstant(millisecondsSinceEpoch: $0) },
+                    storeID: messageID
                 )
             }
             queues.deliveries[key, default: []].append(
