@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "TernBrokerCore", targets: ["TernBrokerCore"]),
         .library(name: "TernStore", targets: ["TernStore"]),
         .library(name: "TernStoreSQLite", targets: ["TernStoreSQLite"]),
+        .library(name: "TernStorePostgres", targets: ["TernStorePostgres"]),
         .library(name: "TernBroker", targets: ["TernBroker"]),
         .library(name: "TernConfig", targets: ["TernConfig"]),
         .library(name: "TernBrokerTesting", targets: ["TernBrokerTesting"]),
@@ -37,6 +38,7 @@ let package = Package(
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         .target(
@@ -68,6 +70,19 @@ let package = Package(
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "TernStorePostgres",
+            dependencies: [
+                "TernStore",
+                "TernBrokerCore",
+                "TernCodec",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
@@ -196,6 +211,7 @@ let package = Package(
             name: "TernStoreSQLiteTests",
             dependencies: [
                 "TernStoreSQLite",
+                "TernStorePostgres",
                 "TernStore",
                 "TernBrokerCore",
                 "TernBrokerTesting",

@@ -59,3 +59,29 @@ public struct StoreCorruption: Error, CustomStringConvertible, Sendable {
     public var description: String
     public init(_ description: String) { self.description = description }
 }
+
+/// How a store writes a delivery's Subscription Identifiers: as MQTT variable byte integers, one
+/// after another.
+public enum StoredIdentifierCoding {
+    /// The identifiers' bytes; empty when there are none (the usual case).
+    public static func encode(_ identifiers: [UInt32]) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        for identifier in identifiers { buffer.writeVariableByteInteger(identifier) }
+        return buffer
+    }
+
+    /// Reads identifiers back.
+    /// - Throws: ``StoreCorruption`` when the bytes are not variable byte integers.
+    public static func decode(_ bytes: ByteBuffer) throws -> [UInt32] {
+        var buffer = bytes
+        var identifiers: [UInt32] = []
+        while buffer.readableBytes > 0 {
+            do {
+                identifiers.append(try buffer.readMQTTVariableByteInteger())
+            } catch {
+                throw StoreCorruption("bad subscription identifiers")
+            }
+        }
+        return identifiers
+    }
+}

@@ -122,22 +122,11 @@ enum SQLiteSchema {
     /// Subscription Identifiers as variable byte integers; `nil` when there are none (the usual case).
     static func encodeIdentifiers(_ identifiers: [UInt32]) -> Data? {
         guard !identifiers.isEmpty else { return nil }
-        var buffer = ByteBuffer()
-        for identifier in identifiers { buffer.writeVariableByteInteger(identifier) }
-        return Data(buffer.readableBytesView)
+        return Data(StoredIdentifierCoding.encode(identifiers).readableBytesView)
     }
 
     static func decodeIdentifiers(_ bytes: UnsafeRawBufferPointer) throws -> [UInt32] {
-        var buffer = ByteBuffer(bytes: bytes)
-        var identifiers: [UInt32] = []
-        while buffer.readableBytes > 0 {
-            do {
-                identifiers.append(try buffer.readMQTTVariableByteInteger())
-            } catch {
-                throw StoreCorruption("bad subscription identifiers")
-            }
-        }
-        return identifiers
+        try StoredIdentifierCoding.decode(ByteBuffer(bytes: bytes))
     }
 
     static func message(_ body: Data, expiresAt: Int64?) throws -> ApplicationMessage {

@@ -32,7 +32,7 @@ public final class SQLiteStore: TernStore {
     public let durability: Durability
     private let logger: Logger
     private let database: DatabaseQueue
-    private let queue: WriterQueue
+    private let queue: StoreWriterQueue
     private let figures = Mutex(Figures())
     private let writerStarted = Mutex<Bool>(false)
     private let stopped = Mutex<Bool>(false)
@@ -63,12 +63,12 @@ public final class SQLiteStore: TernStore {
     }
 
     /// `unaskedCommitDelay`: how long changes queued without a commit wait for one to be asked
-    /// for (``WriterQueue``); tests lengthen it to see batches form.
+    /// for (``StoreWriterQueue``); tests lengthen it to see batches form.
     init(path: String, durability: Durability, logger: Logger, unaskedCommitDelay: Duration) throws {
         self.path = path
         self.durability = durability
         self.logger = logger
-        self.queue = WriterQueue(unaskedCommitDelay: unaskedCommitDelay)
+        self.queue = StoreWriterQueue(unaskedCommitDelay: unaskedCommitDelay)
         var snapshot = StoreSnapshot()
         var database: DatabaseQueue
         do {
@@ -425,116 +425,5 @@ public final class SQLiteStore: TernStore {
             figures.statistics.sessions =
                 try Int.fetchOne(db.cachedStatement(sql: "SELECT count(*) FROM sessions")) ?? 0
         }
-    }
-}
-
-/// The changes waiting for the writer thread, and the ticket of the last one.
-///
-/// Written by the broker's event loops (under the broker's lock, one at a time) and drained by
-/// the writer; an `NSCondition` lets the writer sleep until there is work.
-final class WriterQueue: Sendable {
-    private struct State {
-        var pending: [StoreChange] = []
-        var lastTicket: UInt64 = 0
-        var firstPendingAt: ContinuousClock.Instant?
-        /// Whether a commit of `pending` was asked for, or only queued (``append(_:wakingWriter:)``).
-        var commitAsked = false
-        var stopping = false
-        var stopped = false
-    }
-
-    /// How long queued changes wait for the ``wakeWriter()`` that was put off, in seconds: a
-    /// safety net, so that a caller that never asks costs a millisecond, not a hang. Read bursts
-    /// ask within microseconds.
-    private let unaskedCommitDelay: Double
-
-    init(unaskedCommitDelay: Duration) {
-        let parts = unaskedCommitDelay.components
-        self.unaskedCommitDelay = Double(parts.seconds) + Double(parts.attoseconds) / 1e18
-    }
-
-    // `condition` guards `state`: every access below holds it (lock/unlock or wait). NSCondition
-    // is thread-safe; the box only exists because Mutex has no condition variable.
-    private let condition = NSCondition()
-    private nonisolated(unsafe) var state = State()
-
-    func append(_ changes: [StoreChange], wakingWriter: Bool) -> UInt64 {
-        condition.lock()
-        defer { condition.unlock() }
-        if state.pending.isEmpty {
-            state.firstPendingAt = .now
-            state.pending = changes
-        } else {
-            state.pending += changes
-        }
-        state.lastTicket += UInt64(changes.count)
-        if wakingWriter {
-            state.commitAsked = true
-            condition.signal()
-        }
-        return state.lastTicket
-    }
-
-    /// Asks for a commit of the changes queued without one.
-    func wakeWriter() {
-        condition.lock()
-        defer { condition.unlock() }
-        guard !state.commitAsked, !state.pending.isEmpty else { return }
-        state.commitAsked = true
-        condition.signal()
-    }
-
-    /// Waits for changes and hands them over with the ticket of the last one; `nil` once stopped
-    /// and drained. With an interval, waits until the oldest change is that old, or `changes`
-    /// changes wait, or the store is closing.
-    func next(waitingUpTo interval: Duration?, orChanges limit: Int) -> ([StoreChange], UInt64)? {
-        condition.lock()
-        defer { condition.unlock() }
-        while true {
-            if state.pending.isEmpty {
-                if state.stopping { return nil }
-                condition.wait()
-                continue
-            }
-            if interval == nil, !state.commitAsked, !state.stopping {
-                if !condition.wait(until: Date(timeIntervalSinceNow: unaskedCommitDelay)) {
-                    state.commitAsked = true
-                }
-                continue
-            }
-            if let interval, !state.stopping, limit <= 0 || state.pending.count < limit,
-                let first = state.firstPendingAt, ContinuousClock.now < first + interval
-            {
-                let remaining = first + interval - ContinuousClock.now
-                let seconds = Double(remaining.components.seconds) + Double(remaining.components.attoseconds) / 1e18
-                _ = condition.wait(until: Date(timeIntervalSinceNow: seconds))
-                continue
-            }
-            let batch = state.pending
-            state.pending = []
-            state.firstPendingAt = nil
-            state.commitAsked = false
-            return (batch, state.lastTicket)
-        }
-    }
-
-    func stop() {
-        condition.lock()
-        state.stopping = true
-        condition.broadcast()
-        condition.unlock()
-    }
-
-    func markStopped() {
-        condition.lock()
-        state.stopped = true
-        condition.broadcast()
-        condition.unlock()
-    }
-
-    func waitUntilStopped() {
-        condition.lock()
-        while !state.stopped { condition.wait() }
-        condition.unlock()
     }
 }

@@ -14,7 +14,7 @@ import Testing
 struct RestoredAccessTests {
     @Test(
         "restored sessions are re-checked at reconnect: a subscription and queued messages no longer allowed are dropped",
-        arguments: StoreKind.allCases
+        arguments: StoreKind.available
     )
     func restoredSessionRechecked(kind: StoreKind) throws {
         let harness = try StoreHarness(kind)

@@ -4,15 +4,39 @@ import NIOCore
 import TernBrokerTesting
 import TernCodec
 import TernStore
+import TernStorePostgres
 import TernStoreSQLite
 import Testing
 
 @testable import TernBrokerCore
 
-/// The two stores the rules are held to.
+/// The stores the rules are held to. PostgreSQL joins when `TERN_TEST_POSTGRES_URL` names a
+/// server (`postgresql://USER@HOST:PORT/DATABASE`); `.ci/run` starts one, so CI always holds it
+/// to them.
 enum StoreKind: String, CaseIterable, CustomTestStringConvertible, Sendable {
-    case memory, sqlite
+    case memory, sqlite, postgres
     var testDescription: String { rawValue }
+
+    /// The stores the rules run against here.
+    static var available: [StoreKind] {
+        TestPostgres.configuration == nil ? [.memory, .sqlite] : allCases
+    }
+}
+
+/// The PostgreSQL server the store tests may use: `TERN_TEST_POSTGRES_URL`.
+enum TestPostgres {
+    static let url = ProcessInfo.processInfo.environment["TERN_TEST_POSTGRES_URL"]
+
+    static var configuration: PostgresStoreConfiguration? {
+        url.flatMap { try? PostgresStoreConfiguration(url: $0) }
+    }
+
+    /// A configuration whose tables live in a schema of their own, named after `name`.
+    static func configuration(schema name: String) -> PostgresStoreConfiguration? {
+        guard var configuration else { return nil }
+        configuration.schema = "tern_test_" + name.filter { $0.isLetter || $0.isNumber }.lowercased()
+        return configuration
+    }
 }
 
 /// A broker state wired to a store, and restarted from it: the way `MQTTBroker` uses a store,
@@ -45,12 +69,24 @@ final class StoreHarness {
     deinit {
         store.close()
         for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+        if kind == .postgres,
+            let configuration = TestPostgres.configuration(schema: (path as NSString).lastPathComponent)
+        {
+            try? PostgresStore.removeSchema(configuration)
+        }
     }
 
     private static func open(_ kind: StoreKind, path: String, existing: (any TernStore)?) throws -> any TernStore {
         switch kind {
         case .memory: return existing ?? InMemoryStore()
         case .sqlite: return try SQLiteStore(path: path)
+        case .postgres:
+            // The file name stands for a schema of its own.
+            let name = (path as NSString).lastPathComponent
+            guard let configuration = TestPostgres.configuration(schema: name) else {
+                throw PostgresStoreError("TERN_TEST_POSTGRES_URL is not set")
+            }
+            return try PostgresStore(configuration: configuration)
         }
     }
 
@@ -125,7 +161,7 @@ final class StoreHarness {
 struct StoreRulesTests {
     // MARK: Session Expiry Interval
 
-    @Test("§3.1.2.11.2: expiry 0 or absent writes nothing to the store", arguments: StoreKind.allCases)
+    @Test("§3.1.2.11.2: expiry 0 or absent writes nothing to the store", arguments: StoreKind.available)
     func zeroExpiryNeverTouchesTheStore(kind: StoreKind) throws {
         let harness = try StoreHarness(kind)
         for expiry in [nil, UInt32(0)] {
@@ -144,7 +180,7 @@ struct StoreRulesTests {
 
     @Test(
         "§3.1.2.11.2: expiry N keeps session, subscriptions, queue and will N seconds, across a restart",
-        arguments: StoreKind.allCases
+        arguments: StoreKind.available
     )
     func expiryKeepsEverythingAcrossRestart(kind: StoreKind) throws {
         let harness = try StoreHarness(kind)
@@ -182,7 +218,7 @@ struct StoreRulesTests {
 
     @Test(
         "§3.1.2.11.2: the deadline is absolute, so a session whose expiry passed while stopped is gone",
-        arguments: StoreKind.allCases
+        arguments: StoreKind.available
     )
     func downtimeCounts(kind: StoreKind) throws {
         let harness = try StoreHarness(kind)
@@ -207,7 +243,7 @@ struct StoreRulesTests {
 
     @Test(
         "§3.1.2.11.2: 0xFFFFFFFF never expires; persistent_client_expiration bounds it, without overflow",
-        arguments: StoreKind.allCases
+        arguments: StoreKind.available
     )
     func neverExpiresUnlessCapped(kind: StoreKind) throws {
         var capped = BrokerConfiguration()
@@ -227,7 +263,7 @@ struct StoreRulesTests {
 
     @Test(
         "§3.1.2.4: Clean Start 1 with an expiry is stored: persistence follows the expiry, not the flag",
-        arguments: StoreKind.allCases
+        arguments: StoreKind.available
     )
     func cleanStartWithExpiryIsKept(kind: StoreKind) throws {
         let harness = try StoreHarness(kind)
@@ -252,7 +288,7 @@ struct StoreRulesTests {
 
     @Test(
         "§3.14.2.2.2: DISCONNECT changes the interval; N → 0 removes the stored session",
-        arguments: StoreKind.allCases
+        arguments: StoreKind.available
     )
     func disconnectChangesInterval(kind: StoreKind) throws {
         let harness = try StoreHarness(kind)
@@ -270,7 +306,7 @@ struct StoreRulesTests {
 
     @Test(
         "[MQTT-3.14.2-2]: expiry 0 at CONNECT then non-zero at DISCONNECT is 0x82; the session ends, the will goes out",
-        arguments: StoreKind.allCases
+        arguments: StoreKind.available
     )
     func zeroToNonZeroIsProtocolError(kind: StoreKind) throws {
         let harness = try StoreHarness(kind)
@@ -290,7 +326,7 @@ struct StoreRulesTests {
 
     @Test(
         "MQTT 3.1.1 §3.1.2.4: clean session 0 is stored and never expires; clean session 1 is not stored",
-        arguments: StoreKind.allCases
+        arguments: StoreKind.available
     )
     func v311CleanSession(kind: StoreKind) throws {
         let harness = try StoreHarness(kind)
@@ -315,7 +351,7 @@ struct StoreRulesTests {
 
     // MARK: Wills
 
-    @Test("§3.1.2.5: a pending will survives a restart and goes out at its delay", arguments: StoreKind.allCases)
+    @Test("§3.1.2.5: a pending will survives a restart and goes out at its delay", arguments: StoreKind.available)
     func pendingWillAcrossRestart(kind: StoreKind) throws {
         let harness = try StoreHarness(kind)
         harness.run { $0.connect(conn(9), connectPacket("watcher", expiry: 600), now: t0) }
@@ -339,7 +375,7 @@ struct StoreRulesTests {
 
     @Test(
         "§3.1.2.5: the will races the session's end: expiry shorter than the delay sends it at the expiry",
-        arguments: StoreKind.allCases
+        arguments: StoreKind.available
     )
     func willRacesSessionEnd(kind: StoreKind) throws {
         let harness = try StoreHarness(kind)
@@ -368,7 +404,7 @@ struct StoreRulesTests {
 
     @Test(
         "§3.1.2.5: a reconnect within the delay cancels the will, also after a restart",
-        arguments: StoreKind.allCases
+        arguments: StoreKind.available
     )
     func reconnectCancelsWill(kind: StoreKind) throws {
         let harness = try StoreHarness(kind)
@@ -386,7 +422,7 @@ struct StoreRulesTests {
 
     @Test(
         "A session still attached when the broker died has its will published at start-up",
-        arguments: StoreKind.allCases
+        arguments: StoreKind.available
     )
     func attachedAtCrashPublishesWill(kind: StoreKind) throws {
         let harness = try StoreHarness(kind)
@@ -449,7 +485,7 @@ struct StoreRulesTests {
 
     @Test(
         "§3.3.2.3.3: Message Expiry keeps counting across a restart; an expired message does not block the queue",
-        arguments: StoreKind.allCases
+        arguments: StoreKind.available
     )
     func messageExpiryAcrossRestart(kind: StoreKind) throws {
         let harness = try StoreHarness(kind)
@@ -480,7 +516,7 @@ struct StoreRulesTests {
 
     @Test(
         "§4.4: after a restart, unacknowledged PUBLISH go again with DUP=1 and their ids, PUBREL again, then the queue",
-        arguments: StoreKind.allCases
+        arguments: StoreKind.available
     )
     func redeliveryAfterRestart(kind: StoreKind) throws {
         let harness = try StoreHarness(kind)
@@ -539,7 +575,7 @@ struct StoreRulesTests {
 
     @Test(
         "§4.3.3: an inbound QoS 2 id awaiting PUBREL survives a restart, so a re-sent PUBLISH is not delivered twice",
-        arguments: StoreKind.allCases
+        arguments: StoreKind.available
     )
     func inboundQoS2AcrossRestart(kind: StoreKind) throws {
         let harness = try StoreHarness(kind)
@@ -565,7 +601,7 @@ struct StoreRulesTests {
         #expect(actions.publishes(to: conn(3)).map(\.text) == ["once"])
     }
 
-    @Test("§3.3.1.3: retained messages survive a restart; a deleted one stays deleted", arguments: StoreKind.allCases)
+    @Test("§3.3.1.3: retained messages survive a restart; a deleted one stays deleted", arguments: StoreKind.available)
     func retainedAcrossRestart(kind: StoreKind) throws {
         let harness = try StoreHarness(kind)
         harness.run { $0.connect(conn(1), connectPacket("pub"), now: t0) }
@@ -595,7 +631,7 @@ struct StoreRulesTests {
 
     @Test(
         "A message queued for many sessions is stored once, and goes when the last one has it",
-        arguments: StoreKind.allCases
+        arguments: StoreKind.available
     )
     func messageStoredOnce(kind: StoreKind) throws {
         let harness = try StoreHarness(kind)
@@ -631,7 +667,7 @@ struct StoreRulesTests {
 
     @Test(
         "§3.1.2.4: a stored session discarded by Clean Start takes its queue and in-flight rows with it; a shared message stays for the others",
-        arguments: StoreKind.allCases
+        arguments: StoreKind.available
     )
     func discardedSessionTakesItsRows(kind: StoreKind) throws {
         let harness = try StoreHarness(kind)

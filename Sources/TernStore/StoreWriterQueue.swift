@@ -1,0 +1,125 @@
+import Foundation
+public import TernBrokerCore
+
+/// The changes waiting for a store's writer thread, and the ticket of the last one.
+///
+/// Written by the broker's event loops and drained by the writer, which takes everything that
+/// waits as one batch (group commit); an `NSCondition` lets the writer sleep until there is work.
+public final class StoreWriterQueue: Sendable {
+    private struct State {
+        var pending: [StoreChange] = []
+        var lastTicket: UInt64 = 0
+        var firstPendingAt: ContinuousClock.Instant?
+        /// Whether a commit of `pending` was asked for, or only queued (``append(_:wakingWriter:)``).
+        var commitAsked = false
+        var stopping = false
+        var stopped = false
+    }
+
+    /// How long queued changes wait for the ``wakeWriter()`` that was put off, in seconds: a
+    /// safety net, so that a caller that never asks costs a millisecond, not a hang. Read bursts
+    /// ask within microseconds.
+    private let unaskedCommitDelay: Double
+
+    public init(unaskedCommitDelay: Duration = .milliseconds(1)) {
+        let parts = unaskedCommitDelay.components
+        self.unaskedCommitDelay = Double(parts.seconds) + Double(parts.attoseconds) / 1e18
+    }
+
+    // `condition` guards `state`: every access below holds it (lock/unlock or wait). NSCondition
+    // is thread-safe; the box only exists because Mutex has no condition variable.
+    private let condition = NSCondition()
+    private nonisolated(unsafe) var state = State()
+
+    /// Queues `changes`; with `wakingWriter`, asks for a commit of everything queued.
+    /// - Returns: the ticket of the last change.
+    public func append(_ changes: [StoreChange], wakingWriter: Bool) -> UInt64 {
+        condition.lock()
+        defer { condition.unlock() }
+        if state.pending.isEmpty {
+            state.firstPendingAt = .now
+            state.pending = changes
+        } else {
+            state.pending += changes
+        }
+        state.lastTicket += UInt64(changes.count)
+        if wakingWriter {
+            state.commitAsked = true
+            condition.signal()
+        }
+        return state.lastTicket
+    }
+
+    /// Asks for a commit of the changes queued without one.
+    public func wakeWriter() {
+        condition.lock()
+        defer { condition.unlock() }
+        guard !state.commitAsked, !state.pending.isEmpty else { return }
+        state.commitAsked = true
+        condition.signal()
+    }
+
+    /// Waits for changes and hands them over with the ticket of the last one; `nil` once stopped
+    /// and drained. With an interval, waits until the oldest change is that old, or `changes`
+    /// changes wait, or the store is closing.
+    public func next(waitingUpTo interval: Duration?, orChanges limit: Int) -> ([StoreChange], UInt64)? {
+        condition.lock()
+        defer { condition.unlock() }
+        while true {
+            if state.pending.isEmpty {
+                if state.stopping { return nil }
+                condition.wait()
+                continue
+            }
+            if interval == nil, !state.commitAsked, !state.stopping {
+                if !condition.wait(until: Date(timeIntervalSinceNow: unaskedCommitDelay)) {
+                    state.commitAsked = true
+                }
+                continue
+            }
+            if let interval, !state.stopping, limit <= 0 || state.pending.count < limit,
+                let first = state.firstPendingAt, ContinuousClock.now < first + interval
+            {
+                let remaining = first + interval - ContinuousClock.now
+                let seconds = Double(remaining.components.seconds) + Double(remaining.components.attoseconds) / 1e18
+                _ = condition.wait(until: Date(timeIntervalSinceNow: seconds))
+                continue
+            }
+            let batch = state.pending
+            state.pending = []
+            state.firstPendingAt = nil
+            state.commitAsked = false
+            return (batch, state.lastTicket)
+        }
+    }
+
+    /// Lets the writer take what is queued and then end.
+    public func stop() {
+        condition.lock()
+        state.stopping = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Called by the writer when it has ended.
+    public func markStopped() {
+        condition.lock()
+        state.stopped = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Waits until the writer has ended.
+    public func waitUntilStopped() {
+        condition.lock()
+        while !state.stopped { condition.wait() }
+        condition.unlock()
+    }
+
+    /// Whether ``stop()`` was called.
+    public var isStopping: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return state.stopping
+    }
+}
