@@ -169,6 +169,7 @@ let package = Package(
                 "TernBridge",
                 "TernConfig",
                 "TernStoreSQLite",
+                "TernStorePostgres",
                 "TernClient",
                 "TernBroker",
                 "TernCodec",

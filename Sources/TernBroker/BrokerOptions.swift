@@ -115,6 +115,12 @@ public struct BrokerOptions: Sendable {
     /// writes every change to it, and closes it when it stops.
     public var store: (any TernStore)?
 
+    /// The cluster this broker is a node of (`cluster_store`, `cluster_node`), or `nil` for a
+    /// broker on its own. Its ``store`` must then be the cluster's (a ``TernStore`` on the same
+    /// database, serving this node): the node keeps only its connected clients' sessions in
+    /// memory, and finds the others there.
+    public var cluster: (any ClusterTransport)?
+
     public init() {}
 }
 

@@ -9,6 +9,8 @@ final class CommitWaiters: Sendable {
     private struct State {
         var committed: UInt64 = 0
         var waiters: [ConnectionID: (ticket: UInt64, handle: MQTTBroker.Handle)] = [:]
+        /// Tasks waiting for a commit (``waitUntilCommitted(_:)``).
+        var tasks: [(ticket: UInt64, continuation: CheckedContinuation<Void, Never>)] = []
     }
 
     private let state = Mutex(State())
@@ -27,19 +29,43 @@ final class CommitWaiters: Sendable {
         }
     }
 
+    /// Returns once `ticket` is committed.
+    func waitUntilCommitted(_ ticket: UInt64) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let done = state.withLock { state in
+                guard state.committed < ticket else { return true }
+                state.tasks.append((ticket, continuation))
+                return false
+            }
+            if done { continuation.resume() }
+        }
+    }
+
     /// Records a commit and returns the connections it unblocks.
     func commit(upTo ticket: UInt64) -> [MQTTBroker.Handle] {
-        state.withLock { state in
+        let (handles, tasks) = state.withLock { state -> ([MQTTBroker.Handle], [CheckedContinuation<Void, Never>]) in
             state.committed = max(state.committed, ticket)
             committedTicket.store(state.committed, ordering: .releasing)
-            guard !state.waiters.isEmpty else { return [] }
-            var woken: [MQTTBroker.Handle] = []
-            for (id, waiter) in state.waiters where waiter.ticket <= state.committed {
-                woken.append(waiter.handle)
-                state.waiters[id] = nil
+            var tasks: [CheckedContinuation<Void, Never>] = []
+            if !state.tasks.isEmpty {
+                let committed = state.committed
+                tasks = state.tasks.filter { $0.ticket <= committed }.map(\.continuation)
+                state.tasks.removeAll { $0.ticket <= committed }
             }
-            return woken
+            return (wokenConnections(&state), tasks)
         }
+        for task in tasks { task.resume() }
+        return handles
+    }
+
+    private func wokenConnections(_ state: inout State) -> [MQTTBroker.Handle] {
+        guard !state.waiters.isEmpty else { return [] }
+        var woken: [MQTTBroker.Handle] = []
+        for (id, waiter) in state.waiters where waiter.ticket <= state.committed {
+            woken.append(waiter.handle)
+            state.waiters[id] = nil
+        }
+        return woken
     }
 
     func forget(_ id: ConnectionID) {

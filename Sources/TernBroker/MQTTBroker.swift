@@ -77,6 +77,9 @@ public final class MQTTBroker: Service, Sendable {
     let startedAt = Date()
     /// Whether memory was over `memory_limit` at the last check.
     let overMemoryLimit = Atomic<Bool>(false)
+    /// Client identifiers whose session is being claimed from the cluster, with the messages the
+    /// cluster delivered for them meanwhile (posted once the session is here).
+    let clusterClaimsInFlight = Mutex<[String: [ClusterTransit]]>([:])
 
     /// - Parameters:
     ///   - options: Listeners and limits.
@@ -100,7 +103,11 @@ public final class MQTTBroker: Service, Sendable {
             )
             passwords.perListener[index] = security.passwordFile
         }
-        let shared = BrokerShared()
+        let shared = BrokerShared(
+            clustered: options.cluster != nil,
+            keyStride: options.cluster == nil ? 1 : UInt64(ClusterLimits.maximumNodes),
+            keyOffset: UInt64(options.cluster?.nodeNumber ?? 0)
+        )
         let settings = StateSettings(
             configuration: options.broker,
             recordsChanges: options.store != nil,
@@ -230,6 +237,16 @@ public final class MQTTBroker: Service, Sendable {
             queuesRestored.succeed()
         }
         defer { options.store?.close() }
+        if let cluster = options.cluster {
+            do {
+                // Every node's subscriptions are known before the first client can publish.
+                try await cluster.join(self)
+            } catch {
+                listening.fail(error)
+                restored.fail(error)
+                throw error
+            }
+        }
         restored.succeed()
         // Read while the startup gates wait and the listeners open: a bridge's own session may
         // be among those whose CONNECT waits for them.
@@ -279,6 +296,19 @@ public final class MQTTBroker: Service, Sendable {
             } : nil
 
         let boundChannels = channels
+        let clusterTask = options.cluster.map { cluster in
+            Task { [logger] () -> (any Error)? in
+                do {
+                    try await cluster.run()
+                    return nil
+                } catch {
+                    // The node can no longer tell which sessions are its own: it stops serving.
+                    logger.critical("leaving the cluster", metadata: ["error": "\(error)"])
+                    for channel in boundChannels { channel.close(promise: nil) }
+                    return error
+                }
+            }
+        }
         await withGracefulShutdownHandler {
             await withTaskCancellationHandler {
                 // Park until shutdown or cancellation; both close the listeners.
@@ -299,7 +329,14 @@ public final class MQTTBroker: Service, Sendable {
         }
         sysTicker?.cancel()
         memoryCheck?.cancel()
+        clusterTask?.cancel()
         await disconnectEveryone()
+        if let cluster = options.cluster {
+            // What the disconnections changed reaches the other nodes before this one goes.
+            await clusterStoreSettled()
+            await cluster.leave()
+            if let failure = await clusterTask?.value { throw failure }
+        }
         // The store closes when this returns: not while its queues are still being read.
         try? await queuesRestored.futureResult.get()
     }
@@ -672,6 +709,15 @@ public final class MQTTBroker: Service, Sendable {
     func postsRefused(_ refused: [OutgoingDeliveries], by shard: BrokerShard) {
         withState(on: shard) { state in
             for group in refused { state.postRefused(group) }
+            return []
+        }
+    }
+
+    /// Sends on through the cluster's store the deliveries whose session left for another node
+    /// (or none) between their routing and their post.
+    func postsElsewhere(_ groups: [OutgoingDeliveries], by shard: BrokerShard) {
+        withState(on: shard) { state in
+            for group in groups { state.postElsewhere(group) }
             return []
         }
     }

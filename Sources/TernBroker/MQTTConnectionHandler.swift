@@ -163,6 +163,14 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         continueHeldConnect()
     }
 
+    /// Answers the CONNECT that waited for its session with a refusal (`code`, 0x88 Server
+    /// unavailable when the cluster could not hand the session over) and closes.
+    func refuseHeldConnect(_ code: ReasonCode) {
+        guard heldConnect.take() != nil, !closing else { return }
+        write(.connack(ConnAck(reasonCode: code)))
+        close(reason: "the session could not be taken over: \(code)")
+    }
+
     private func continueHeldConnect() {
         guard let held = heldConnect.take(), !closing, let context else { return }
         let (connect, credentials) = (held.connect, held.credentials)

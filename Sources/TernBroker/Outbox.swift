@@ -45,6 +45,10 @@ struct Outbox {
         if !posts.isEmpty { dispatchPosts(broker) }
         if !fetches.isEmpty {
             for (clientID, owner, claimant) in fetches {
+                guard owner != SessionReference.elsewhereOwner else {
+                    broker.claimFromCluster(clientID, for: claimant)
+                    continue
+                }
                 let shard = broker.shards[owner]
                 shard.run { broker.release(clientID, on: shard, to: claimant) }
             }
@@ -76,21 +80,25 @@ struct Outbox {
             case .accepted(nil): break
             case .refused where group.storeKey != 0: broker.postsRefused(groups, by: from)
             case .refused: break
+            case .elsewhere: broker.postsElsewhere(groups, by: from)
             }
             return
         }
         var wakes: [Int: [SessionReference]] = [:]
         for (from, groups, ticket) in posts {
             var refused: [OutgoingDeliveries] = []
+            var elsewhere: [OutgoingDeliveries] = []
             for group in groups {
                 switch group.session.post(group.deliveries, storeKey: group.storeKey, ticket: ticket) {
                 case .accepted(let owner?): wakes[owner, default: []].append(group.session)
                 case .accepted(nil): break
                 case .refused where group.storeKey != 0: refused.append(group)
                 case .refused: break
+                case .elsewhere: elsewhere.append(group)
                 }
             }
             if !refused.isEmpty { broker.postsRefused(refused, by: from) }
+            if !elsewhere.isEmpty { broker.postsElsewhere(elsewhere, by: from) }
         }
         posts.removeAll()
         for (index, sessions) in wakes {

@@ -41,6 +41,7 @@ extension BrokerState {
             shared.subscriptions.unsubscribe(subscription.filter, session: session.reference)
             sessions[clientID]?.subscriptions[key] = nil
             record(for: clientID) { .deleteSubscription(session: $0, filter: key) }
+            if shared.clustered { storeChanges.append(.cluster(.unsubscribe(clientID: clientID, filter: key))) }
         }
         guard var session = sessions.removeValue(forKey: clientID) else { return }
         defer { sessions[clientID] = session }

@@ -52,12 +52,7 @@ extension BrokerState {
             detach(old, publishWill: true, now: now, into: &actions)
         }
         guard let session = sessions.removeValue(forKey: clientID) else { return (.none, actions) }  // it ended
-        session.reference.mailbox.withLock { mailbox in
-            mailbox.owner = claimant
-            // Whatever is posted from now on wakes the claimant; it takes what is here when the
-            // session arrives.
-            mailbox.drainScheduled = false
-        }
+        session.reference.move(to: claimant)
         let handover = SessionHandover(session: session, pendingWill: pendingWills.removeValue(forKey: clientID))
         return (.handedOver(handover), actions)
     }
@@ -66,10 +61,22 @@ extension BrokerState {
     /// there is none (`nil`). The CONNECTs that waited for it run again afterwards.
     /// - Returns: actions for what was posted to the session meanwhile (it is detached, so they
     ///   queue), and the store commit those deliveries wait for.
-    public mutating func adopt(_ handover: SessionHandover?, clientID: String, now: BrokerInstant) -> (
-        actions: [BrokerAction], ticket: UInt64
-    ) {
+    ///
+    /// - Parameter fromCluster: whether the session came from the cluster's store (another node,
+    ///   or none, held it); the CONNECT that waits for it may then start a new one here.
+    public mutating func adopt(
+        _ handover: SessionHandover?,
+        clientID: String,
+        fromCluster: Bool = false,
+        now: BrokerInstant
+    ) -> (actions: [BrokerAction], ticket: UInt64) {
         awaitingSessions.remove(clientID)
+        if fromCluster {
+            clusterClaims.insert(clientID)
+            // What this broker routed to the session while another node held it, or none did,
+            // goes; the session's own subscriptions, if any, came with it.
+            if handover == nil { shared.dropRemoteSubscriptions(clientID) }
+        }
         guard let handover else { return ([], 0) }
         sessions[clientID] = handover.session
         sessions[clientID]?.connection = nil
@@ -79,6 +86,59 @@ extension BrokerState {
         }
         schedule(.sessionExpiry(clientID), at: handover.session.expiresAt)
         return receivePosted(handover.session.reference, now: now)
+    }
+
+    /// A session read from a cluster's store for a CONNECT here, when no node holds it any more,
+    /// under the reference this broker knows its client identifier by (which its subscriptions
+    /// in the index already name). Its stored deliveries go in front, in sequence order; those
+    /// the store also sends through (``ClusterChange/transit``), because they were committed
+    /// while it was read, are taken once.
+    public mutating func handover(
+        from stored: StoredSession,
+        messages: [UInt64: ApplicationMessage],
+        now: BrokerInstant
+    ) -> SessionHandover {
+        let header = stored.header
+        shared.raiseKey(shared.lastStoreKey, to: header.key)
+        shared.dropRemoteSubscriptions(header.clientID)
+        let reference =
+            shared.directory.reference(header.clientID) ?? SessionReference(clientID: header.clientID, owner: shard)
+        reference.move(to: shard)
+        reference.storeKey.store(header.key, ordering: .relaxed)
+        var session = Session(
+            clientID: header.clientID,
+            protocolVersion: header.protocolVersion,
+            expiryInterval: header.expiryInterval,
+            reference: reference
+        )
+        session.storeKey = header.key
+        session.expiresAt = header.expiresAt
+        for subscription in stored.subscriptions {
+            session.subscriptions[subscription.filter.string] = subscription
+            shared.subscriptions.subscribe(
+                subscription.filter,
+                entry: TopicTree.Entry(session: reference, options: subscription.options, identifier: subscription.identifier)
+            )
+        }
+        for packetIdentifier in stored.releases {
+            session.inflight.append(.release(packetIdentifier: packetIdentifier))
+        }
+        var summary = RestoreSummary()
+        restoreDeliveries(stored.deliveries, messages: messages, into: &session, summary: &summary)
+        session.loadedSequences = Set(stored.deliveries.map(\.sequence))
+        session.inboundQoS2Pending = Set(stored.inboundQoS2)
+        var pendingWill: (message: ApplicationMessage, deadline: BrokerInstant)?
+        if let will = header.will {
+            if let deadline = header.willDeadline {
+                pendingWill = (will, deadline)
+            } else if header.attached {
+                // Its node died with it attached: the will is due from now on.
+                var message = will
+                message.expiresAt = will.properties.messageExpiryInterval.map { now.adding(seconds: $0) }
+                pendingWill = (message, now.adding(seconds: min(header.willDelay, header.expiryInterval)))
+            }
+        }
+        return SessionHandover(session: session, pendingWill: pendingWill)
     }
 
     /// The claimants that asked for `clientID`'s session while this state waited for it itself.
@@ -146,6 +206,9 @@ extension BrokerState {
         for entry in entries {
             ticket = max(ticket, entry.ticket)
             for var delivery in entry.deliveries {
+                if delivery.sequence != 0, sessions[clientID]?.loadedSequences?.contains(delivery.sequence) == true {
+                    continue  // read from the store with the session already (a cluster's transit)
+                }
                 if delivery.sequence != 0, entry.storeKey != sessions[clientID]?.storeKey {
                     // Stored for a session row that is gone: finished there, stored anew if needed.
                     recordDeliveryEnded(delivery)
@@ -161,6 +224,15 @@ extension BrokerState {
             }
         }
         return ticket
+    }
+
+    /// Sends through the cluster's store the deliveries a mailbox turned away because their
+    /// session left for another node of the cluster (or none) meanwhile: they reach the node its
+    /// client is attached to, which takes a stored one once even if it read it with the session.
+    public mutating func postElsewhere(_ group: OutgoingDeliveries) {
+        for delivery in group.deliveries {
+            recordTransit(delivery, to: group.session, storeKey: group.storeKey)
+        }
     }
 
     /// Finishes the stored copies of deliveries a mailbox refused (their session had ended).

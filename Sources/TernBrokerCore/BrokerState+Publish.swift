@@ -153,7 +153,7 @@ extension BrokerState {
         var message = message
         if recordsChanges, message.storeID == 0 {
             // Numbered before it is copied into deliveries, so that every copy names the same stored message.
-            message.storeID = BrokerShared.next(shared.lastMessageID)
+            message.storeID = shared.nextKey(shared.lastMessageID)
         }
         if message.retain {
             let topic = message.topic.string
@@ -243,7 +243,29 @@ extension BrokerState {
             // Stored here, before this publisher's PUBACK leaves; the session's state takes it from there.
             recordDelivery(&delivery, storeKey: storeKey, packetIdentifier: nil)
         }
+        if shared.clustered, session.isElsewhere {
+            recordTransit(delivery, to: session, storeKey: storeKey)
+            return
+        }
         outgoing.append((session, delivery, storeKey))
+    }
+
+    /// Sends a delivery for a session another node holds (or none does) through the store, in
+    /// the same transaction as the rest of this event's changes.
+    mutating func recordTransit(_ delivery: Delivery, to session: SessionReference, storeKey: UInt64) {
+        let stored = StoredDelivery(
+            sequence: delivery.sequence,
+            messageID: delivery.message.storeID,
+            qos: delivery.qos,
+            retain: delivery.retain,
+            subscriptionIdentifiers: delivery.subscriptionIdentifiers,
+            packetIdentifier: nil
+        )
+        storeChanges.append(
+            .cluster(
+                .transit(clientID: session.clientID, sessionKey: storeKey, delivery: stored, message: delivery.message)
+            )
+        )
     }
 }
 

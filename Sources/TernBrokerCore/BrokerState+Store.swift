@@ -37,7 +37,7 @@ extension BrokerState {
             return
         }
         if session.storeKey == 0 {
-            session.storeKey = BrokerShared.next(shared.lastStoreKey)
+            session.storeKey = shared.nextKey(shared.lastStoreKey)
         }
         var header = StoredSessionHeader(
             key: session.storeKey,
@@ -75,7 +75,7 @@ extension BrokerState {
     /// Stores a new delivery under the session key `storeKey`, and its message the first time it is needed.
     mutating func recordDelivery(_ delivery: inout Delivery, storeKey: UInt64, packetIdentifier: UInt16?) {
         recordMessage(&delivery.message)
-        delivery.sequence = BrokerShared.next(shared.lastDeliverySequence)
+        delivery.sequence = shared.nextKey(shared.lastDeliverySequence)
         let stored = StoredDelivery(
             sequence: delivery.sequence,
             messageID: delivery.message.storeID,
@@ -90,7 +90,7 @@ extension BrokerState {
     /// Stores `message` once: copies routed to several sessions carry the same ``ApplicationMessage/storeID``.
     mutating func recordMessage(_ message: inout ApplicationMessage) {
         if message.storeID == 0 {
-            message.storeID = BrokerShared.next(shared.lastMessageID)
+            message.storeID = shared.nextKey(shared.lastMessageID)
         }
         if message.storeID != lastRecordedMessageID {
             lastRecordedMessageID = message.storeID
@@ -145,8 +145,9 @@ extension BrokerState {
         var summary = RestoreSummary()
         var actions: [BrokerAction] = []
         let messages = snapshot.messages
-        BrokerShared.raise(shared.lastMessageID, to: max(messages.keys.max() ?? 0, snapshot.lastMessageID))
-        BrokerShared.raise(shared.lastDeliverySequence, to: snapshot.lastDeliverySequence)
+        shared.raiseKey(shared.lastMessageID, to: max(messages.keys.max() ?? 0, snapshot.lastMessageID))
+        shared.raiseKey(shared.lastDeliverySequence, to: snapshot.lastDeliverySequence)
+        shared.raiseKey(shared.lastStoreKey, to: snapshot.lastSessionKey)
 
         for (topic, id) in snapshot.retained {
             guard var message = messages[id] else { continue }
@@ -159,7 +160,7 @@ extension BrokerState {
 
         for stored in snapshot.sessions {
             let header = stored.header
-            BrokerShared.raise(shared.lastStoreKey, to: header.key)
+            shared.raiseKey(shared.lastStoreKey, to: header.key)
             let reference = SessionReference(clientID: header.clientID, owner: shard)
             shared.directory.register(reference, shard: shard)
             var session = Session(
@@ -227,7 +228,7 @@ extension BrokerState {
     /// Puts a session's stored deliveries in front of its queue and in-flight window. Stored
     /// deliveries predate anything routed to the session since the restart, so in front is
     /// their order (§4.6).
-    private mutating func restoreDeliveries(
+    mutating func restoreDeliveries(
         _ deliveries: [StoredDelivery],
         messages: [UInt64: ApplicationMessage],
         into session: inout Session,
@@ -236,7 +237,7 @@ extension BrokerState {
         guard !deliveries.isEmpty else { return }
         var queued = Deque<Delivery>()
         queued.reserveCapacity(deliveries.count + session.queue.count)
-        BrokerShared.raise(shared.lastDeliverySequence, to: deliveries.lazy.map(\.sequence).max() ?? 0)
+        shared.raiseKey(shared.lastDeliverySequence, to: deliveries.lazy.map(\.sequence).max() ?? 0)
         for delivery in deliveries {
             guard var message = messages[delivery.messageID] else { continue }
             // Every delivery of a message shares its storage, unless a store left its key out.
@@ -290,8 +291,8 @@ extension BrokerState {
             sessions[clientID] = session
             summary.sessions += 1
         }
-        BrokerShared.raise(shared.lastDeliverySequence, to: highestSequence)
-        BrokerShared.raise(shared.lastMessageID, to: queues.messages.keys.max() ?? 0)
+        shared.raiseKey(shared.lastDeliverySequence, to: highestSequence)
+        shared.raiseKey(shared.lastMessageID, to: queues.messages.keys.max() ?? 0)
         if last {
             shared.sessionsAwaitingQueues.withLock { $0.removeAll() }
             shared.queuesPending.store(false, ordering: .releasing)

@@ -29,6 +29,10 @@ extension BrokerState {
             let remembered = SessionSubscription(filter: subscription.filter, options: options, identifier: identifier)
             sessions[clientID]?.subscriptions[subscription.filter.string] = remembered
             record(for: clientID) { .putSubscription(session: $0, remembered) }
+            if shared.clustered {
+                let key = sessions[clientID]?.storeKey ?? 0
+                storeChanges.append(.cluster(.subscribe(clientID: clientID, sessionKey: key, remembered)))
+            }
             codes.append(ReasonCode(rawValue: options.qos.rawValue))
             // §4.8.2: retained messages are not sent for a shared subscription.
             guard !subscription.filter.isShared else { continue }
@@ -70,6 +74,9 @@ extension BrokerState {
             let existed = shared.subscriptions.unsubscribe(filter, session: reference)
             sessions[clientID]?.subscriptions[filter.string] = nil
             if existed { record(for: clientID) { .deleteSubscription(session: $0, filter: filter.string) } }
+            if existed, shared.clustered {
+                storeChanges.append(.cluster(.unsubscribe(clientID: clientID, filter: filter.string)))
+            }
             codes.append(existed ? .success : .noSubscriptionExisted)
         }
         return [

@@ -58,6 +58,9 @@ public struct BrokerState: Sendable {
     var awaitingSessions: Set<String> = []
     /// Releases asked of this state for sessions it waits for itself: made once they arrive.
     var deferredReleases: [String: [Int]] = [:]
+    /// Client identifiers whose CONNECT the cluster has answered (``adopt(_:clientID:now:)``):
+    /// the session, if any, is here now, and a new one may start here.
+    var clusterClaims: Set<String> = []
     /// What the topics of this state's PUBLISH packets matched lately.
     var matchCache = MatchCache()
 
@@ -163,7 +166,10 @@ extension BrokerState {
             }
             repeat {
                 let number = BrokerShared.next(shared.assignedIdentifierCounter)
-                clientID = "\(configuration.autoIDPrefix)\(startedAt.millisecondsSinceEpoch)-\(number)"
+                clientID =
+                    shared.clustered
+                    ? "\(configuration.autoIDPrefix)\(startedAt.millisecondsSinceEpoch)-\(shared.keyOffset)-\(number)"
+                    : "\(configuration.autoIDPrefix)\(startedAt.millisecondsSinceEpoch)-\(number)"
             } while shared.directory.contains(clientID)
             assignedIdentifier = clientID
         }
@@ -184,7 +190,15 @@ extension BrokerState {
                 return [.awaitSession(connection, clientID: clientID, fetchFrom: nil)]
             }
             switch shared.directory.claim(clientID, for: shard) {
-            case .start(let fresh): reference = fresh
+            case .start(let fresh)
+            where !shared.clustered || clusterClaims.contains(clientID) || assignedIdentifier != nil:
+                // An identifier assigned here names no session anywhere (it carries the node's number).
+                reference = fresh
+            case .start:
+                // In a cluster, a session no state here holds may be held by another node, or
+                // stored with none: the cluster is asked first (``ClusterChange``).
+                awaitingSessions.insert(clientID)
+                return [.awaitSession(connection, clientID: clientID, fetchFrom: SessionReference.elsewhereOwner)]
             case .fetch(let owner):
                 awaitingSessions.insert(clientID)
                 return [.awaitSession(connection, clientID: clientID, fetchFrom: owner)]
@@ -249,6 +263,25 @@ extension BrokerState {
         sessions[clientID] = session
         connections[connection] = (clientID, version)
         recordSession(clientID)
+        if shared.clustered {
+            clusterClaims.remove(clientID)
+            // The other nodes learn its will, to publish it should this node die.
+            let will = packet.will.map { willMessage($0, clientID: clientID, now: BrokerInstant(millisecondsSinceEpoch: 0)) }
+            storeChanges.append(
+                .cluster(
+                    .attached(
+                        clientID: clientID,
+                        will: will.map { message in
+                            var message = message
+                            message.expiresAt = nil  // made absolute when the will goes out
+                            return message
+                        },
+                        willDelay: packet.will?.properties.willDelayInterval ?? 0,
+                        expiryInterval: expiryInterval
+                    )
+                )
+            )
+        }
 
         var properties = Properties()
         if version == .v5 {
@@ -357,6 +390,55 @@ extension BrokerState {
         sessions[clientID] = session
         schedule(.sessionExpiry(clientID), at: session.expiresAt)
         recordSession(clientID)
+        if shared.clustered { leaveToStore(clientID) }
+    }
+
+    /// A node of a cluster keeps only the sessions of its connected clients: a detached one,
+    /// recorded just now with its queue, deadline and pending will, is left to the store, where
+    /// the node its client comes back to finds it and every node's janitor ends it when due.
+    /// This node's subscriptions index keeps its subscriptions, under a reference that sends what
+    /// they match through the store.
+    private mutating func leaveToStore(_ clientID: String) {
+        guard let session = sessions.removeValue(forKey: clientID) else { return }
+        pendingWills[clientID] = nil
+        freedQueueBytes += session.queuedBytes
+        session.reference.move(to: SessionReference.elsewhereOwner)
+        shared.directory.leave(session.reference, shard: shard)
+        shared.keepAsRemote(clientID, subscriptions: Array(session.subscriptions.values))
+        storeChanges.append(.cluster(.detached(clientID: clientID)))
+    }
+
+    /// Gives up `clientID`'s session to another node of the cluster, whose CONNECT claimed it
+    /// (§3.1.4-3): a client attached here is sent DISCONNECT 0x8E (MQTT 5) and closed, its will
+    /// follows the usual rules, and the session, if it outlives the connection, is left to the
+    /// store, where the claimant reads it once this state's changes are committed.
+    /// - Returns: the actions, and whether this state waits for the session itself from another
+    ///   state of this broker (ask again once it has arrived).
+    public mutating func releaseToCluster(_ clientID: String, now: BrokerInstant) -> (
+        actions: [BrokerAction], waitsForSession: Bool
+    ) {
+        var actions: [BrokerAction] = []
+        guard let existing = sessions[clientID] else { return ([], awaitingSessions.contains(clientID)) }
+        if let old = existing.connection {
+            if existing.protocolVersion == .v5 {
+                actions.append(.send(old, .disconnect(Disconnect(reasonCode: .sessionTakenOver))))
+            }
+            actions.append(.close(old))
+            detach(old, publishWill: true, now: now, into: &actions)
+        } else {
+            leaveToStore(clientID)
+        }
+        return (actions, false)
+    }
+
+    /// Publishes a message the cluster hands this node: the will of a client whose node died, or
+    /// whose delay passed while no node held its session. Its expiry counts from now.
+    public mutating func publishFromCluster(_ message: ApplicationMessage, now: BrokerInstant) -> [BrokerAction] {
+        var actions: [BrokerAction] = []
+        var message = message
+        message.expiresAt = message.properties.messageExpiryInterval.map { now.adding(seconds: $0) }
+        route(message, now: now, into: &actions)
+        return actions
     }
 
     /// Ends a session: its pending will is published and its subscriptions removed (§4.1).
@@ -379,6 +461,7 @@ extension BrokerState {
             storedKeys.append(StoredDeliveryKey(sequence: delivery.sequence, messageID: delivery.message.storeID))
         }
         record(.deleteSession(key: session.storeKey, deliveries: storedKeys), session: session.storeKey)
+        if shared.clustered { storeChanges.append(.cluster(.sessionEnded(clientID: clientID))) }
         reference.storeKey.store(0, ordering: .relaxed)
         shared.subscriptions.unsubscribe(session.subscriptions.values.map(\.filter), session: reference)
         shared.directory.remove(reference, shard: shard)

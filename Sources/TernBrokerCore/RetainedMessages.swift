@@ -46,6 +46,12 @@ public final class RetainedMessages: Sendable {
         }
     }
 
+    /// Replaces the retained message of `topic` as another node of a cluster did, in the store
+    /// this broker shares with it: nothing is logged, the store holds it already.
+    public func applyFromCluster(_ topic: String, _ message: ApplicationMessage?) {
+        set(topic, message, record: false)
+    }
+
     /// Deletes the retained message of `topic` if it has expired at `now` (and was not replaced
     /// by one that has not).
     func removeIfExpired(_ topic: String, now: BrokerInstant, record: Bool) {

@@ -127,6 +127,9 @@ public struct Session: Sendable {
     /// Who the ACLs see: set by each CONNECT, unknown for a session restored from the store until
     /// its client comes back (its messages are queued, then checked when it does).
     var identity: ClientIdentity?
+    /// The stored deliveries a cluster node read with the session when it took it from the
+    /// store: the same deliveries arriving through the store afterwards are taken once.
+    var loadedSequences: Set<UInt64>?
     /// The client announced itself as a bridge (`try_private`, the protocol level's high bit):
     /// its subscriptions do not send it back what it published, as No Local would.
     var isBridge = false

@@ -42,6 +42,50 @@ public final class SessionDirectory: Sendable {
         entries.withLock { $0[reference.clientID] = Entry(owner: shard, reference: reference) }
     }
 
+    /// Records that no state of this broker holds the session behind `reference` any more, but
+    /// another node of the cluster does, or none does (it stays in the store): the entry stays,
+    /// so that the subscriptions index keeps routing to it through the store.
+    func leave(_ reference: SessionReference, shard: Int) {
+        entries.withLock { entries in
+            guard let entry = entries[reference.clientID], entry.owner == shard, entry.reference === reference
+            else { return }
+            entries[reference.clientID]?.owner = SessionReference.elsewhereOwner
+        }
+    }
+
+    /// The reference of a session another node holds, or none does, made if there is none yet;
+    /// `nil` when a state of this broker holds or claims it (this broker's view is the one that
+    /// counts for it).
+    func remoteReference(_ clientID: String) -> SessionReference? {
+        entries.withLock { entries in
+            if let entry = entries[clientID] {
+                return entry.owner == SessionReference.elsewhereOwner ? entry.reference : nil
+            }
+            let reference = SessionReference(clientID: clientID, owner: SessionReference.elsewhereOwner)
+            entries[clientID] = Entry(owner: SessionReference.elsewhereOwner, reference: reference)
+            return reference
+        }
+    }
+
+    /// The state that holds (or claims) `clientID`'s session, ``SessionReference/elsewhereOwner``
+    /// when another node holds it or none does, `nil` when this broker knows of no session.
+    public func owner(of clientID: String) -> Int? {
+        entries.withLock { $0[clientID]?.owner }
+    }
+
+    /// The reference this broker knows `clientID`'s session by, if any.
+    public func reference(_ clientID: String) -> SessionReference? {
+        entries.withLock { $0[clientID]?.reference }
+    }
+
+    /// Forgets a session that ended on another node (its reference, which held no session here).
+    func forgetRemote(_ clientID: String) {
+        entries.withLock { entries in
+            guard entries[clientID]?.owner == SessionReference.elsewhereOwner else { return }
+            entries[clientID] = nil
+        }
+    }
+
     /// Forgets an ended session, unless another state has claimed its client identifier since.
     func remove(_ reference: SessionReference, shard: Int) {
         entries.withLock { entries in

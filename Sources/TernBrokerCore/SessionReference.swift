@@ -16,6 +16,12 @@ public final class SessionReference: Sendable, Hashable, CustomStringConvertible
     /// The session's key in the store, or 0 while it is not stored. A loop that routes a message
     /// to this session from elsewhere stores the delivery under it before its PUBACK goes out.
     let storeKey = Atomic<UInt64>(0)
+    /// Whether another node of the cluster holds the session, or none does (it is detached and
+    /// left to the store): messages for it go through the store (``ClusterChange/transit``).
+    let elsewhere = Atomic<Bool>(false)
+
+    /// The owner of a session another node holds, or no node does.
+    public static let elsewhereOwner = -1
 
     /// - Parameters:
     ///   - clientID: The client identifier.
@@ -23,6 +29,24 @@ public final class SessionReference: Sendable, Hashable, CustomStringConvertible
     public init(clientID: String, owner: Int = 0) {
         self.clientID = clientID
         self.mailbox = Mutex(Mailbox(owner: owner))
+        elsewhere.store(owner == Self.elsewhereOwner, ordering: .relaxed)
+    }
+
+    /// Whether another node of the cluster holds the session, or none does.
+    public var isElsewhere: Bool { elsewhere.load(ordering: .acquiring) }
+
+    /// Hands the session to `owner` (a state of this broker, or ``elsewhereOwner``). Posts not
+    /// taken yet stay for a new owner of this broker; leaving it for another node drops them:
+    /// that node reads the session's stored deliveries from the store.
+    func move(to owner: Int) {
+        mailbox.withLock { mailbox in
+            mailbox.owner = owner
+            // Whatever is posted from now on wakes the new owner; it takes what is here when the
+            // session arrives.
+            mailbox.drainScheduled = false
+            if owner == Self.elsewhereOwner { mailbox.entries = [] }
+            elsewhere.store(owner == Self.elsewhereOwner, ordering: .releasing)
+        }
     }
 
     /// Whether the session's client is connected now.
@@ -44,6 +68,7 @@ public final class SessionReference: Sendable, Hashable, CustomStringConvertible
     public func post(_ deliveries: [Delivery], storeKey: UInt64, ticket: UInt64) -> MailboxPost {
         mailbox.withLock { mailbox in
             guard !mailbox.closed else { return .refused }
+            guard mailbox.owner != Self.elsewhereOwner else { return .elsewhere }
             mailbox.entries.append(MailboxEntry(deliveries: deliveries, storeKey: storeKey, ticket: ticket))
             if mailbox.drainScheduled { return .accepted(wake: nil) }
             mailbox.drainScheduled = true
@@ -58,6 +83,8 @@ public enum MailboxPost: Sendable, Equatable {
     case accepted(wake: Int?)
     /// The session has ended.
     case refused
+    /// Another node holds the session now, or none does: send them through the store.
+    case elsewhere
 }
 
 /// Deliveries handed to a session by other event loops, in the order they were posted.

@@ -32,6 +32,27 @@ public enum StoreChange: Sendable, Hashable {
     /// The retained message of `topic` is now message `messageID`.
     case putRetained(topic: String, messageID: UInt64)
     case deleteRetained(topic: String)
+    /// What the other nodes of a cluster must learn (``BrokerShared/clustered``). A store that
+    /// serves one broker ignores it.
+    case cluster(ClusterChange)
+}
+
+/// A change the nodes of a cluster share through their store, made in the same transaction as
+/// the broker's other changes: a PUBACK that waits for the commit waits for these too.
+public enum ClusterChange: Sendable, Hashable {
+    /// A message for a session another node holds, or none: it reaches the node its client is
+    /// connected to when the transaction commits, if any. `delivery.sequence` is the delivery
+    /// stored for the session (0 when the session is not stored).
+    case transit(clientID: String, sessionKey: UInt64, delivery: StoredDelivery, message: ApplicationMessage)
+    /// A subscription of any session (stored or not), so that every node routes to it.
+    case subscribe(clientID: String, sessionKey: UInt64, SessionSubscription)
+    case unsubscribe(clientID: String, filter: String)
+    /// The session ended: its subscriptions and its place in the cluster go.
+    case sessionEnded(clientID: String)
+    /// A client connected here: its will, so that another node publishes it if this one dies.
+    case attached(clientID: String, will: ApplicationMessage?, willDelay: UInt32, expiryInterval: UInt32)
+    /// A client left; its session, if stored, stays in the store, held by no node.
+    case detached(clientID: String)
 }
 
 /// A stored session's own row.
@@ -143,6 +164,9 @@ public struct StoreSnapshot: Sendable {
     /// stores before the queues are in never takes one of theirs.
     public var lastDeliverySequence: UInt64 = 0
     public var lastMessageID: UInt64 = 0
+    /// The highest session key stored, when the sessions themselves are left out (a cluster's
+    /// node loads a session only when its client connects).
+    public var lastSessionKey: UInt64 = 0
 
     public init(
         sessions: [StoredSession] = [],

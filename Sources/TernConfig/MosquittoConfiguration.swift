@@ -23,6 +23,8 @@ public struct MosquittoConfiguration: Sendable {
     public var logTypes: [String] = []
     /// `persistence` and the options that go with it.
     public var persistence = PersistenceSettings()
+    /// `cluster_store` and the options that go with it.
+    public var cluster = ClusterSettings()
     /// The `connection` blocks: bridges to other brokers.
     public var bridges: [BridgeConfiguration] = []
     /// The file and line that made each of `options.listeners`, in the same order (line 0: the
@@ -324,6 +326,19 @@ public struct MosquittoConfiguration: Sendable {
                 case let other:
                     throw error(line, "persistence_durability expects commit or loss_window, not '\(other)'")
                 }
+            case "cluster_store":
+                let url = try one(option, arguments, line)
+                guard url.hasPrefix("postgresql://") || url.hasPrefix("postgres://") else {
+                    throw error(line, "cluster_store expects a postgresql:// URL")
+                }
+                result.cluster.storeURL = url
+                result.cluster.storeLine = line
+            case "cluster_node":
+                let name = try one(option, arguments, line)
+                guard name.utf8.count <= 200 else { throw error(line, "cluster_node is at most 200 bytes") }
+                result.cluster.node = name
+            case "cluster_password_file":
+                result.cluster.passwordFile = try one(option, arguments, line)
             case "max_connections":
                 current.listener.maxConnections = try integer(option, arguments, line, in: -1...Int(Int32.max))
             case "mount_point":
@@ -483,6 +498,14 @@ public struct MosquittoConfiguration: Sendable {
 
         func finish() throws(ConfigurationError) -> MosquittoConfiguration {
             var result = self.result
+            if result.cluster.isEnabled, result.cluster.node == nil {
+                throw error(result.cluster.storeLine, "cluster_store needs cluster_node NAME, this node's name")
+            }
+            if result.cluster.isEnabled, result.persistence.enabled {
+                result.warnings.append(
+                    "\(file):\(result.cluster.storeLine): a cluster node keeps its sessions in cluster_store; persistence and persistence_location are ignored"
+                )
+            }
             for (bridge, line, _) in bridges {
                 guard !bridge.addresses.isEmpty else {
                     throw error(line, "connection \(bridge.name) has no address")

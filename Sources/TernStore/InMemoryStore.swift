@@ -92,6 +92,8 @@ public struct StoreContents: Sendable {
             if let old = retained.updateValue(messageID, forKey: topic) { release(old) }
         case .deleteRetained(let topic):
             if let old = retained.removeValue(forKey: topic) { release(old) }
+        case .cluster:
+            break  // memory serves one broker: there is no cluster to tell
         }
     }
 

@@ -41,10 +41,14 @@ struct PostgresBatch {
     private var retained: [String: UInt64?] = [:]
     private var highestMessage: UInt64 = 0
     private var highestDelivery: UInt64 = 0
+    /// What the other nodes of a cluster must learn, in order, and the messages on their way.
+    private var cluster = PostgresClusterBatch()
     let count: Int
 
-    init(_ changes: [StoreChange]) {
+    /// - Parameter node: this node's number when the store is a cluster's, else `nil`.
+    init(_ changes: [StoreChange], node: Int32? = nil) {
         count = changes.count
+        cluster.node = node
         for change in changes { apply(change) }
     }
 
@@ -98,6 +102,8 @@ struct PostgresBatch {
             retained[topic] = .some(messageID)
         case .deleteRetained(let topic):
             retained[topic] = .some(nil)
+        case .cluster(let change):
+            cluster.apply(change)
         }
     }
 
@@ -105,7 +111,7 @@ struct PostgresBatch {
     /// returns. Every statement may run again after a failure: they insert with `ON CONFLICT`,
     /// delete by key and raise counters with `greatest`, so a batch retried after a lost answer
     /// to its COMMIT leaves the same rows.
-    func write(on connection: PostgresConnection, logger: Logger) throws {
+    func write(on connection: PostgresConnection, schema: String, logger: Logger) throws {
         try connection.run("BEGIN", logger: logger)
         do {
             try writeOrdered(on: connection, logger: logger)
@@ -127,6 +133,9 @@ struct PostgresBatch {
                     ),
                     logger: logger
                 )
+            }
+            if cluster.node != nil {
+                try cluster.write(retainedTopics: Array(retained.keys), schema: schema, on: connection, logger: logger)
             }
             if highestMessage > 0 {
                 try connection.run(

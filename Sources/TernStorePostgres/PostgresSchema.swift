@@ -19,9 +19,14 @@ import TernStore
 /// never on Swift concurrency's few threads, which a wait would starve.
 enum PostgresSchema {
     /// The version of the tables this Tern reads and writes, kept in `tern_meta`.
-    static let version: Int64 = 1
+    static let version: Int64 = 2
+    /// The advisory lock taken while the tables are created or migrated.
+    static let schemaLockKey: Int64 = 0x7465_726E_0000
 
     static func create(on connection: PostgresConnection, schema: String, logger: Logger) throws {
+        // Nodes of a cluster starting at once would race to create the same tables.
+        try connection.run("SELECT pg_advisory_lock(\(schemaLockKey))", logger: logger)
+        defer { _ = try? connection.run("SELECT pg_advisory_unlock(\(schemaLockKey))", logger: logger) }
         try connection.run(PostgresQuery(unsafeSQL: "CREATE SCHEMA IF NOT EXISTS \(schema)"), logger: logger)
         try connection.run(PostgresQuery(unsafeSQL: "SET search_path TO \(schema)"), logger: logger)
         try connection.run(
@@ -36,6 +41,10 @@ enum PostgresSchema {
             found = value
         }
         if let found {
+            if found == 1 {
+                try migrateToClusterTables(on: connection, logger: logger)
+                return
+            }
             guard found == version else {
                 throw PostgresStoreError(
                     "schema \(schema) holds store version \(found); this Tern reads version \(version)"
@@ -94,47 +103,102 @@ enum PostgresSchema {
             "CREATE TABLE retained (topic TEXT PRIMARY KEY, message BIGINT NOT NULL)",
             "CREATE INDEX retained_by_message ON retained (message)",
             "INSERT INTO tern_meta (name, value) VALUES ('last_message', 0), ('last_delivery', 0)",
-            "INSERT INTO tern_meta (name, value) VALUES ('schema_version', \(version))",
-        ] {
+        ] + clusterTables + ["INSERT INTO tern_meta (name, value) VALUES ('schema_version', \(version))"] {
             try connection.run(PostgresQuery(unsafeSQL: statement), logger: logger)
         }
     }
 
+    /// Version 2 added the tables of a cluster's nodes to version 1's.
+    private static func migrateToClusterTables(on connection: PostgresConnection, logger: Logger) throws {
+        try connection.run("BEGIN", logger: logger)
+        do {
+            for statement in clusterTables {
+                try connection.run(PostgresQuery(unsafeSQL: statement), logger: logger)
+            }
+            try connection.run("UPDATE tern_meta SET value = 2 WHERE name = 'schema_version'", logger: logger)
+            try connection.run("COMMIT", logger: logger)
+        } catch {
+            _ = try? connection.run("ROLLBACK", logger: logger)
+            throw error
+        }
+    }
+
+    /// The tables a cluster's nodes share besides the store's (see ``PostgresCluster``):
+    /// - `cluster_nodes`: each node's number, by name;
+    /// - `cluster_clients`: the node each connected client is attached to (`node`, NULL once it
+    ///   left), with the will another node publishes should that one die;
+    /// - `cluster_subscriptions`: every session's subscriptions, stored or not, which each node
+    ///   routes by;
+    /// - `cluster_transit`: messages on their way to the node a subscriber is attached to.
+    static let clusterTables = [
+        "CREATE TABLE cluster_nodes (number INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, joined_at BIGINT NOT NULL)",
+        """
+        CREATE TABLE cluster_clients (
+            client_id TEXT PRIMARY KEY,
+            node INTEGER,
+            epoch BIGINT NOT NULL DEFAULT 1,
+            will BYTEA,
+            will_delay BIGINT NOT NULL DEFAULT 0,
+            expiry BIGINT NOT NULL DEFAULT 0
+        )
+        """,
+        "CREATE INDEX cluster_clients_by_node ON cluster_clients (node)",
+        """
+        CREATE TABLE cluster_subscriptions (
+            client_id TEXT NOT NULL,
+            filter TEXT NOT NULL,
+            options SMALLINT NOT NULL,
+            identifier BIGINT,
+            session BIGINT NOT NULL,
+            node INTEGER NOT NULL,
+            PRIMARY KEY (client_id, filter)
+        )
+        """,
+        """
+        CREATE TABLE cluster_transit (
+            id BIGSERIAL PRIMARY KEY,
+            node INTEGER NOT NULL,
+            client_id TEXT NOT NULL,
+            session BIGINT NOT NULL,
+            seq BIGINT NOT NULL,
+            flags SMALLINT NOT NULL,
+            subscription_ids BYTEA,
+            message_id BIGINT NOT NULL,
+            body BYTEA NOT NULL,
+            expires_at BIGINT
+        )
+        """,
+        "CREATE INDEX cluster_transit_by_node ON cluster_transit (node, id)",
+    ]
+
     // MARK: Reading
 
-    static func readSnapshot(on connection: PostgresConnection, logger: Logger) throws -> StoreSnapshot {
+    /// - Parameter includingSessions: whether to read the sessions (and let their queues follow),
+    ///   or only the highest session key (a cluster's node, which reads a session when its
+    ///   client connects).
+    static func readSnapshot(
+        on connection: PostgresConnection,
+        includingSessions: Bool = true,
+        logger: Logger
+    ) throws -> StoreSnapshot {
         var snapshot = StoreSnapshot()
+        if !includingSessions {
+            try readRetained(on: connection, into: &snapshot, logger: logger)
+            (snapshot.lastMessageID, snapshot.lastDeliverySequence) = try lastKeys(on: connection, logger: logger)
+            for key in try connection.run("SELECT coalesce(max(key), 0) FROM sessions", logger: logger).decode(
+                Int64.self
+            ) {
+                snapshot.lastSessionKey = UInt64(key)
+            }
+            return snapshot
+        }
         var sessions: [UInt64: StoredSession] = [:]
         var order: [UInt64] = []
-        let sessionRows = try connection.run(
-            """
-            SELECT key, client_id, version, expiry, expires_at, attached, will, will_expires_at, will_delay, will_deadline
-            FROM sessions ORDER BY key
-            """,
+        for row in try connection.run(
+            PostgresQuery(unsafeSQL: "SELECT \(sessionColumns) FROM sessions ORDER BY key"),
             logger: logger
-        )
-        for row in try sessionRows.decode(
-            (
-                Int64, String, Int16, Int64, Int64?, Bool, ByteBuffer?, Int64?, Int64, Int64?
-            ).self
-        ) {
-            guard let version = ProtocolVersion(rawValue: UInt8(clamping: row.2)) else {
-                throw StoreCorruption("a session has protocol level \(row.2)")
-            }
-            let will = try row.6.map {
-                try StoredMessageCoding.decode($0, expiresAt: row.7.map(BrokerInstant.init(millisecondsSinceEpoch:)))
-            }
-            let header = StoredSessionHeader(
-                key: UInt64(row.0),
-                clientID: row.1,
-                protocolVersion: version,
-                expiryInterval: UInt32(clamping: row.3),
-                expiresAt: row.4.map(BrokerInstant.init(millisecondsSinceEpoch:)),
-                attached: row.5,
-                will: will,
-                willDelay: UInt32(clamping: row.8),
-                willDeadline: row.9.map(BrokerInstant.init(millisecondsSinceEpoch:))
-            )
+        ).decode(SessionRow.self) {
+            let header = try decodeSession(row)
             sessions[header.key] = StoredSession(header: header)
             order.append(header.key)
         }
@@ -143,20 +207,8 @@ enum PostgresSchema {
             logger: logger
         ).decode((Int64, String, Int16, Int64?).self) {
             guard sessions[UInt64(key)] != nil else { continue }
-            let filter: TopicFilter
-            let options: SubscriptionOptions
-            do {
-                filter = try TopicFilter(filterText)
-                options = try SubscriptionOptions(byte: UInt8(clamping: optionsByte), version: .v5)
-            } catch {
-                throw StoreCorruption("a subscription does not decode: \(error.reason)")
-            }
             sessions[UInt64(key)]!.subscriptions.append(
-                SessionSubscription(
-                    filter: filter,
-                    options: options,
-                    identifier: identifier.map { UInt32(clamping: $0) }
-                )
+                try decodeSubscription(filter: filterText, options: optionsByte, identifier: identifier)
             )
         }
         for (key, packetID) in try connection.run(
@@ -171,6 +223,76 @@ enum PostgresSchema {
         ).decode((Int64, Int32).self) {
             sessions[UInt64(key)]?.inboundQoS2.append(UInt16(clamping: packetID))
         }
+        try readRetained(on: connection, into: &snapshot, logger: logger)
+        let (lastMessage, lastDelivery) = try lastKeys(on: connection, logger: logger)
+        snapshot.lastMessageID = lastMessage
+        snapshot.lastDeliverySequence = lastDelivery
+        snapshot.queuesFollow = true
+        snapshot.sessions = order.compactMap { sessions[$0] }
+        return snapshot
+    }
+
+    /// The columns of a session's row, in ``SessionRow``'s order.
+    static let sessionColumns =
+        "key, client_id, version, expiry, expires_at, attached, will, will_expires_at, will_delay, will_deadline"
+    typealias SessionRow = (Int64, String, Int16, Int64, Int64?, Bool, ByteBuffer?, Int64?, Int64, Int64?)
+
+    static func decodeSession(_ row: SessionRow) throws -> StoredSessionHeader {
+        guard let version = ProtocolVersion(rawValue: UInt8(clamping: row.2)) else {
+            throw StoreCorruption("a session has protocol level \(row.2)")
+        }
+        let will = try row.6.map {
+            try StoredMessageCoding.decode($0, expiresAt: row.7.map(BrokerInstant.init(millisecondsSinceEpoch:)))
+        }
+        return StoredSessionHeader(
+            key: UInt64(row.0),
+            clientID: row.1,
+            protocolVersion: version,
+            expiryInterval: UInt32(clamping: row.3),
+            expiresAt: row.4.map(BrokerInstant.init(millisecondsSinceEpoch:)),
+            attached: row.5,
+            will: will,
+            willDelay: UInt32(clamping: row.8),
+            willDeadline: row.9.map(BrokerInstant.init(millisecondsSinceEpoch:))
+        )
+    }
+
+    static func decodeSubscription(filter text: String, options byte: Int16, identifier: Int64?) throws
+        -> SessionSubscription
+    {
+        do {
+            return SessionSubscription(
+                filter: try TopicFilter(text),
+                options: try SubscriptionOptions(byte: UInt8(clamping: byte), version: .v5),
+                identifier: identifier.map { UInt32(clamping: $0) }
+            )
+        } catch {
+            throw StoreCorruption("a subscription does not decode: \(error.reason)")
+        }
+    }
+
+    /// The columns of a delivery's row, in ``DeliveryRow``'s order.
+    static let deliveryColumns = "seq, session, message, flags, subscription_ids, packet_id"
+    typealias DeliveryRow = (Int64, Int64, Int64, Int16, ByteBuffer?, Int32?)
+
+    static func decodeDelivery(_ row: DeliveryRow) throws -> StoredDelivery {
+        let (seq, _, message, flags, identifiers, packetID) = row
+        guard let qos = QoS(rawValue: UInt8(flags & 3)) else {
+            throw StoreCorruption("a delivery has QoS \(flags & 3)")
+        }
+        return StoredDelivery(
+            sequence: UInt64(seq),
+            messageID: UInt64(message),
+            qos: qos,
+            retain: flags & 4 != 0,
+            subscriptionIdentifiers: try identifiers.map(StoredIdentifierCoding.decode) ?? [],
+            packetIdentifier: packetID.map { UInt16(clamping: $0) }
+        )
+    }
+
+    static func readRetained(on connection: PostgresConnection, into snapshot: inout StoreSnapshot, logger: Logger)
+        throws
+    {
         for (topic, id, body, expiresAt) in try connection.run(
             "SELECT r.topic, m.id, m.body, m.expires_at FROM retained r JOIN messages m ON m.id = r.message",
             logger: logger
@@ -182,12 +304,6 @@ enum PostgresSchema {
                 storeID: UInt64(id)
             )
         }
-        let (lastMessage, lastDelivery) = try lastKeys(on: connection, logger: logger)
-        snapshot.lastMessageID = lastMessage
-        snapshot.lastDeliverySequence = lastDelivery
-        snapshot.queuesFollow = true
-        snapshot.sessions = order.compactMap { sessions[$0] }
-        return snapshot
     }
 
     /// The highest message identifier and delivery sequence ever stored: the counters the writer
@@ -227,26 +343,18 @@ enum PostgresSchema {
                 storeID: UInt64(id)
             )
         }
-        for (seq, session, message, flags, identifiers, packetID) in try connection.run(
-            """
-            SELECT seq, session, message, flags, subscription_ids, packet_id FROM deliveries
-            WHERE session = ANY(\(keys)) ORDER BY seq
-            """,
+        for row in try connection.run(
+            PostgresQuery(
+                unsafeSQL: "SELECT \(deliveryColumns) FROM deliveries WHERE session = ANY($1) ORDER BY seq",
+                binds: {
+                    var binds = PostgresBindings()
+                    binds.append(keys)
+                    return binds
+                }()
+            ),
             logger: logger
-        ).decode((Int64, Int64, Int64, Int16, ByteBuffer?, Int32?).self) {
-            guard let qos = QoS(rawValue: UInt8(flags & 3)) else {
-                throw StoreCorruption("a delivery has QoS \(flags & 3)")
-            }
-            queues.deliveries[UInt64(session), default: []].append(
-                StoredDelivery(
-                    sequence: UInt64(seq),
-                    messageID: UInt64(message),
-                    qos: qos,
-                    retain: flags & 4 != 0,
-                    subscriptionIdentifiers: try identifiers.map(StoredIdentifierCoding.decode) ?? [],
-                    packetIdentifier: packetID.map { UInt16(clamping: $0) }
-                )
-            )
+        ).decode(DeliveryRow.self) {
+            queues.deliveries[UInt64(row.1), default: []].append(try decodeDelivery(row))
         }
         return queues
     }

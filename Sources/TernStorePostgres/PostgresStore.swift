@@ -28,6 +28,8 @@ public final class PostgresStore: TernStore {
 
     public let configuration: PostgresStoreConfiguration
     public let durability: Durability
+    /// The number of the cluster node this store serves, or `nil` for a broker on its own.
+    public let clusterNode: Int?
     private let logger: Logger
     private let eventLoopGroup: any EventLoopGroup
     /// The writer's connection; also the one the snapshot and the queues are read on.
@@ -50,9 +52,13 @@ public final class PostgresStore: TernStore {
     /// until the server has answered.
     /// - Throws: ``PostgresStoreError`` or the driver's error when the server cannot be reached
     ///   or holds another version of the tables; ``StoreCorruption`` when a row does not decode.
+    /// - Parameter clusterNode: the number of the cluster node the store serves
+    ///   (``PostgresCluster/nodeNumber``): its changes then carry the node's ``ClusterChange``s,
+    ///   and ``load()`` leaves the sessions out (a node reads a session when its client connects).
     public init(
         configuration: PostgresStoreConfiguration,
         durability: Durability = .commit,
+        clusterNode: Int? = nil,
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         logger: Logger = Logger(label: "tern.store.postgres")
     ) throws {
@@ -60,13 +66,18 @@ public final class PostgresStore: TernStore {
             throw PostgresStoreError("the schema must be letters, digits and underscores: \(configuration.schema)")
         }
         self.configuration = configuration
-        self.durability = durability
+        self.durability = clusterNode == nil ? durability : .commit
+        self.clusterNode = clusterNode
         self.logger = logger
         self.eventLoopGroup = eventLoopGroup
         let connection = try Self.connect(configuration, eventLoopGroup: eventLoopGroup, logger: logger)
         let snapshot: StoreSnapshot
         do {
-            snapshot = try PostgresSchema.readSnapshot(on: connection, logger: logger)
+            snapshot = try PostgresSchema.readSnapshot(
+                on: connection,
+                includingSessions: clusterNode == nil,
+                logger: logger
+            )
         } catch {
             try? connection.close().wait()
             throw error
@@ -206,7 +217,7 @@ public final class PostgresStore: TernStore {
             }
         }
         while let (changes, ticket) = queue.next(waitingUpTo: interval, orChanges: changeLimit) {
-            let batch = PostgresBatch(changes)
+            let batch = PostgresBatch(changes, node: clusterNode.map { Int32($0) })
             let started = ContinuousClock.now
             write(batch)
             let elapsed = ContinuousClock.now - started
@@ -244,7 +255,7 @@ public final class PostgresStore: TernStore {
         while true {
             do {
                 let connection = try currentConnection()
-                try batch.write(on: connection, logger: logger)
+                try batch.write(on: connection, schema: configuration.schema, logger: logger)
                 return
             } catch {
                 logger.error(

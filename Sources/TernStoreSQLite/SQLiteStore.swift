@@ -370,6 +370,8 @@ public final class SQLiteStore: TernStore {
             case .deleteRetained(let topic):
                 if let old = figures.retained.removeValue(forKey: topic) { release(old) }
                 try db.cachedStatement(sql: "DELETE FROM retained WHERE topic = ?").execute(arguments: [topic])
+            case .cluster:
+                break  // a file serves one broker: there is no cluster to tell
             }
         }
         // A message that one delivery of this batch is the only reference to is written in that

@@ -7,6 +7,7 @@ import ServiceLifecycle
 import TernBridge
 import TernBroker
 import TernConfig
+import TernStorePostgres
 import TernStoreSQLite
 
 /// `tern serve`: runs the broker.
@@ -29,6 +30,15 @@ struct Serve: AsyncParsableCommand {
 
     @Option(name: .long, help: "Keep sessions and messages in DIR/tern.db across restarts (persistence true).")
     var data: String?
+
+    @Option(
+        name: .customLong("cluster-store"),
+        help: "Serve as a node of the cluster in this PostgreSQL database (cluster_store).",
+    )
+    var clusterStore: String?
+
+    @Option(name: .customLong("cluster-node"), help: "This cluster node's name (cluster_node).")
+    var clusterNode: String?
 
     @Flag(name: .shortAndLong, help: "Log every connection event.")
     var verbose = false
@@ -123,7 +133,11 @@ struct Serve: AsyncParsableCommand {
             configuration.persistence.enabled = true
             configuration.persistence.location = data
         }
-        if configuration.persistence.enabled {
+        if let clusterStore { configuration.cluster.storeURL = clusterStore }
+        if let clusterNode { configuration.cluster.node = clusterNode }
+        if configuration.cluster.isEnabled {
+            try await joinCluster(&configuration, logger: logger)
+        } else if configuration.persistence.enabled {
             let settings = configuration.persistence
             if !settings.location.isEmpty {
                 try? FileManager.default.createDirectory(atPath: settings.location, withIntermediateDirectories: true)
@@ -174,6 +188,50 @@ struct Serve: AsyncParsableCommand {
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         )
         try await group.run()
+    }
+}
+
+extension Serve {
+    /// Makes this broker a node of the cluster `configuration.cluster` names: its store is the
+    /// cluster's database, and its place in the cluster is taken before anything listens.
+    func joinCluster(_ configuration: inout MosquittoConfiguration, logger: Logger) async throws {
+        let settings = configuration.cluster
+        guard let url = settings.storeURL, let node = settings.node, !node.isEmpty else {
+            FileHandle.standardError.write(Data("tern: a cluster node needs cluster_node NAME (or --cluster-node)\n".utf8))
+            throw ExitCode(3)
+        }
+        var password = ProcessInfo.processInfo.environment["TERN_CLUSTER_PASSWORD"]
+        if let file = settings.passwordFile {
+            do {
+                let text = try String(contentsOfFile: file, encoding: .utf8)
+                password = text.split(separator: "\n", omittingEmptySubsequences: false).first.map(String.init)
+            } catch {
+                FileHandle.standardError.write(
+                    Data("tern: cannot read cluster_password_file \(file): \(error.localizedDescription)\n".utf8)
+                )
+                throw ExitCode(3)
+            }
+        }
+        do {
+            let database = try PostgresStoreConfiguration(url: url, password: password)
+            let cluster = try await PostgresCluster(configuration: database, nodeName: node, logger: logger)
+            configuration.options.store = try PostgresStore(
+                configuration: database,
+                clusterNode: cluster.nodeNumber,
+                logger: logger
+            )
+            configuration.options.cluster = cluster
+            logger.info(
+                "cluster node",
+                metadata: [
+                    "node": "\(node)", "number": "\(cluster.nodeNumber)",
+                    "database": "\(database.host):\(database.port)/\(database.database)", "schema": "\(database.schema)",
+                ]
+            )
+        } catch {
+            FileHandle.standardError.write(Data("tern: cannot join the cluster at \(url): \(error)\n".utf8))
+            throw ExitCode(3)
+        }
     }
 }
 
