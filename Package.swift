@@ -273,6 +273,7 @@ let package = Package(
                 "TernClient",
                 "TernCodec",
                 "TernStoreSQLite",
+                "TernStorePostgres",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],

@@ -5,7 +5,8 @@ import TernCodec
 /// The broker as a node of a cluster (``BrokerOptions/cluster``): what its
 /// ``ClusterTransport`` tells it, and the claims its CONNECTs make.
 extension MQTTBroker: ClusterNode {
-    public func clusterSubscriptionsChanged(clientID: String, sessionKey: UInt64, subscriptions: [SessionSubscription]) {
+    public func clusterSubscriptionsChanged(clientID: String, sessionKey: UInt64, subscriptions: [SessionSubscription])
+    {
         sharedState.applyRemoteSubscriptions(clientID: clientID, sessionKey: sessionKey, subscriptions: subscriptions)
     }
 
@@ -40,7 +41,8 @@ extension MQTTBroker: ClusterNode {
     private func postToMailboxes(_ groups: [(session: SessionReference, sessionKey: UInt64, deliveries: [Delivery])]) {
         var wakes: [Int: [SessionReference]] = [:]
         for group in groups {
-            if case .accepted(let owner?) = group.session.post(group.deliveries, storeKey: group.sessionKey, ticket: 0) {
+            if case .accepted(let owner?) = group.session.post(group.deliveries, storeKey: group.sessionKey, ticket: 0)
+            {
                 wakes[owner, default: []].append(group.session)
             }
         }
@@ -136,7 +138,7 @@ extension MQTTBroker: ClusterNode {
     private func abandonClaim(_ clientID: String, on shard: BrokerShard) {
         var waiting: [Handle] = []
         withState(on: shard) { state in
-            _ = state.adopt(nil, clientID: clientID, now: .now())
+            state.abandonClusterClaim(clientID)
             return []
         }
         shard.state.withLock { waiting = $0.awaitingSession.removeValue(forKey: clientID) ?? [] }

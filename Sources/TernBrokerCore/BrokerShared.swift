@@ -73,7 +73,11 @@ public final class BrokerShared: Sendable {
         for subscription in subscriptions {
             self.subscriptions.subscribe(
                 subscription.filter,
-                entry: TopicTree.Entry(session: reference, options: subscription.options, identifier: subscription.identifier)
+                entry: TopicTree.Entry(
+                    session: reference,
+                    options: subscription.options,
+                    identifier: subscription.identifier
+                )
             )
         }
         if subscriptions.isEmpty, sessionKey == 0 { directory.forgetRemote(clientID) }

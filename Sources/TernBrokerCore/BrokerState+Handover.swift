@@ -117,7 +117,11 @@ extension BrokerState {
             session.subscriptions[subscription.filter.string] = subscription
             shared.subscriptions.subscribe(
                 subscription.filter,
-                entry: TopicTree.Entry(session: reference, options: subscription.options, identifier: subscription.identifier)
+                entry: TopicTree.Entry(
+                    session: reference,
+                    options: subscription.options,
+                    identifier: subscription.identifier
+                )
             )
         }
         for packetIdentifier in stored.releases {
@@ -139,6 +143,15 @@ extension BrokerState {
             }
         }
         return SessionHandover(session: session, pendingWill: pendingWill)
+    }
+
+    /// Gives up a claim of `clientID`'s session from the cluster that could not be completed: what
+    /// this broker routes to it goes through the store again, and a later CONNECT claims anew.
+    public mutating func abandonClusterClaim(_ clientID: String) {
+        awaitingSessions.remove(clientID)
+        guard let reference = shared.directory.reference(clientID), sessions[clientID] == nil else { return }
+        reference.move(to: SessionReference.elsewhereOwner)
+        shared.directory.leave(reference, shard: shard)
     }
 
     /// The claimants that asked for `clientID`'s session while this state waited for it itself.

@@ -297,17 +297,29 @@ extension BrokerState {
         guard let slot = sessions.index(forKey: clientID) else { return }
         var session = takeSession(at: slot)
         defer { putSession(session, at: slot) }
+        // A delivery stored by the state that routed it (`sequence` set) is finished here as soon as
+        // it is sent at QoS 0, dropped or discarded, or its row would outlive it in the store.
         if delivery.qos == .atMostOnce {
             if let connection = session.connection {
-                guard session.writable else {
+                if session.writable {
+                    send(
+                        delivery,
+                        packetIdentifier: 0,
+                        session: &session,
+                        connection: connection,
+                        now: now,
+                        into: &actions
+                    )
+                } else {
                     // Backpressure: QoS 0 is not queued for a client that does not keep up, as in Mosquitto.
                     statistics.publishMessagesDropped += 1
                     statistics.publishMessagesDroppedBackpressure += 1
-                    return
                 }
-                send(delivery, packetIdentifier: 0, session: &session, connection: connection, now: now, into: &actions)
+                recordDeliveryEnded(delivery)
             } else if configuration.queueQoS0Messages {
                 enqueue(delivery, session: &session)
+            } else {
+                recordDeliveryEnded(delivery)
             }
             return
         }
@@ -320,6 +332,8 @@ extension BrokerState {
                 var delivery = delivery
                 recordDelivery(&delivery, session: session, packetIdentifier: id)
                 session.inflight.append(.publish(packetIdentifier: id, delivery))
+            } else {
+                recordDeliveryEnded(delivery)  // expired, or too large for the client
             }
         } else {
             enqueue(delivery, session: &session)
@@ -330,10 +344,12 @@ extension BrokerState {
         let size = delivery.message.payload.readableBytes
         if configuration.maxQueuedMessages > 0, session.queue.count >= configuration.maxQueuedMessages {
             statistics.publishMessagesDropped += 1
+            recordDeliveryEnded(delivery)
             return
         }
         if configuration.maxQueuedBytes > 0, session.queuedBytes + size > configuration.maxQueuedBytes {
             statistics.publishMessagesDropped += 1
+            recordDeliveryEnded(delivery)
             return
         }
         var delivery = delivery

@@ -201,6 +201,13 @@ extension BrokerState {
                 return [.awaitSession(connection, clientID: clientID, fetchFrom: SessionReference.elsewhereOwner)]
             case .fetch(let owner):
                 awaitingSessions.insert(clientID)
+                if owner == SessionReference.elsewhereOwner, let remote = shared.directory.reference(clientID) {
+                    // From now on what this broker routes to the session waits in its mailbox here,
+                    // behind what the store holds for it, rather than going through the store: a
+                    // publisher of this node must not see a later message overtake an earlier one
+                    // still on its way through the database.
+                    remote.move(to: shard)
+                }
                 return [.awaitSession(connection, clientID: clientID, fetchFrom: owner)]
             }
         }
@@ -266,7 +273,9 @@ extension BrokerState {
         if shared.clustered {
             clusterClaims.remove(clientID)
             // The other nodes learn its will, to publish it should this node die.
-            let will = packet.will.map { willMessage($0, clientID: clientID, now: BrokerInstant(millisecondsSinceEpoch: 0)) }
+            let will = packet.will.map {
+                willMessage($0, clientID: clientID, now: BrokerInstant(millisecondsSinceEpoch: 0))
+            }
             storeChanges.append(
                 .cluster(
                     .attached(

@@ -80,6 +80,8 @@ public actor MQTTClient {
         let generation: Int
     }
     private var generation = 0
+    /// The index in ``MQTTClientConfiguration/servers`` of the server connected to last.
+    private var currentServer = 0
 
     /// Opens the network connection and runs `initialize` on its pipeline. Tests replace it to
     /// script a broker over an in-memory channel; a bridge, to try several addresses in turn or
@@ -137,17 +139,45 @@ public actor MQTTClient {
     @discardableResult
     public func connect() async throws -> ConnectResult {
         shuttingDown = false
-        return try await establish(cleanStart: configuration.cleanStart)
+        return try await establishOnAnyServer(cleanStart: configuration.cleanStart)
     }
 
-    private func establish(cleanStart: Bool) async throws -> ConnectResult {
+    /// Connects to the server that served last (the first at the start), or else to the next
+    /// one of ``MQTTClientConfiguration/servers`` that accepts, each tried once.
+    /// - Throws: the last server's error when none accepts.
+    private func establishOnAnyServer(cleanStart: Bool) async throws -> ConnectResult {
+        let servers = configuration.servers
+        var lastError: (any Error)?
+        for offset in 0..<servers.count {
+            let index = (currentServer + offset) % servers.count
+            do {
+                let result = try await establish(cleanStart: cleanStart, server: servers[index])
+                if index != currentServer {
+                    logger.info("connected to another server", metadata: ["server": "\(servers[index])"])
+                }
+                currentServer = index
+                return result
+            } catch {
+                lastError = error
+                if servers.count > 1 {
+                    logger.debug(
+                        "server did not accept the connection",
+                        metadata: ["server": "\(servers[index])", "error": "\(error)"]
+                    )
+                }
+            }
+        }
+        throw lastError ?? MQTTClientError(.invalidArgument, reasonString: "no server to connect to")
+    }
+
+    private func establish(cleanStart: Bool, server: ServerAddress) async throws -> ConnectResult {
         generation += 1
         let generation = self.generation
         let version = configuration.protocolVersion
         let (events, continuation) = AsyncStream<ConnectionEvent>.makeStream()
         let channel: any Channel
         do {
-            channel = try await connector(group, configuration.host, configuration.port, configuration.connectTimeout) {
+            channel = try await connector(group, server.host, server.port, configuration.connectTimeout) {
                 channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
@@ -162,7 +192,7 @@ public actor MQTTClient {
         } catch {
             throw MQTTClientError(
                 .timeout,
-                reasonString: "cannot connect to \(configuration.host):\(configuration.port): \(error)"
+                reasonString: "cannot connect to \(server): \(error)"
             )
         }
         let reader = Task { [weak self] in
@@ -592,7 +622,7 @@ public actor MQTTClient {
             try? await Task.sleep(for: policy.jitteredDelay(attempt: attempt, using: &generator))
             if Task.isCancelled || shuttingDown { return }
             do {
-                let result = try await establish(cleanStart: !resume)
+                let result = try await establishOnAnyServer(cleanStart: !resume)
                 logger.info("reconnected", metadata: ["sessionPresent": "\(result.sessionPresent)"])
                 return
             } catch {

@@ -87,6 +87,11 @@ public struct ConnectProperties: Sendable, Hashable {
 public struct MQTTClientConfiguration: Sendable {
     public var host: String
     public var port: Int
+    /// More servers of the same service (the nodes of a Tern cluster, say), tried in turn after
+    /// ``host``:``port`` when a connection cannot be made or is refused: the client connects to
+    /// the first that accepts, and after losing a connection starts again from the one it had.
+    /// TLS and WebSocket settings apply to each.
+    public var alternateServers: [ServerAddress] = []
     public var clientID: String
     public var protocolVersion: ProtocolVersion = .v5
     /// Clean Start (5.0) or Clean Session (3.1.1) on the first connection. Automatic reconnects of
@@ -175,6 +180,23 @@ public struct MQTTClientConfiguration: Sendable {
         self.init(host: String(host), port: port, clientID: clientID)
         if scheme == "mqtts" || scheme == "ssl" || scheme == "wss" { tls = .makeClientConfiguration() }
         if scheme == "ws" || scheme == "wss" { webSocketPath = path.isEmpty ? "/mqtt" : String(path) }
+    }
+
+    /// Every server the client may connect to, in order: ``host``:``port``, then
+    /// ``alternateServers``.
+    public var servers: [ServerAddress] { [ServerAddress(host: host, port: port)] + alternateServers }
+
+    /// A configuration for several broker URLs of one service, tried in turn (see
+    /// ``alternateServers``); TLS and the WebSocket path come from the first.
+    public init(urls: [String], clientID: String) throws(MQTTClientError) {
+        guard let first = urls.first else {
+            throw MQTTClientError(.invalidArgument, reasonString: "no broker URL given")
+        }
+        try self.init(url: first, clientID: clientID)
+        for url in urls.dropFirst() {
+            let other = try MQTTClientConfiguration(url: url, clientID: clientID)
+            alternateServers.append(ServerAddress(host: other.host, port: other.port))
+        }
     }
 
     /// The Session Expiry Interval, spelled as a Swift value.

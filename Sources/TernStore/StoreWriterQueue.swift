@@ -43,7 +43,9 @@ public final class StoreWriterQueue: Sendable {
             state.pending += changes
         }
         state.lastTicket += UInt64(changes.count)
-        if wakingWriter {
+        // Nothing queued (an empty submission, asking only for the last ticket): nothing to
+        // commit, and no request left standing that would swallow the next one.
+        if wakingWriter, !state.pending.isEmpty {
             state.commitAsked = true
             condition.signal()
         }

@@ -114,10 +114,15 @@ public final class PostgresCluster: ClusterTransport {
         )
         poolConfiguration.options.additionalStartupParameters = [("search_path", configuration.schema)]
         poolConfiguration.options.maximumConnections = 8
-        self.pool = PostgresClient(configuration: poolConfiguration, eventLoopGroup: eventLoopGroup, backgroundLogger: logger)
+        self.pool = PostgresClient(
+            configuration: poolConfiguration,
+            eventLoopGroup: eventLoopGroup,
+            backgroundLogger: logger
+        )
     }
 
-    static func connectionConfiguration(_ configuration: PostgresStoreConfiguration) -> PostgresConnection.Configuration {
+    static func connectionConfiguration(_ configuration: PostgresStoreConfiguration) -> PostgresConnection.Configuration
+    {
         var connection = PostgresConnection.Configuration(
             host: configuration.host,
             port: configuration.port,
@@ -159,7 +164,8 @@ public final class PostgresCluster: ClusterTransport {
     }
 
     /// The node's number: the one `name` had, or the lowest free one, recorded with the time it joined.
-    private static func register(_ name: String, on connection: PostgresConnection, logger: Logger) async throws -> Int {
+    private static func register(_ name: String, on connection: PostgresConnection, logger: Logger) async throws -> Int
+    {
         let now = Self.nowMilliseconds()
         return try await connection.withTransaction(logger: logger) { connection in
             // One registration at a time, so that two new nodes never take the same number.
@@ -226,7 +232,11 @@ public final class PostgresCluster: ClusterTransport {
                 { [weak self] payload in
                     guard let self else { return }
                     state.withLock { state in
-                        if payload.isEmpty { state.changedSubscriptions = nil } else { state.changedSubscriptions?.insert(payload) }
+                        if payload.isEmpty {
+                            state.changedSubscriptions = nil
+                        } else {
+                            state.changedSubscriptions?.insert(payload)
+                        }
                     }
                     subscriptionsChanged.signal()
                 }
@@ -236,7 +246,11 @@ public final class PostgresCluster: ClusterTransport {
                 { [weak self] payload in
                     guard let self else { return }
                     state.withLock { state in
-                        if payload.isEmpty { state.changedRetained = nil } else { state.changedRetained?.insert(payload) }
+                        if payload.isEmpty {
+                            state.changedRetained = nil
+                        } else {
+                            state.changedRetained?.insert(payload)
+                        }
                     }
                     retainedChanged.signal()
                 }
@@ -324,7 +338,9 @@ public final class PostgresCluster: ClusterTransport {
                         subscriptionIdentifiers: try identifiers.map(StoredIdentifierCoding.decode) ?? [],
                         sequence: UInt64(seq)
                     )
-                    transits.append((id, ClusterTransit(clientID: clientID, sessionKey: UInt64(session), delivery: delivery)))
+                    transits.append(
+                        (id, ClusterTransit(clientID: clientID, sessionKey: UInt64(session), delivery: delivery))
+                    )
                 }
                 transits.sort { $0.0 < $1.0 }
                 if !transits.isEmpty { node?.clusterDeliver(transits.map(\.1)) }
@@ -375,8 +391,14 @@ public final class PostgresCluster: ClusterTransport {
         }
         var byClient: [String: (key: UInt64, subscriptions: [SessionSubscription])] = [:]
         for row in rows {
-            let (clientID, filter, options, identifier, session) = try row.decode((String, String, Int16, Int64?, Int64).self)
-            let subscription = try PostgresSchema.decodeSubscription(filter: filter, options: options, identifier: identifier)
+            let (clientID, filter, options, identifier, session) = try row.decode(
+                (String, String, Int16, Int64?, Int64).self
+            )
+            let subscription = try PostgresSchema.decodeSubscription(
+                filter: filter,
+                options: options,
+                identifier: identifier
+            )
             byClient[clientID, default: (UInt64(session), [])].subscriptions.append(subscription)
         }
         guard let node else { return }
@@ -384,7 +406,11 @@ public final class PostgresCluster: ClusterTransport {
             node.clusterSubscriptionsChanged(clientID: clientID, sessionKey: 0, subscriptions: [])
         }
         for (clientID, entry) in byClient {
-            node.clusterSubscriptionsChanged(clientID: clientID, sessionKey: entry.key, subscriptions: entry.subscriptions)
+            node.clusterSubscriptionsChanged(
+                clientID: clientID,
+                sessionKey: entry.key,
+                subscriptions: entry.subscriptions
+            )
         }
     }
 
@@ -449,16 +475,24 @@ public final class PostgresCluster: ClusterTransport {
 
     public func claim(_ clientID: String) async throws -> ClusterClaim {
         let me = Int32(nodeNumber)
-        let previous = try await pool.query(
-            """
-            WITH old AS (SELECT node FROM cluster_clients WHERE client_id = \(clientID) FOR UPDATE)
-            INSERT INTO cluster_clients (client_id, node) VALUES (\(clientID), \(me))
-            ON CONFLICT (client_id) DO UPDATE SET node = excluded.node, epoch = cluster_clients.epoch + 1, will = NULL
-            RETURNING (SELECT node FROM old)
-            """,
-            logger: logger
-        ).collect()
-        let holder = try previous.first?.decode(Int32?.self).map { Int($0) }
+        let logger = self.logger
+        // In one transaction, under the client's row lock: the node read is the one that holds
+        // the client as the last committed claim left it, and the next claim reads this one.
+        let holder: Int? = try await pool.withTransaction(logger: logger) { connection in
+            try await connection.query(
+                "INSERT INTO cluster_clients (client_id, node) VALUES (\(clientID), NULL) ON CONFLICT DO NOTHING",
+                logger: logger
+            )
+            let rows = try await connection.query(
+                "SELECT node FROM cluster_clients WHERE client_id = \(clientID) FOR UPDATE",
+                logger: logger
+            ).collect()
+            try await connection.query(
+                "UPDATE cluster_clients SET node = \(me), epoch = epoch + 1, will = NULL WHERE client_id = \(clientID)",
+                logger: logger
+            )
+            return try rows.first?.decode(Int32?.self).map { Int($0) }
+        }
         if let holder, holder != nodeNumber {
             if try await isDead(holder) {
                 try await failOver(holder, previousRun: false)
@@ -468,10 +502,11 @@ public final class PostgresCluster: ClusterTransport {
                 }
                 try await failOver(holder, previousRun: false)
             }
-        } else if holder == nodeNumber {
-            // This node let the session go a moment ago: its changes may still be on their way.
-            await node?.clusterStoreSettled()
         }
+        // What this node routed to the session before its CONNECT claimed it (or stored of it
+        // before it let the session go a moment ago) is committed before the session is read:
+        // it is then read with the session, in its place, not sent on behind later messages.
+        await node?.clusterStoreSettled()
         return try await loadSession(clientID)
     }
 
@@ -541,7 +576,11 @@ public final class PostgresCluster: ClusterTransport {
                     ).collect() {
                         let (filter, options, identifier) = try row.decode((String, Int16, Int64?).self)
                         session.subscriptions.append(
-                            try PostgresSchema.decodeSubscription(filter: filter, options: options, identifier: identifier)
+                            try PostgresSchema.decodeSubscription(
+                                filter: filter,
+                                options: options,
+                                identifier: identifier
+                            )
                         )
                     }
                     for row in try await connection.query(
@@ -559,12 +598,14 @@ public final class PostgresCluster: ClusterTransport {
                     for row in try await connection.query(
                         PostgresQuery(
                             unsafeSQL:
-                                "SELECT \(PostgresSchema.deliveryColumns) FROM deliveries WHERE session = $1 ORDER BY seq",
+                                "SELECT \(PostgresSchema.deliveryColumns) FROM deliveries WHERE session = $1 ORDER BY position",
                             binds: Self.binds(key)
                         ),
                         logger: logger
                     ).collect() {
-                        session.deliveries.append(try PostgresSchema.decodeDelivery(try row.decode(PostgresSchema.DeliveryRow.self)))
+                        session.deliveries.append(
+                            try PostgresSchema.decodeDelivery(try row.decode(PostgresSchema.DeliveryRow.self))
+                        )
                     }
                     for row in try await connection.query(
                         """
@@ -768,7 +809,10 @@ public final class PostgresCluster: ClusterTransport {
                 }
                 for table in ["subscriptions", "releases", "inbound_qos2"] {
                     try await connection.query(
-                        PostgresQuery(unsafeSQL: "DELETE FROM \(table) WHERE session = ANY($1)", binds: Self.binds(keys)),
+                        PostgresQuery(
+                            unsafeSQL: "DELETE FROM \(table) WHERE session = ANY($1)",
+                            binds: Self.binds(keys)
+                        ),
                         logger: logger
                     )
                 }

@@ -16,8 +16,9 @@ struct PostgresClusterBatch {
     /// Changes to the nodes' shared view of clients and subscriptions, in order.
     private var ordered: [ClusterChange] = []
     /// Messages for sessions other nodes hold (or none does), in the order they were routed.
-    private var transits: [(clientID: String, sessionKey: UInt64, delivery: StoredDelivery, message: ApplicationMessage)] =
-        []
+    private var transits:
+        [(clientID: String, sessionKey: UInt64, delivery: StoredDelivery, message: ApplicationMessage)] =
+            []
 
     mutating func apply(_ change: ClusterChange) {
         guard node != nil else { return }

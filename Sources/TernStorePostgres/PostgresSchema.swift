@@ -93,7 +93,8 @@ enum PostgresSchema {
                 message BIGINT NOT NULL,
                 flags SMALLINT NOT NULL,
                 subscription_ids BYTEA,
-                packet_id INTEGER
+                packet_id INTEGER,
+                position BIGSERIAL NOT NULL
             )
             """,
             "CREATE INDEX deliveries_by_session ON deliveries (session)",
@@ -123,7 +124,8 @@ enum PostgresSchema {
         }
     }
 
-    /// The tables a cluster's nodes share besides the store's (see ``PostgresCluster``):
+    /// The tables a cluster's nodes share besides the store's (see ``PostgresCluster``), and the
+    /// column that orders deliveries stored by different nodes:
     /// - `cluster_nodes`: each node's number, by name;
     /// - `cluster_clients`: the node each connected client is attached to (`node`, NULL once it
     ///   left), with the will another node publishes should that one die;
@@ -131,6 +133,9 @@ enum PostgresSchema {
     ///   routes by;
     /// - `cluster_transit`: messages on their way to the node a subscriber is attached to.
     static let clusterTables = [
+        // The order deliveries were stored in, across every node: each node numbers its own
+        // deliveries (`seq`), so only the database's sequence orders one node's before another's.
+        "ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS position BIGSERIAL NOT NULL",
         "CREATE TABLE cluster_nodes (number INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, joined_at BIGINT NOT NULL)",
         """
         CREATE TABLE cluster_clients (

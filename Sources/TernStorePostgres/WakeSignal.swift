@@ -41,7 +41,8 @@ final class WakeSignal: Sendable {
                 continuation.resume()
                 return
             }
-            let nanoseconds = timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
+            let nanoseconds =
+                timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
             loop.scheduleTask(in: .nanoseconds(nanoseconds)) { [weak self] in
                 let waiter = self?.state.withLock { state -> CheckedContinuation<Void, Never>? in
                     guard let waiter = state.waiter, waiter.token == token else { return nil }

@@ -7,10 +7,21 @@ import TernCodec
 
 /// The connection flags mosquitto_pub and mosquitto_sub share, with their meanings.
 struct ClientOptions: ParsableArguments {
-    @Option(name: .customShort("h"), help: "Broker host.") var host = "localhost"
+    @Option(
+        name: .customShort("h"),
+        help: "Broker host (localhost). Repeat it for the nodes of a cluster: each is tried in turn."
+    )
+    var hosts: [String] = []
     @Option(name: .customShort("p"), help: "Broker port (1883; 8883 with TLS).") var port: Int?
-    @Option(name: .long, help: "Broker URL instead of -h/-p: mqtt://, mqtts://, ws://HOST:PORT/PATH or wss://.")
-    var url: String?
+    @Option(
+        name: .long,
+        help:
+            "Broker URL instead of -h/-p: mqtt://, mqtts://, ws://HOST:PORT/PATH or wss://. Repeat it, or separate URLs with commas, for the nodes of a cluster."
+    )
+    var url: [String] = []
+
+    /// The first -h, as mosquitto_pub reads one.
+    var host: String { hosts.first ?? "localhost" }
     @Option(name: .long, help: "Trust the broker certificate if it chains to these PEM certificates; turns TLS on.")
     var cafile: String?
     @Option(name: .long, help: "Client certificate (PEM) to present; turns TLS on.") var cert: String?
@@ -121,19 +132,19 @@ struct ClientOptions: ParsableArguments {
         let pid = ProcessInfo.processInfo.processIdentifier
         let clientID = id ?? "\(idPrefix ?? defaultPrefix)\(pid)"
         var configuration: MQTTClientConfiguration
-        if let url {
+        let urls = url.flatMap { $0.split(separator: ",").map { String($0) } }
+        if !urls.isEmpty {
             do {
-                configuration = try MQTTClientConfiguration(url: url, clientID: clientID)
+                configuration = try MQTTClientConfiguration(urls: urls, clientID: clientID)
             } catch {
                 throw ValidationError("--url: \(error.reasonString ?? "\(error)")")
             }
         } else {
             let usesTLS = cafile != nil || cert != nil || insecure
-            configuration = MQTTClientConfiguration(
-                host: host == "localhost" ? "127.0.0.1" : host,
-                port: port ?? (usesTLS ? 8883 : 1883),
-                clientID: clientID
-            )
+            let resolvedPort = port ?? (usesTLS ? 8883 : 1883)
+            let names = (hosts.isEmpty ? ["localhost"] : hosts).map { $0 == "localhost" ? "127.0.0.1" : $0 }
+            configuration = MQTTClientConfiguration(host: names[0], port: resolvedPort, clientID: clientID)
+            configuration.alternateServers = names.dropFirst().map { ServerAddress(host: $0, port: resolvedPort) }
         }
         if let tls = try tlsConfiguration(base: configuration.tls) { configuration.tls = tls }
         configuration.protocolVersion = try version
@@ -141,7 +152,9 @@ struct ClientOptions: ParsableArguments {
         configuration.keepAlive = keepAlive
         configuration.username = username
         configuration.password = password.map { ByteBuffer(string: $0) }
-        configuration.reconnect = nil
+        // One server: as mosquitto_pub and mosquitto_sub, a lost connection ends the command.
+        // Several: the command goes on with the next one that accepts, resuming its session.
+        if configuration.alternateServers.isEmpty { configuration.reconnect = nil }
         if let sessionExpiry {
             configuration.sessionExpiry = sessionExpiry < 0 ? .never : .seconds(UInt32(clamping: sessionExpiry))
         } else if persistent, configuration.protocolVersion == .v5 {

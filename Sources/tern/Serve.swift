@@ -197,7 +197,9 @@ extension Serve {
     func joinCluster(_ configuration: inout MosquittoConfiguration, logger: Logger) async throws {
         let settings = configuration.cluster
         guard let url = settings.storeURL, let node = settings.node, !node.isEmpty else {
-            FileHandle.standardError.write(Data("tern: a cluster node needs cluster_node NAME (or --cluster-node)\n".utf8))
+            FileHandle.standardError.write(
+                Data("tern: a cluster node needs cluster_node NAME (or --cluster-node)\n".utf8)
+            )
             throw ExitCode(3)
         }
         var password = ProcessInfo.processInfo.environment["TERN_CLUSTER_PASSWORD"]
@@ -225,7 +227,8 @@ extension Serve {
                 "cluster node",
                 metadata: [
                     "node": "\(node)", "number": "\(cluster.nodeNumber)",
-                    "database": "\(database.host):\(database.port)/\(database.database)", "schema": "\(database.schema)",
+                    "database": "\(database.host):\(database.port)/\(database.database)",
+                    "schema": "\(database.schema)",
                 ]
             )
         } catch {

@@ -10,13 +10,16 @@ final class TernServer: @unchecked Sendable {
     // @unchecked: used by one test at a time; `process` is replaced only between its runs.
     let directory: String
     let extraArguments: [String]
+    /// Where the server keeps its state: `--data DIR` by default, or a cluster's database.
+    let storeArguments: [String]
     private(set) var port = 0
     private var process: Peers.Running?
 
-    init(extraArguments: [String] = []) throws {
+    init(extraArguments: [String] = [], storeArguments: [String]? = nil) throws {
         directory =
             FileManager.default.temporaryDirectory.appendingPathComponent("tern-restart-\(UUID().uuidString)").path
         self.extraArguments = extraArguments
+        self.storeArguments = storeArguments ?? ["--data", directory]
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     }
 
@@ -26,7 +29,7 @@ final class TernServer: @unchecked Sendable {
     }
 
     private func arguments(_ port: Int) -> [String] {
-        ["serve", "--data", directory, "-p", "\(port)"] + extraArguments
+        ["serve", "-p", "\(port)"] + storeArguments + extraArguments
     }
 
     func start() async throws {
@@ -52,7 +55,7 @@ final class TernServer: @unchecked Sendable {
             }
             // Started when it answers a CONNECT, not merely when the port accepts.
             if var client = try? await TestClient.connect(port: port) {
-                let answered = try? await client.handshake(Connect(clientIdentifier: "start-probe"))
+                let answered = try? await client.handshake(Connect(clientIdentifier: "start-probe-\(port)"))
                 await client.close()
                 if answered?.reasonCode == .success { return }
             }
@@ -74,6 +77,13 @@ final class TernServer: @unchecked Sendable {
     func hangUp() {
         guard let process else { return }
         kill(process.process.processIdentifier, SIGHUP)
+    }
+
+    /// SIGKILL now, from synchronous code (a `deinit`).
+    func killNow() {
+        process?.killNow()
+        _ = process?.finishBlocking(timeout: 10)
+        process = nil
     }
 
     /// SIGKILL: no chance to save anything.
@@ -509,7 +519,7 @@ enum CrashSubscriber {
         await client.close()
     }
 
-    private static func handle(_ packet: MQTTPacket, client: borrowing TestClient, state: inout Received) async throws {
+    static func handle(_ packet: MQTTPacket, client: borrowing TestClient, state: inout Received) async throws {
         switch packet {
         case .publish(let publish):
             state.take(publish)

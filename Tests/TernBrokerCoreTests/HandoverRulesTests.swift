@@ -119,3 +119,68 @@ struct HandoverRulesTests {
         )
     }
 }
+
+/// What a delivery routed between states leaves in the store: the routing state stores it for a
+/// stored session, and the session's state finishes it.
+@Suite("Stored deliveries between states")
+struct StoredDeliveriesBetweenStatesTests {
+    let shared = BrokerShared()
+
+    func state(_ shard: Int, configuration: BrokerConfiguration = BrokerConfiguration()) -> BrokerState {
+        var state = BrokerState(configuration: configuration, now: t0, shared: shared, shard: shard)
+        state.recordsChanges = true
+        return state
+    }
+
+    /// The sequences of the deliveries `changes` put, and of those they delete.
+    func deliveries(_ changes: [StoreChange]) -> (put: Set<UInt64>, deleted: Set<UInt64>) {
+        var put: Set<UInt64> = []
+        var deleted: Set<UInt64> = []
+        for change in changes {
+            if case .putDelivery(_, let delivery) = change { put.insert(delivery.sequence) }
+            if case .deleteDelivery(let sequence, _) = change { deleted.insert(sequence) }
+        }
+        return (put, deleted)
+    }
+
+    @Test(
+        "A QoS 0 message sent, or dropped, by the session's state is finished in the store as well as put: no row outlives it (§4.3.1)",
+        arguments: ["sent", "not queued while detached", "queue full"]
+    )
+    func qos0AndDroppedDeliveriesAreFinished(_ case: String) throws {
+        var configuration = BrokerConfiguration()
+        configuration.maxQueuedMessages = 1
+        var subscriberState = state(0, configuration: configuration)
+        var publisherState = state(1, configuration: configuration)
+        _ = subscriberState.connect(conn(1), connectPacket("s", cleanStart: true, expiry: 600), now: t0)
+        _ = subscriberState.subscribe(conn(1), subscribePacket([("t", .init(qos: .atLeastOnce))]), now: t0)
+        var qos = QoS.atMostOnce
+        switch `case` {
+        case "sent": break
+        case "not queued while detached": _ = subscriberState.connectionClosed(conn(1), now: t0)
+        default:
+            // One message queued behind a closed window fills the queue of one; the next is dropped.
+            _ = subscriberState.connectionClosed(conn(1), now: t0)
+            qos = .atLeastOnce
+        }
+        _ = subscriberState.takeSessionChanges()
+        _ = publisherState.connect(conn(2), connectPacket("p"), now: t0)
+        let count = `case` == "queue full" ? 2 : 1
+        for index in 0..<count {
+            _ = publisherState.publish(
+                conn(2),
+                publishPacket("t", "m\(index)", qos: qos, id: UInt16(index + 1)),
+                now: t0
+            )
+        }
+        let routed = deliveries(publisherState.takeSessionChanges())
+        #expect(routed.put.count == count, "the routing state stores the deliveries of a stored session")
+        for group in publisherState.takeOutgoing() {
+            _ = group.session.post(group.deliveries, storeKey: group.storeKey, ticket: 0)
+        }
+        _ = subscriberState.receivePosted(subscriberState.sessions["s"]!.reference, now: t0)
+        let finished = deliveries(subscriberState.takeSessionChanges())
+        let expectedFinished = `case` == "queue full" ? Set([routed.put.max()!]) : routed.put
+        #expect(finished.deleted == expectedFinished)
+    }
+}

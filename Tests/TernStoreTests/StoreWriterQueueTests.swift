@@ -1,0 +1,43 @@
+import Foundation
+import TernBrokerCore
+import TernStore
+import Testing
+
+/// The queue between the broker's event loops and a store's writer thread.
+@Suite("Store writer queue")
+struct StoreWriterQueueTests {
+    /// Runs `next` on a thread of its own (it blocks) and reports what it returned.
+    private static func nextBatch(of queue: StoreWriterQueue) async -> ([StoreChange], UInt64)? {
+        await withCheckedContinuation { continuation in
+            Thread { continuation.resume(returning: queue.next(waitingUpTo: nil, orChanges: 0)) }.start()
+        }
+    }
+
+    @Test(
+        "An empty submission that asks for a commit (a request for the last ticket) leaves no request standing: changes queued after it are still committed when asked"
+    )
+    func emptySubmissionDoesNotSwallowTheNextWake() async throws {
+        let queue = StoreWriterQueue()
+        let ticket = queue.append([], wakingWriter: true)
+        #expect(ticket == 0)
+        let batch = Task { await Self.nextBatch(of: queue) }
+        // The writer must be waiting for changes when they come: the thread gets a head start,
+        // there being no event that says it is blocked. If it is not blocked yet, the test passes
+        // without having tested anything, never the other way round.
+        try await Task.sleep(for: .milliseconds(200))
+        let change = StoreChange.deleteRetained(topic: "a")
+        let changeTicket = queue.append([change], wakingWriter: false)
+        queue.wakeWriter()
+        // Bounded: a writer left waiting would hang here, so stop the queue after a while.
+        let watchdog = Task { () -> Bool in
+            guard (try? await Task.sleep(for: .seconds(10))) != nil else { return false }
+            queue.stop()
+            return true
+        }
+        let taken = await batch.value
+        watchdog.cancel()
+        #expect(await watchdog.value == false, "the writer was left waiting with changes to commit")
+        #expect(taken?.0 == [change])
+        #expect(taken?.1 == changeTicket)
+    }
+}
