@@ -250,7 +250,11 @@ public final class MQTTBroker: Service, Sendable {
         restored.succeed()
         // Read while the startup gates wait and the listeners open: a bridge's own session may
         // be among those whose CONNECT waits for them.
-        if queuesFollow, let store = options.store { restoreQueues(from: store) }
+        if queuesFollow, let store = options.store {
+            restoreQueues(from: store)
+        } else {
+            queuesRestored.succeed()  // a store that loads everything up front (or a cluster's)
+        }
         await openStartupGates()
         var channels: [any Channel] = []
         do {
@@ -334,8 +338,9 @@ public final class MQTTBroker: Service, Sendable {
         if let cluster = options.cluster {
             // What the disconnections changed reaches the other nodes before this one goes.
             await clusterStoreSettled()
+            let failure = await clusterTask?.value
             await cluster.leave()
-            if let failure = await clusterTask?.value { throw failure }
+            if let failure { throw failure }
         }
         // The store closes when this returns: not while its queues are still being read.
         try? await queuesRestored.futureResult.get()

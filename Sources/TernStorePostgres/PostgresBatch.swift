@@ -112,56 +112,54 @@ struct PostgresBatch {
     /// delete by key and raise counters with `greatest`, so a batch retried after a lost answer
     /// to its COMMIT leaves the same rows.
     func write(on connection: PostgresConnection, schema: String, logger: Logger) throws {
-        try connection.run("BEGIN", logger: logger)
+        var pipeline = PostgresPipeline(connection, logger: logger)
+        pipeline.send("BEGIN")
         do {
-            try writeOrdered(on: connection, logger: logger)
-            try writePairs(releases, table: "releases", on: connection, logger: logger)
-            try writePairs(inboundQoS2, table: "inbound_qos2", on: connection, logger: logger)
+            writeOrdered(into: &pipeline)
+            writePairs(releases, table: "releases", into: &pipeline)
+            writePairs(inboundQoS2, table: "inbound_qos2", into: &pipeline)
             var collectable = self.collectable
-            try writeRetained(on: connection, logger: logger, collectable: &collectable)
-            try writeMessagesAndDeliveries(on: connection, logger: logger)
+            try writeRetained(into: &pipeline, collectable: &collectable)
+            writeMessagesAndDeliveries(into: &pipeline)
             if !collectable.isEmpty {
                 let ids = collectable.map { Int64($0) }
                 var binds = PostgresBindings()
                 binds.append(ids)
-                try connection.run(
+                pipeline.send(
                     PostgresQuery(
                         unsafeSQL: PostgresSchema.collectMessages(
                             among: "SELECT id, touches FROM messages WHERE id = ANY($1)"
                         ),
                         binds: binds
-                    ),
-                    logger: logger
+                    )
                 )
             }
             if cluster.node != nil {
-                try cluster.write(retainedTopics: Array(retained.keys), schema: schema, on: connection, logger: logger)
+                cluster.write(retainedTopics: Array(retained.keys), schema: schema, into: &pipeline)
             }
-            if highestMessage > 0 {
-                try connection.run(
-                    "UPDATE tern_meta SET value = greatest(value, \(Int64(highestMessage))) WHERE name = 'last_message'",
-                    logger: logger
+            if highestMessage > 0 || highestDelivery > 0 {
+                pipeline.send(
+                    """
+                    UPDATE tern_meta SET value = greatest(value, CASE name WHEN 'last_message' THEN \(Int64(highestMessage))
+                        ELSE \(Int64(highestDelivery)) END)
+                    WHERE name IN ('last_message', 'last_delivery')
+                    """
                 )
             }
-            if highestDelivery > 0 {
-                try connection.run(
-                    "UPDATE tern_meta SET value = greatest(value, \(Int64(highestDelivery))) WHERE name = 'last_delivery'",
-                    logger: logger
-                )
-            }
-            try connection.run("COMMIT", logger: logger)
+            pipeline.send("COMMIT")
+            try pipeline.finish()
         } catch {
             _ = try? connection.run("ROLLBACK", logger: logger)
             throw error
         }
     }
 
-    private func writeOrdered(on connection: PostgresConnection, logger: Logger) throws {
+    private func writeOrdered(into pipeline: inout PostgresPipeline) {
         for change in ordered {
             switch change {
             case .putSession(let header):
                 let will = header.will.map { StoredMessageCoding.encode($0) }
-                try connection.run(
+                pipeline.send(
                     """
                     INSERT INTO sessions (key, client_id, version, expiry, expires_at, attached, will, will_expires_at, will_delay, will_deadline)
                     VALUES (\(Int64(header.key)), \(header.clientID), \(Int16(header.protocolVersion.rawValue)),
@@ -173,45 +171,36 @@ struct PostgresBatch {
                         expires_at = excluded.expires_at, attached = excluded.attached, will = excluded.will,
                         will_expires_at = excluded.will_expires_at, will_delay = excluded.will_delay,
                         will_deadline = excluded.will_deadline
-                    """,
-                    logger: logger
+                    """
                 )
             case .deleteSession(let key):
                 let key = Int64(key)
                 for table in ["subscriptions", "releases", "inbound_qos2", "deliveries"] {
                     var binds = PostgresBindings()
                     binds.append(key)
-                    try connection.run(
-                        PostgresQuery(unsafeSQL: "DELETE FROM \(table) WHERE session = $1", binds: binds),
-                        logger: logger
+                    pipeline.send(
+                        PostgresQuery(unsafeSQL: "DELETE FROM \(table) WHERE session = $1", binds: binds)
                     )
                 }
-                try connection.run("DELETE FROM sessions WHERE key = \(key)", logger: logger)
+                pipeline.send("DELETE FROM sessions WHERE key = \(key)")
             case .putSubscription(let key, let subscription):
-                try connection.run(
+                pipeline.send(
                     """
                     INSERT INTO subscriptions (session, filter, options, identifier)
                     VALUES (\(Int64(key)), \(subscription.filter.string), \(Int16(subscription.options.byte(version: .v5))),
                             \(subscription.identifier.map { Int64($0) }))
                     ON CONFLICT (session, filter) DO UPDATE SET options = excluded.options, identifier = excluded.identifier
-                    """,
-                    logger: logger
+                    """
                 )
             case .deleteSubscription(let key, let filter):
-                try connection.run(
-                    "DELETE FROM subscriptions WHERE session = \(Int64(key)) AND filter = \(filter)",
-                    logger: logger
+                pipeline.send(
+                    "DELETE FROM subscriptions WHERE session = \(Int64(key)) AND filter = \(filter)"
                 )
             }
         }
     }
 
-    private func writePairs(
-        _ pairs: [PairKey: Bool],
-        table: String,
-        on connection: PostgresConnection,
-        logger: Logger
-    ) throws {
+    private func writePairs(_ pairs: [PairKey: Bool], table: String, into pipeline: inout PostgresPipeline) {
         guard !pairs.isEmpty else { return }
         let puts = pairs.filter(\.value).map(\.key)
         let deletes = pairs.filter { !$0.value }.map(\.key)
@@ -219,68 +208,62 @@ struct PostgresBatch {
             var binds = PostgresBindings()
             binds.append(deletes.map { Int64($0.session) })
             binds.append(deletes.map { Int32($0.packetIdentifier) })
-            try connection.run(
+            pipeline.send(
                 PostgresQuery(
                     unsafeSQL: """
                         DELETE FROM \(table) t USING unnest($1::bigint[], $2::int[]) AS d(session, packet_id)
                         WHERE t.session = d.session AND t.packet_id = d.packet_id
                         """,
                     binds: binds
-                ),
-                logger: logger
+                )
             )
         }
         if !puts.isEmpty {
             var binds = PostgresBindings()
             binds.append(puts.map { Int64($0.session) })
             binds.append(puts.map { Int32($0.packetIdentifier) })
-            try connection.run(
+            pipeline.send(
                 PostgresQuery(
                     unsafeSQL: """
                         INSERT INTO \(table) (session, packet_id) SELECT * FROM unnest($1::bigint[], $2::int[])
                         ON CONFLICT DO NOTHING
                         """,
                     binds: binds
-                ),
-                logger: logger
+                )
             )
         }
     }
 
-    private func writeRetained(
-        on connection: PostgresConnection,
-        logger: Logger,
-        collectable: inout Set<UInt64>
-    ) throws {
+    private func writeRetained(into pipeline: inout PostgresPipeline, collectable: inout Set<UInt64>) throws {
         guard !retained.isEmpty else { return }
         let topics = Array(retained.keys)
-        // The messages these topics held: collected once nothing else refers to them.
-        for id in try connection.run(
+        // The messages these topics held, collected once nothing else refers to them, are read
+        // before the statements that follow are sent (the rare batch that changes a retained topic).
+        try pipeline.finish()
+        for id in try pipeline.connection.run(
             "SELECT message FROM retained WHERE topic = ANY(\(topics))",
-            logger: logger
+            logger: pipeline.logger
         ).decode(Int64.self) {
             collectable.insert(UInt64(id))
         }
-        try connection.run("DELETE FROM retained WHERE topic = ANY(\(topics))", logger: logger)
+        pipeline.send("DELETE FROM retained WHERE topic = ANY(\(topics))")
         let puts = retained.compactMap { topic, id in id.map { (topic, Int64($0)) } }
         guard !puts.isEmpty else { return }
         var binds = PostgresBindings()
         binds.append(puts.map(\.0))
         binds.append(puts.map(\.1))
-        try connection.run(
+        pipeline.send(
             PostgresQuery(
                 unsafeSQL: "INSERT INTO retained (topic, message) SELECT * FROM unnest($1::text[], $2::bigint[])",
                 binds: binds
-            ),
-            logger: logger
+            )
         )
     }
 
-    private func writeMessagesAndDeliveries(on connection: PostgresConnection, logger: Logger) throws {
+    private func writeMessagesAndDeliveries(into pipeline: inout PostgresPipeline) {
         if !deletedDeliveries.isEmpty {
-            try connection.run(
-                "DELETE FROM deliveries WHERE seq = ANY(\(deletedDeliveries.map { Int64($0) }))",
-                logger: logger
+            pipeline.send(
+                "DELETE FROM deliveries WHERE seq = ANY(\(deletedDeliveries.map { Int64($0) }))"
             )
         }
         // Only messages something written here refers to: one put for a delivery that was also
@@ -303,7 +286,7 @@ struct PostgresBatch {
             binds.append(expiries)
             // A put again (a retained message delivered anew, a message routed by another node)
             // raises `touches`, which keeps a concurrent collection from deleting it.
-            try connection.run(
+            pipeline.send(
                 PostgresQuery(
                     unsafeSQL: """
                         INSERT INTO messages (id, body, expires_at)
@@ -311,8 +294,7 @@ struct PostgresBatch {
                         ON CONFLICT (id) DO UPDATE SET touches = messages.touches + 1
                         """,
                     binds: binds
-                ),
-                logger: logger
+                )
             )
         }
         if !deliveries.isEmpty {
@@ -338,7 +320,7 @@ struct PostgresBatch {
             binds.append(flags)
             binds.append(identifiers)
             binds.append(packetIDs)
-            try connection.run(
+            pipeline.send(
                 PostgresQuery(
                     unsafeSQL: """
                         INSERT INTO deliveries (seq, session, message, flags, subscription_ids, packet_id)
@@ -348,23 +330,21 @@ struct PostgresBatch {
                         ON CONFLICT (seq) DO UPDATE SET packet_id = excluded.packet_id
                         """,
                     binds: binds
-                ),
-                logger: logger
+                )
             )
         }
         if !sent.isEmpty {
             var binds = PostgresBindings()
             binds.append(sent.keys.map { Int64($0) })
             binds.append(sent.values.map { Int32($0) })
-            try connection.run(
+            pipeline.send(
                 PostgresQuery(
                     unsafeSQL: """
                         UPDATE deliveries d SET packet_id = s.packet_id
                         FROM unnest($1::bigint[], $2::int[]) AS s(seq, packet_id) WHERE d.seq = s.seq
                         """,
                     binds: binds
-                ),
-                logger: logger
+                )
             )
         }
     }

@@ -307,10 +307,21 @@ public final class PostgresCluster: ClusterTransport {
     /// Takes the messages other nodes routed to sessions held here, in the order they were
     /// committed, and hands them to the broker.
     private func consumeTransits() async throws {
+        // A connection of its own: the queue is read after every notification, and a pooled
+        // connection's lease costs more than the read at low rates.
+        var reader: PostgresConnection?
         while !Task.isCancelled {
             var full = false
             do {
-                let rows = try await pool.query(
+                if reader == nil {
+                    reader = try await PostgresConnection.connect(
+                        on: eventLoopGroup.any(),
+                        configuration: Self.connectionConfiguration(configuration),
+                        id: 5,
+                        logger: logger
+                    )
+                }
+                let rows = try await reader!.query(
                     """
                     DELETE FROM cluster_transit WHERE id IN (
                         SELECT id FROM cluster_transit WHERE node = \(Int32(nodeNumber)) ORDER BY id LIMIT 5000)
@@ -346,14 +357,17 @@ public final class PostgresCluster: ClusterTransport {
                 if !transits.isEmpty { node?.clusterDeliver(transits.map(\.1)) }
             } catch {
                 logger.warning("reading the transit queue failed", metadata: ["error": "\(error)"])
+                if let broken = reader.take() { try? await broken.close() }
             }
             if !full { await transitArrived.wait(upTo: settings.upkeepInterval, on: upkeepLoop) }
         }
+        if let reader { try? await reader.close() }
     }
 
     private func followSubscriptions() async throws {
         while !Task.isCancelled {
             await subscriptionsChanged.wait(upTo: .seconds(60), on: upkeepLoop)
+            if Task.isCancelled { return }
             do {
                 try await refreshSubscriptions(all: false)
             } catch {
@@ -417,6 +431,7 @@ public final class PostgresCluster: ClusterTransport {
     private func followRetained() async throws {
         while !Task.isCancelled {
             await retainedChanged.wait(upTo: .seconds(60), on: upkeepLoop)
+            if Task.isCancelled { return }
             let changed = state.withLock { state in
                 defer { state.changedRetained = [] }
                 return state.changedRetained

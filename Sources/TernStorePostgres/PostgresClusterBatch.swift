@@ -36,43 +36,39 @@ struct PostgresClusterBatch {
 
     /// Writes the changes and notifies the nodes concerned, in the current transaction.
     /// - Parameter retainedTopics: the topics whose retained message the batch changes.
-    func write(retainedTopics: [String], schema: String, on connection: PostgresConnection, logger: Logger) throws {
+    func write(retainedTopics: [String], schema: String, into pipeline: inout PostgresPipeline) {
         guard let node else { return }
         var changedClients: Set<String> = []
         for change in ordered {
             switch change {
             case .subscribe(let clientID, let sessionKey, let subscription):
-                try connection.run(
+                pipeline.send(
                     """
                     INSERT INTO cluster_subscriptions (client_id, filter, options, identifier, session, node)
                     VALUES (\(clientID), \(subscription.filter.string), \(Int16(subscription.options.byte(version: .v5))),
                             \(subscription.identifier.map { Int64($0) }), \(Int64(sessionKey)), \(node))
                     ON CONFLICT (client_id, filter) DO UPDATE SET options = excluded.options,
                         identifier = excluded.identifier, session = excluded.session, node = excluded.node
-                    """,
-                    logger: logger
+                    """
                 )
                 changedClients.insert(clientID)
             case .unsubscribe(let clientID, let filter):
-                try connection.run(
-                    "DELETE FROM cluster_subscriptions WHERE client_id = \(clientID) AND filter = \(filter) AND node = \(node)",
-                    logger: logger
+                pipeline.send(
+                    "DELETE FROM cluster_subscriptions WHERE client_id = \(clientID) AND filter = \(filter) AND node = \(node)"
                 )
                 changedClients.insert(clientID)
             case .sessionEnded(let clientID):
-                try connection.run(
-                    "DELETE FROM cluster_subscriptions WHERE client_id = \(clientID) AND node = \(node)",
-                    logger: logger
+                pipeline.send(
+                    "DELETE FROM cluster_subscriptions WHERE client_id = \(clientID) AND node = \(node)"
                 )
-                try connection.run(
-                    "DELETE FROM cluster_clients WHERE client_id = \(clientID) AND node = \(node)",
-                    logger: logger
+                pipeline.send(
+                    "DELETE FROM cluster_clients WHERE client_id = \(clientID) AND node = \(node)"
                 )
                 changedClients.insert(clientID)
             case .attached(let clientID, let will, let willDelay, let expiryInterval):
                 // A claimed client's row names this node already; a client whose identifier this
                 // node assigned has none yet.
-                try connection.run(
+                pipeline.send(
                     """
                     INSERT INTO cluster_clients (client_id, node, will, will_delay, expiry)
                     VALUES (\(clientID), \(node), \(will.map { StoredMessageCoding.encode($0) }), \(Int64(willDelay)),
@@ -80,24 +76,22 @@ struct PostgresClusterBatch {
                     ON CONFLICT (client_id) DO UPDATE SET will = excluded.will, will_delay = excluded.will_delay,
                         expiry = excluded.expiry
                     WHERE cluster_clients.node = excluded.node
-                    """,
-                    logger: logger
+                    """
                 )
             case .detached(let clientID):
-                try connection.run(
-                    "UPDATE cluster_clients SET node = NULL, will = NULL WHERE client_id = \(clientID) AND node = \(node)",
-                    logger: logger
+                pipeline.send(
+                    "UPDATE cluster_clients SET node = NULL, will = NULL WHERE client_id = \(clientID) AND node = \(node)"
                 )
             case .transit:
                 break
             }
         }
-        try writeTransits(schema: schema, on: connection, logger: logger)
+        writeTransits(schema: schema, into: &pipeline)
         if !changedClients.isEmpty {
-            try notify(Self.channel("subscriptions", schema: schema), changedClients, on: connection, logger: logger)
+            notify(Self.channel("subscriptions", schema: schema), changedClients, into: &pipeline)
         }
         if !retainedTopics.isEmpty {
-            try notify(Self.channel("retained", schema: schema), Set(retainedTopics), on: connection, logger: logger)
+            notify(Self.channel("retained", schema: schema), Set(retainedTopics), into: &pipeline)
         }
     }
 
@@ -105,7 +99,7 @@ struct PostgresClusterBatch {
     /// share lock: a claim that moves the client waits for this transaction, and one that
     /// committed first is seen, so a message reaches the node that serves the client from then
     /// on. A session no node serves gets no row: its stored copy waits in `deliveries`.
-    private func writeTransits(schema: String, on connection: PostgresConnection, logger: Logger) throws {
+    private func writeTransits(schema: String, into pipeline: inout PostgresPipeline) {
         guard !transits.isEmpty else { return }
         var clientIDs: [String] = []
         var sessions: [Int64] = []
@@ -135,7 +129,7 @@ struct PostgresClusterBatch {
         binds.append(bodies)
         binds.append(expiries)
         binds.append(Self.channel("transit_", schema: schema))
-        try connection.run(
+        pipeline.send(
             PostgresQuery(
                 unsafeSQL: """
                     WITH t AS (
@@ -155,20 +149,16 @@ struct PostgresClusterBatch {
                     SELECT pg_notify($9 || node, '') FROM (SELECT DISTINCT node FROM inserted) n
                     """,
                 binds: binds
-            ),
-            logger: logger
+            )
         )
     }
 
     /// Notifies `channel` once per value. A value too long for a notification's payload is sent
     /// as the empty payload, which tells the listeners to read everything again.
-    private func notify(_ channel: String, _ values: Set<String>, on connection: PostgresConnection, logger: Logger)
-        throws
-    {
+    private func notify(_ channel: String, _ values: Set<String>, into pipeline: inout PostgresPipeline) {
         let payloads = Array(Set(values.map { $0.utf8.count > 7_000 ? "" : $0 }))
-        try connection.run(
-            "SELECT pg_notify(\(channel), payload) FROM unnest(\(payloads)::text[]) AS p(payload)",
-            logger: logger
+        pipeline.send(
+            "SELECT pg_notify(\(channel), payload) FROM unnest(\(payloads)::text[]) AS p(payload)"
         )
     }
 }

@@ -25,8 +25,17 @@ final class WakeSignal: Sendable {
         waiter?.resume()
     }
 
-    /// Returns once signalled (at once if a signal is pending), or after `timeout`.
+    /// Returns once signalled (at once if a signal is pending), after `timeout`, or when the task
+    /// is cancelled.
     func wait(upTo timeout: Duration, on loop: any EventLoop) async {
+        await withTaskCancellationHandler {
+            await waitForSignal(upTo: timeout, on: loop)
+        } onCancel: {
+            signal()
+        }
+    }
+
+    private func waitForSignal(upTo timeout: Duration, on loop: any EventLoop) async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let token = state.withLock { state -> UInt64? in
                 if state.pending {

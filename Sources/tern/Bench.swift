@@ -25,6 +25,15 @@ struct Bench: AsyncParsableCommand {
 
     @Option(name: .shortAndLong, help: "Broker host.") var host = "127.0.0.1"
     @Option(name: .shortAndLong, help: "Broker port.") var port = 1883
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Connect the subscribers to this port instead of --port: another node of a Tern cluster.",
+            discussion:
+                "The run then starts a second after the subscriptions are acknowledged, the time the other nodes take to read them."
+        )
+    )
+    var subscriberPort: Int?
     @Option(name: .shortAndLong, help: "QoS of the messages (0, 1 or 2).") var qos = 0
     @Option(name: .shortAndLong, help: "Messages per publisher (unless --duration is given).") var count = 200_000
     @Option(name: .shortAndLong, help: "Publish for this many seconds instead of a count.") var duration: Double?
@@ -136,6 +145,10 @@ struct Bench: AsyncParsableCommand {
                     )
                 )
             }
+        }
+        if subscriberPort != nil {
+            // Nodes learn another node's subscriptions from the database, a moment after SUBACK.
+            try await Task.sleep(for: .seconds(1))
         }
         for publisher in 0..<plan.publishers {
             let channel = try await open(
@@ -251,7 +264,7 @@ struct Bench: AsyncParsableCommand {
                     )
                 }
             }
-            .connect(host: host, port: port).get()
+            .connect(host: host, port: role.isSubscriber ? (subscriberPort ?? port) : port).get()
         let version = protocolVersion == "5" ? ProtocolVersion.v5 : .v3_1_1
         let receiveMaximum = try await handshake(channel, run: run) { connection in
             var properties = Properties()

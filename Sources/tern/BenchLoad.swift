@@ -259,6 +259,10 @@ final class BenchConnection: ChannelInboundHandler {
     enum Role: Sendable {
         case publisher(Int)
         case subscriber(Int)
+
+        var isSubscriber: Bool {
+            if case .subscriber = self { true } else { false }
+        }
     }
 
     let role: Role

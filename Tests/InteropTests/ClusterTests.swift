@@ -125,6 +125,15 @@ struct ClusterTests {
         #expect(extra == nil, "\(extra.map { "\($0.topic.string) \($0.text)" } ?? "") arrived again")
         await resumed.close()
         await publisher.close()
+        // SIGTERM: each node disconnects its clients, commits, leaves the cluster and exits 0
+        // (within the 30 s `terminate` allows before it kills).
+        for index in 0..<3 {
+            let stopped = await cluster[index].terminate()
+            #expect(
+                stopped?.status == 0,
+                "node \(index + 1) did not stop on SIGTERM: \(stopped?.stderr.suffix(500) ?? "")"
+            )
+        }
     }
 
     @Test(
