@@ -154,7 +154,9 @@ struct ClusterTests {
         #expect(unacknowledged.map(\.text) == ["a", "b", "c"])
 
         var second = try await TestClient.connect(port: cluster[1].port)
+        let claimed = ContinuousClock.now
         let present = try await second.open(Packets.connect("taken", cleanStart: false, expiry: 600))
+        print("cluster: takeover CONNECT to CONNACK on another node: \(ContinuousClock.now - claimed)")
         #expect(present)
         var sawTakeover = false
         while let packet = try await first.next(seconds: 10) {
