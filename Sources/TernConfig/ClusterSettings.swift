@@ -4,8 +4,9 @@ public struct ClusterSettings: Sendable, Hashable {
     /// `cluster_store`: the PostgreSQL database the nodes share, as a
     /// `postgresql://USER@HOST[:PORT]/DATABASE[?schema=NAME]` URL. `nil`: no cluster.
     public var storeURL: String?
-    /// The line `cluster_store` was set on, for errors about it.
+    /// The file and line `cluster_store` was set on, for errors about it.
     public var storeLine = 0
+    public var storeFile = ""
     /// `cluster_node`: this node's name, unique in the cluster and kept across restarts.
     public var node: String?
     /// `cluster_password_file`: a file whose first line is the database password, so that the

@@ -25,6 +25,9 @@ public struct MosquittoConfiguration: Sendable {
     public var persistence = PersistenceSettings()
     /// `cluster_store` and the options that go with it.
     public var cluster = ClusterSettings()
+
+    /// `file:line` of `cluster_store`, for a problem found with it after parsing.
+    public var clusterOrigin: String { "\(cluster.storeFile):\(cluster.storeLine)" }
     /// The `connection` blocks: bridges to other brokers.
     public var bridges: [BridgeConfiguration] = []
     /// The file and line that made each of `options.listeners`, in the same order (line 0: the
@@ -333,6 +336,7 @@ public struct MosquittoConfiguration: Sendable {
                 }
                 result.cluster.storeURL = url
                 result.cluster.storeLine = line
+                result.cluster.storeFile = file
             case "cluster_node":
                 let name = try one(option, arguments, line)
                 guard name.utf8.count <= 200 else { throw error(line, "cluster_node is at most 200 bytes") }

@@ -2,6 +2,7 @@ import Foundation
 import TernBridge
 import TernBroker
 import TernConfig
+import TernStorePostgres
 
 /// `tern serve --check`: what a configuration that parsed would do, and the problems that only
 /// show when its files are loaded (a TLS certificate that is not PEM, a key that does not match).
@@ -66,6 +67,23 @@ struct ConfigurationCheck {
         }
         if let metrics = options.metricsListener {
             report.lines.append("metrics_listener http \(metrics.host):\(metrics.port) (/metrics /health /ready)")
+        }
+        let cluster = configuration.cluster
+        if let url = cluster.storeURL {
+            // The URL is read, not connected to: --check opens no store.
+            do {
+                let database = try PostgresStoreConfiguration(url: url)
+                report.lines.append(
+                    "cluster node \(cluster.node ?? "?") on postgresql \(database.host):\(database.port)/\(database.database), schema \(database.schema)"
+                )
+            } catch {
+                report.problems.append("\(configuration.clusterOrigin): \(error)")
+            }
+            if let file = cluster.passwordFile, !FileManager.default.isReadableFile(atPath: file) {
+                report.problems.append("\(configuration.clusterOrigin): cannot read cluster_password_file \(file)")
+            }
+            report.lines.append(report.problems.isEmpty ? "configuration ok" : "configuration has problems")
+            return report
         }
         var persistence = configuration.persistence
         if let data {

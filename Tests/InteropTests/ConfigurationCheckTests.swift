@@ -63,6 +63,30 @@ struct ConfigurationCheckTests {
         #expect(output.stderr.contains("\(directory.file("tern.conf")):\(line): \(reason)"), "\(output.stderr)")
     }
 
+    @Test(
+        "a cluster node: its database is named, not connected to; a bad URL or password file is a problem on its line"
+    )
+    func cluster() async throws {
+        let directory = try TemporaryDirectory(prefix: "check")
+        let good = try await check(
+            "listener 18995 127.0.0.1\ncluster_store postgresql://tern@db.example:5433/mqtt?schema=a\ncluster_node n1\n",
+            in: directory
+        )
+        #expect(good.status == 0, "\(good.stderr)")
+        #expect(good.stdout.contains("cluster node n1 on postgresql db.example:5433/mqtt, schema a"))
+        let bad = try await check(
+            "cluster_store postgresql://db.example/mqtt\ncluster_node n1\ncluster_password_file /nonexistent/pw\n",
+            in: directory
+        )
+        #expect(bad.status == 3)
+        #expect(
+            bad.stderr.contains("\(directory.file("tern.conf")):1: postgresql://db.example/mqtt: a user name is needed")
+        )
+        #expect(
+            bad.stderr.contains("\(directory.file("tern.conf")):1: cannot read cluster_password_file /nonexistent/pw")
+        )
+    }
+
     @Test("a certificate that does not load: exit 3 naming the listener's line")
     func badCertificate() async throws {
         let directory = try TemporaryDirectory(prefix: "check")
