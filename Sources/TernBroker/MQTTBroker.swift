@@ -605,9 +605,13 @@ public final class MQTTBroker: Service, Sendable {
                     if !startsCommit { outbox.commitAtEnd(store) }
                 }
                 let changes = state.broker.takeSessionChanges()
+                let storedForAbsentClients = state.broker.takeStoredForAbsentClients()
                 if !changes.isEmpty {
                     ticket = max(ticket, store.submit(changes, startingCommit: startsCommit) ?? 0)
-                    if !startsCommit { outbox.commitAtEnd(store) }
+                    if !startsCommit {
+                        outbox.commitAtEnd(store)
+                        outbox.storedForAbsentClients(storedForAbsentClients)
+                    }
                 }
             }
             let outgoing = state.broker.takeOutgoing()

@@ -26,6 +26,28 @@ struct Outbox {
         storeToCommit = store
     }
 
+    /// Deliveries this burst stored for clients that are away, since the last commit it started.
+    private var storedForAbsentClients = 0
+
+    /// How many such deliveries start the commit before the burst ends. The writer would
+    /// otherwise sit idle while the rest of the burst is handled: a publisher filling offline
+    /// queues with at most Receive Maximum messages in flight waits for every commit, so starting
+    /// it early takes its time off each round. Deliveries to connected clients do not count:
+    /// their acknowledgements usually arrive before the commit, and the delivery is then never
+    /// written, which an early commit would spoil.
+    static let earlyCommitDeliveries = 4
+
+    /// Counts deliveries stored for clients that are away; once enough wait, starts the commit
+    /// put off (see ``earlyCommitDeliveries``).
+    mutating func storedForAbsentClients(_ count: Int) {
+        guard count > 0 else { return }
+        storedForAbsentClients += count
+        if storedForAbsentClients >= Self.earlyCommitDeliveries, let store = storeToCommit.take() {
+            storedForAbsentClients = 0
+            store.startCommit()
+        }
+    }
+
     /// Posts deliveries to sessions of other shards when the burst ends. `ticket` is the store
     /// commit that holds their stored copies.
     mutating func post(_ deliveries: [OutgoingDeliveries], ticket: UInt64, from shard: BrokerShard) {
@@ -41,6 +63,7 @@ struct Outbox {
     /// sessions, asks for the sessions to fetch, and wakes every connection collected, with one
     /// task per event loop; then empties the outbox.
     mutating func dispatch(_ broker: MQTTBroker) {
+        storedForAbsentClients = 0
         if let store = storeToCommit.take() { store.startCommit() }
         if !posts.isEmpty { dispatchPosts(broker) }
         if !fetches.isEmpty {

@@ -242,6 +242,7 @@ extension BrokerState {
         if storeKey != 0 {
             // Stored here, before this publisher's PUBACK leaves; the session's state takes it from there.
             recordDelivery(&delivery, storeKey: storeKey, packetIdentifier: nil)
+            if !session.isConnected { storedForAbsentClients += 1 }
         }
         if shared.clustered, session.isElsewhere {
             recordTransit(delivery, to: session, storeKey: storeKey)
@@ -353,7 +354,9 @@ extension BrokerState {
             return
         }
         var delivery = delivery
+        let storedBefore = delivery.sequence != 0
         recordDelivery(&delivery, session: session, packetIdentifier: nil)
+        if session.connection == nil, !storedBefore, delivery.sequence != 0 { storedForAbsentClients += 1 }
         session.queue.append(delivery)
         session.queuedBytes += size
     }

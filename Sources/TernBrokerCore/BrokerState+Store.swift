@@ -15,6 +15,14 @@ extension BrokerState {
     }
 
     /// Hands over the changes of this state's own sessions made since the last call, in order.
+    /// How many deliveries were stored for sessions whose clients are away since the last call.
+    /// Nothing can finish them before they are written, so a connection's read burst starts
+    /// the commit early once a few wait, rather than at its end (``Outbox``).
+    public mutating func takeStoredForAbsentClients() -> Int {
+        defer { storedForAbsentClients = 0 }
+        return storedForAbsentClients
+    }
+
     public mutating func takeSessionChanges() -> [StoreChange] {
         // A message whose last reference went away in an earlier batch may be referenced again
         // (a retained message delivered on SUBSCRIBE): it is put again rather than assumed stored.

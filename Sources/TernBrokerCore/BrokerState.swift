@@ -48,6 +48,9 @@ public struct BrokerState: Sendable {
     public var recordsChanges = false
     var storeChanges: [StoreChange] = []
     var lastRecordedMessageID: UInt64 = 0
+    /// Deliveries stored for sessions whose clients are away since ``takeStoredForAbsentClients()``
+    /// was last called: rows that no acknowledgement will remove before the next commit.
+    var storedForAbsentClients = 0
     let startedAt: BrokerInstant
     /// Payload bytes of the queues of sessions that ended since ``takeFreedQueueBytes()`` was last
     /// called: the I/O layer hands that much freed heap back to the system once it is large.

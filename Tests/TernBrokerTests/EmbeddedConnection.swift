@@ -71,6 +71,7 @@ final class ManualStore: TernStore {
         var submitted: UInt64 = 0
         var onCommit: (@Sendable (StoreCommit) -> Void)?
         var changes: [StoreChange] = []
+        var commitsStarted = 0
     }
     private let state = Mutex(State())
 
@@ -87,6 +88,19 @@ final class ManualStore: TernStore {
             return state.submitted
         }
     }
+
+    func submit(_ changes: [StoreChange], startingCommit: Bool) -> UInt64? {
+        let ticket = submit(changes)
+        if startingCommit { startCommit() }
+        return ticket
+    }
+
+    func startCommit() {
+        state.withLock { $0.commitsStarted += 1 }
+    }
+
+    /// How many times a commit was asked for (``startCommit()``, or a submission that starts one).
+    var commitsStarted: Int { state.withLock { $0.commitsStarted } }
 
     /// Every change submitted so far, in order.
     var changes: [StoreChange] { state.withLock { $0.changes } }
