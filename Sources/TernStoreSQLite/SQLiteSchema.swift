@@ -191,12 +191,15 @@ enum SQLiteSchema {
         }
         // The queues come later (readQueues): here only the retained messages, and the highest
         // keys, so that nothing the broker stores meanwhile takes one of theirs.
+        var retainedMessages = PackedMessageReader()
         try PreparedStatement(
             db,
             "SELECT m.id, m.body, m.expires_at FROM retained r JOIN messages m ON m.id = r.message"
         ).forEachRow(db) { row in
-            snapshot.messages[UInt64(row.int64(0))] = try storedMessage(row)
+            guard !row.isNull(1) else { throw StoreCorruption("a stored message has no body") }
+            try retainedMessages.add(id: UInt64(row.int64(0)), body: row.bytes(1), expiresAt: row.optionalInt64(2))
         }
+        snapshot.messages.merge(try retainedMessages.finish()) { _, new in new }
         snapshot.lastDeliverySequence = UInt64(try Int64.fetchOne(db, sql: "SELECT max(seq) FROM deliveries") ?? 0)
         // A message stored in its delivery's row has no row of its own: the counter tells.
         snapshot.lastMessageID = UInt64(
@@ -225,17 +228,6 @@ enum SQLiteSchema {
         return snapshot
     }
 
-    /// A message row (id, body, expires_at): the body is copied once, into the ByteBuffer the
-    /// message's payload slices.
-    private static func storedMessage(_ row: RawRow) throws -> ApplicationMessage {
-        guard !row.isNull(1) else { throw StoreCorruption("a stored message has no body") }
-        return try StoredMessageCoding.decode(
-            ByteBuffer(bytes: row.bytes(1)),
-            expiresAt: row.optionalInt64(2).map { BrokerInstant(millisecondsSinceEpoch: $0) },
-            storeID: UInt64(row.int64(0))
-        )
-    }
-
     /// The deliveries of `sessions`, with the messages they refer to (``StoredQueues``).
     /// Deliveries of sessions that are not stored are orphans, which the writer removes.
     static func readQueues(_ db: Database, sessions: Set<UInt64>) throws -> StoredQueues {
@@ -243,9 +235,10 @@ enum SQLiteSchema {
         // Messages and deliveries are a row per queued message: read through SQLite's C API
         // (see PreparedStatement) rather than GRDB's boxed rows.
         let messageCount = try Int.fetchOne(db, sql: "SELECT count(*) FROM messages") ?? 0
-        queues.messages.reserveCapacity(messageCount)
+        var messages = PackedMessageReader(expectedMessages: messageCount)
         try PreparedStatement(db, "SELECT id, body, expires_at FROM messages").forEachRow(db) { row in
-            queues.messages[UInt64(row.int64(0))] = try storedMessage(row)
+            guard !row.isNull(1) else { throw StoreCorruption("a stored message has no body") }
+            try messages.add(id: UInt64(row.int64(0)), body: row.bytes(1), expiresAt: row.optionalInt64(2))
         }
         let deliveries = try PreparedStatement(
             db,
@@ -260,12 +253,8 @@ enum SQLiteSchema {
             }
             // A message only this delivery refers to is stored in its row (SQLiteStore.write).
             let messageID = UInt64(row.int64(2))
-            if !row.isNull(6), queues.messages[messageID] == nil {
-                queues.messages[messageID] = try StoredMessageCoding.decode(
-                    ByteBuffer(bytes: row.bytes(6)),
-                    expiresAt: row.optionalInt64(7).map { BrokerInstant(millisecondsSinceEpoch: $0) },
-                    storeID: messageID
-                )
+            if !row.isNull(6), !messages.contains(messageID) {
+                try messages.add(id: messageID, body: row.bytes(6), expiresAt: row.optionalInt64(7))
             }
             queues.deliveries[key, default: []].append(
                 StoredDelivery(
@@ -278,6 +267,7 @@ enum SQLiteSchema {
                 )
             )
         }
+        queues.messages = try messages.finish()
         return queues
     }
 }
