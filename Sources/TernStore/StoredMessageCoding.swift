@@ -8,6 +8,14 @@ import TernCodec
 /// published with.
 public enum StoredMessageCoding {
     public static func encode(_ message: ApplicationMessage) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        encode(message, into: &buffer)
+        return buffer
+    }
+
+    /// Writes `message` at the end of `buffer`: a writer that stores many messages clears and
+    /// reuses one buffer rather than allocating one per message.
+    public static func encode(_ message: ApplicationMessage, into buffer: inout ByteBuffer) {
         let packet = MQTTPacket.publish(
             Publish(
                 topic: message.topic,
@@ -19,11 +27,9 @@ public enum StoredMessageCoding {
                 properties: message.properties
             )
         )
-        var buffer = ByteBuffer()
-        buffer.reserveCapacity(packet.encodedSize(version: .v5))
+        buffer.reserveCapacity(minimumWritableBytes: packet.encodedSize(version: .v5))
         // A message the broker accepted always re-encodes; a failure here is a broken invariant.
         try! packet.write(to: &buffer, version: .v5)
-        return buffer
     }
 
     /// Reads a stored message back, with its key in the store (``ApplicationMessage/storeID``).

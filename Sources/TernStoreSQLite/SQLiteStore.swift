@@ -280,6 +280,9 @@ public final class SQLiteStore: TernStore {
         var removable: Set<UInt64> = []
         var pendingMessages: [UInt64: ApplicationMessage] = [:]
         var pendingDeliveries: [UInt64: (session: UInt64, delivery: StoredDelivery)] = [:]
+        // Packet identifiers of stored deliveries, written at the end of the batch: a delivery
+        // sent and acknowledged within one batch (a subscriber that keeps up) is then only deleted.
+        var pendingPacketIdentifiers: [UInt64: UInt16] = [:]
         var sessionsChanged = false
         func reference(_ id: UInt64) { figures.references[id, default: 0] += 1 }
         func release(_ id: UInt64) {
@@ -306,6 +309,7 @@ public final class SQLiteStore: TernStore {
                 // queued message); the broker names them. Any it did not are orphans, removed
                 // at the next start.
                 for delivery in deliveries {
+                    pendingPacketIdentifiers[delivery.sequence] = nil
                     statements.deleteDelivery.bind(1, Int64(delivery.sequence))
                     if try statements.deleteDelivery.run(db) > 0 { release(delivery.messageID) }
                 }
@@ -338,14 +342,13 @@ public final class SQLiteStore: TernStore {
                 if pendingDeliveries[sequence] != nil {
                     pendingDeliveries[sequence]!.delivery.packetIdentifier = packetIdentifier
                 } else {
-                    statements.setPacketIdentifier.bind(1, Int64(packetIdentifier))
-                    statements.setPacketIdentifier.bind(2, Int64(sequence))
-                    try statements.setPacketIdentifier.run(db)
+                    pendingPacketIdentifiers[sequence] = packetIdentifier
                 }
             case .deleteDelivery(let sequence, let messageID):
                 if pendingDeliveries.removeValue(forKey: sequence) != nil {
                     release(messageID)
                 } else {
+                    pendingPacketIdentifiers[sequence] = nil
                     statements.deleteDelivery.bind(1, Int64(sequence))
                     if try statements.deleteDelivery.run(db) > 0 { release(messageID) }
                 }
@@ -377,10 +380,18 @@ public final class SQLiteStore: TernStore {
         // A message that one delivery of this batch is the only reference to is written in that
         // delivery's row: one row to insert now and one to delete at its PUBACK, instead of two
         // each. Every other message gets its own row, which its deliveries refer to.
+        for (sequence, packetIdentifier) in pendingPacketIdentifiers {
+            statements.setPacketIdentifier.bind(1, Int64(packetIdentifier))
+            statements.setPacketIdentifier.bind(2, Int64(sequence))
+            try statements.setPacketIdentifier.run(db)
+        }
         var inline: [UInt64: ApplicationMessage] = [:]
         var deliveriesByMessage: [UInt64: Int] = [:]
         for (_, pending) in pendingDeliveries { deliveriesByMessage[pending.delivery.messageID, default: 0] += 1 }
         let insertMessage = statements.insertMessage
+        // One buffer for every body of the batch, cleared between rows: SQLite copies what is
+        // bound during the step.
+        var body = ByteBuffer()
         for (id, message) in pendingMessages {
             guard let references = figures.references[id] else { continue }
             if references == 1, deliveriesByMessage[id] == 1 {
@@ -389,7 +400,9 @@ public final class SQLiteStore: TernStore {
             }
             insertMessage.bind(1, Int64(id))
             insertMessage.bind(3, message.expiresAt?.millisecondsSinceEpoch)
-            try StoredMessageCoding.encode(message).withUnsafeReadableBytes { body in
+            body.clear()
+            StoredMessageCoding.encode(message, into: &body)
+            try body.withUnsafeReadableBytes { body in
                 insertMessage.bind(2, bytes: body)
                 try insertMessage.run(db)
             }
@@ -407,8 +420,10 @@ public final class SQLiteStore: TernStore {
             insertDelivery.bind(4, Int64(delivery.qos.rawValue) | (delivery.retain ? 4 : 0))
             insertDelivery.bind(6, delivery.packetIdentifier.map { Int64($0) })
             let identifiers = SQLiteSchema.encodeIdentifiers(delivery.subscriptionIdentifiers) ?? Data()
-            let body = inline[delivery.messageID].map { StoredMessageCoding.encode($0) } ?? ByteBuffer()
-            insertDelivery.bind(8, inline[delivery.messageID]?.expiresAt?.millisecondsSinceEpoch)
+            body.clear()
+            let message = inline[delivery.messageID]
+            if let message { StoredMessageCoding.encode(message, into: &body) }
+            insertDelivery.bind(8, message?.expiresAt?.millisecondsSinceEpoch)
             try identifiers.withUnsafeBytes { identifierBytes in
                 try body.withUnsafeReadableBytes { bodyBytes in
                     insertDelivery.bind(5, bytesOrNull: identifierBytes)

@@ -378,3 +378,61 @@ enum GRDBTestAccess {
 }
 
 /// A will sent at QoS 1, so that it is queued for a subscriber that is away.
+
+extension SQLiteStoreFileTests {
+    static func delivery(_ sequence: UInt64) -> StoredDelivery {
+        StoredDelivery(
+            sequence: sequence,
+            messageID: sequence,
+            qos: .atLeastOnce,
+            retain: false,
+            subscriptionIdentifiers: [],
+            packetIdentifier: nil
+        )
+    }
+
+    @Test(
+        "Packet identifiers of deliveries stored earlier are written with their batch, unless the delivery ends in it",
+        .timeLimit(.minutes(1))
+    )
+    func packetIdentifiersOfEarlierDeliveries() async throws {
+        let path = StoreFiles.path("sent")
+        defer { StoreFiles.remove(path) }
+        let store = try SQLiteStore(path: path)
+        _ = try store.load()
+        let (stream, continuation) = AsyncStream<UInt64>.makeStream()
+        store.start { continuation.yield($0.ticket) }
+        var changes: [StoreChange] = [.putSession(Self.header(1))]
+        for sequence: UInt64 in 1...3 {
+            let message = ApplicationMessage(
+                topic: try TopicName("t"),
+                payload: ByteBuffer(string: "m\(sequence)"),
+                qos: .atLeastOnce,
+                retain: false
+            )
+            changes += [.putMessage(id: sequence, message), .putDelivery(session: 1, Self.delivery(sequence))]
+        }
+        let first = try #require(store.submit(changes))
+        for await committed in stream where committed >= first { break }
+        // One later batch: 1 and 2 are sent, 2 is acknowledged, 3 waits unsent.
+        let second = try #require(
+            store.submit([
+                .deliverySent(sequence: 1, packetIdentifier: 7),
+                .deliverySent(sequence: 2, packetIdentifier: 8),
+                .deleteDelivery(sequence: 2, messageID: 2),
+            ])
+        )
+        for await committed in stream where committed >= second { break }
+        store.close()
+
+        let reopened = try SQLiteStore(path: path)
+        defer { reopened.close() }
+        _ = try reopened.load()
+        let queues = try reopened.loadQueues()
+        let restored = try #require(queues.deliveries[1])
+        #expect(restored.map(\.sequence) == [1, 3])
+        #expect(restored.map(\.packetIdentifier) == [7, nil])
+        #expect(queues.messages[1]?.payload == ByteBuffer(string: "m1"))
+        #expect(queues.messages[2] == nil)
+    }
+}
