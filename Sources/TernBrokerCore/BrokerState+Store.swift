@@ -166,6 +166,13 @@ extension BrokerState {
         }
         summary.retainedMessages = snapshot.retained.count
 
+        sessions.reserveCapacity(sessions.count + snapshot.sessions.count)
+        if snapshot.queuesFollow, !snapshot.sessions.isEmpty {
+            shared.sessionsAwaitingQueues.withLock { awaiting in
+                for stored in snapshot.sessions { awaiting.insert(stored.header.clientID) }
+            }
+            shared.queuesPending.store(true, ordering: .releasing)
+        }
         for stored in snapshot.sessions {
             let header = stored.header
             shared.raiseKey(shared.lastStoreKey, to: header.key)
@@ -195,10 +202,6 @@ extension BrokerState {
             }
             session.queue.reserveCapacity(stored.deliveries.count)
             restoreDeliveries(stored.deliveries, messages: messages, into: &session, summary: &summary)
-            if snapshot.queuesFollow {
-                shared.sessionsAwaitingQueues.withLock { _ = $0.insert(header.clientID) }
-                shared.queuesPending.store(true, ordering: .releasing)
-            }
             session.inboundQoS2Pending = Set(stored.inboundQoS2)
             if let will = header.will {
                 if let deadline = header.willDeadline {

@@ -87,6 +87,11 @@ struct RawRow {
 
     func optionalInt64(_ column: Int32) -> Int64? { isNull(column) ? nil : int64(column) }
 
+    /// A text column; empty for NULL.
+    func string(_ column: Int32) -> String {
+        String(decoding: bytes(column), as: UTF8.self)
+    }
+
     /// The bytes of a blob column, valid until the next step; empty for NULL.
     func bytes(_ column: Int32) -> UnsafeRawBufferPointer {
         // sqlite3_column_blob first, then sqlite3_column_bytes, as SQLite's documentation asks.

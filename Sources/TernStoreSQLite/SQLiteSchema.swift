@@ -136,23 +136,32 @@ enum SQLiteSchema {
         )
     }
 
-    static func header(_ row: Row) throws -> StoredSessionHeader {
-        guard let version = ProtocolVersion(rawValue: UInt8(clamping: row["version"] as Int)) else {
-            throw StoreCorruption("a session has protocol level \(row["version"] as Int)")
+    /// The columns ``header(_:)`` reads, in its order.
+    static let sessionColumns =
+        "key, client_id, version, expiry, expires_at, attached, will, will_expires_at, will_delay, will_deadline"
+
+    /// A session row, its columns as in ``sessionColumns``.
+    static func header(_ row: RawRow) throws -> StoredSessionHeader {
+        guard let version = ProtocolVersion(rawValue: UInt8(clamping: row.int64(2))) else {
+            throw StoreCorruption("a session has protocol level \(row.int64(2))")
         }
-        let will: ApplicationMessage? = try (row["will"] as Data?).map {
-            try message($0, expiresAt: row["will_expires_at"])
-        }
+        let will: ApplicationMessage? =
+            row.isNull(6)
+            ? nil
+            : try StoredMessageCoding.decode(
+                ByteBuffer(bytes: row.bytes(6)),
+                expiresAt: row.optionalInt64(7).map { BrokerInstant(millisecondsSinceEpoch: $0) }
+            )
         return StoredSessionHeader(
-            key: UInt64(row["key"] as Int64),
-            clientID: row["client_id"],
+            key: UInt64(row.int64(0)),
+            clientID: row.string(1),
             protocolVersion: version,
-            expiryInterval: UInt32(clamping: row["expiry"] as Int64),
-            expiresAt: (row["expires_at"] as Int64?).map { BrokerInstant(millisecondsSinceEpoch: $0) },
-            attached: row["attached"],
+            expiryInterval: UInt32(clamping: row.int64(3)),
+            expiresAt: row.optionalInt64(4).map { BrokerInstant(millisecondsSinceEpoch: $0) },
+            attached: row.int64(5) != 0,
             will: will,
-            willDelay: UInt32(clamping: row["will_delay"] as Int64),
-            willDeadline: (row["will_deadline"] as Int64?).map { BrokerInstant(millisecondsSinceEpoch: $0) }
+            willDelay: UInt32(clamping: row.int64(8)),
+            willDeadline: row.optionalInt64(9).map { BrokerInstant(millisecondsSinceEpoch: $0) }
         )
     }
 
@@ -160,24 +169,25 @@ enum SQLiteSchema {
         var snapshot = StoreSnapshot()
         var sessions: [UInt64: StoredSession] = [:]
         var order: [UInt64] = []
-        let sessionRows = try Row.fetchCursor(db, sql: "SELECT * FROM sessions ORDER BY key")
-        while let row = try sessionRows.next() {
+        // A row per session and per subscription: read through SQLite's C API (PreparedStatement),
+        // as the queues are, rather than GRDB's rows with their columns looked up by name.
+        let sessionCount = try Int.fetchOne(db, sql: "SELECT count(*) FROM sessions") ?? 0
+        sessions.reserveCapacity(sessionCount)
+        order.reserveCapacity(sessionCount)
+        try PreparedStatement(db, "SELECT \(sessionColumns) FROM sessions ORDER BY key").forEachRow(db) { row in
             let header = try header(row)
             sessions[header.key] = StoredSession(header: header)
             order.append(header.key)
         }
-        let subscriptionRows = try Row.fetchCursor(
-            db,
-            sql: "SELECT session, filter, options, identifier FROM subscriptions"
-        )
-        while let row = try subscriptionRows.next() {
-            let key = UInt64(row[0] as Int64)
-            guard sessions[key] != nil else { continue }
+        try PreparedStatement(db, "SELECT session, filter, options, identifier FROM subscriptions").forEachRow(db) {
+            row in
+            let key = UInt64(row.int64(0))
+            guard sessions[key] != nil else { return }
             let filter: TopicFilter
             let options: SubscriptionOptions
-            do {
-                filter = try TopicFilter(row[1] as String)
-                options = try SubscriptionOptions(byte: UInt8(clamping: row[2] as Int), version: .v5)
+            do throws(TernError) {
+                filter = try TopicFilter(row.string(1))
+                options = try SubscriptionOptions(byte: UInt8(clamping: row.int64(2)), version: .v5)
             } catch {
                 throw StoreCorruption("a subscription does not decode: \(error.reason)")
             }
@@ -185,7 +195,7 @@ enum SQLiteSchema {
                 SessionSubscription(
                     filter: filter,
                     options: options,
-                    identifier: (row[3] as Int64?).map { UInt32(clamping: $0) }
+                    identifier: row.optionalInt64(3).map { UInt32(clamping: $0) }
                 )
             )
         }
