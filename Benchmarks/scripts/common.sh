@@ -15,7 +15,7 @@ tern=$PWD/.build/release/tern
 work=$(mktemp -d)
 pids=()
 trap 'for p in "${pids[@]:-}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$work"' EXIT
-rate() { sed -E 's/.*rate=([0-9]+).*/\1/'; }
+rate() { sed -nE 's/.*rate=([0-9]+).*/\1/p' | head -1; }  # the summary line; tern bench prints details after it
 run_broker() {  # log command...
     local log=$1
     shift
