@@ -14,7 +14,6 @@ extension BrokerState {
         return retainedChanges + takeSessionChanges()
     }
 
-    /// Hands over the changes of this state's own sessions made since the last call, in order.
     /// How many deliveries were stored for sessions whose clients are away since the last call.
     /// Nothing can finish them before they are written, so a connection's read burst starts
     /// the commit early once a few wait, rather than at its end (``Outbox``).
@@ -23,6 +22,7 @@ extension BrokerState {
         return storedForAbsentClients
     }
 
+    /// Hands over the changes of this state's own sessions made since the last call, in order.
     public mutating func takeSessionChanges() -> [StoreChange] {
         // A message whose last reference went away in an earlier batch may be referenced again
         // (a retained message delivered on SUBSCRIBE): it is put again rather than assumed stored.

@@ -129,13 +129,6 @@ enum SQLiteSchema {
         try StoredIdentifierCoding.decode(ByteBuffer(bytes: bytes))
     }
 
-    static func message(_ body: Data, expiresAt: Int64?) throws -> ApplicationMessage {
-        try StoredMessageCoding.decode(
-            ByteBuffer(bytes: body),
-            expiresAt: expiresAt.map { BrokerInstant(millisecondsSinceEpoch: $0) }
-        )
-    }
-
     /// The columns ``header(_:)`` reads, in its order.
     static let sessionColumns =
         "key, client_id, version, expiry, expires_at, attached, will, will_expires_at, will_delay, will_deadline"
