@@ -89,6 +89,29 @@ public final class BrokerShared: Sendable {
         remoteSubscriptions.withLock { $0[clientID] = subscriptions.isEmpty ? nil : subscriptions }
     }
 
+    /// Puts a session that a state of this broker takes now from the store in the index with
+    /// `subscriptions`, in place of what the store reported for it while another node held it,
+    /// in one change of the index: the filters both name route to it throughout, so a message
+    /// published on another loop meanwhile is not missed.
+    func takeFromRemote(_ reference: SessionReference, subscriptions: [SessionSubscription]) {
+        let old = remoteSubscriptions.withLock { $0.removeValue(forKey: reference.clientID) } ?? []
+        let kept = Set(subscriptions.map(\.filter))
+        self.subscriptions.replace(
+            reference,
+            removing: old.map(\.filter).filter { !kept.contains($0) },
+            adding: subscriptions.map { subscription in
+                (
+                    subscription.filter,
+                    TopicTree.Entry(
+                        session: reference,
+                        options: subscription.options,
+                        identifier: subscription.identifier
+                    )
+                )
+            }
+        )
+    }
+
     /// Removes from the index what the store reported for a session that a state of this broker
     /// takes now.
     func dropRemoteSubscriptions(_ clientID: String) {

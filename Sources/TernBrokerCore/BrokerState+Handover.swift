@@ -100,7 +100,6 @@ extension BrokerState {
     ) -> SessionHandover {
         let header = stored.header
         shared.raiseKey(shared.lastStoreKey, to: header.key)
-        shared.dropRemoteSubscriptions(header.clientID)
         let reference =
             shared.directory.reference(header.clientID) ?? SessionReference(clientID: header.clientID, owner: shard)
         reference.move(to: shard)
@@ -115,15 +114,8 @@ extension BrokerState {
         session.expiresAt = header.expiresAt
         for subscription in stored.subscriptions {
             session.subscriptions[subscription.filter.string] = subscription
-            shared.subscriptions.subscribe(
-                subscription.filter,
-                entry: TopicTree.Entry(
-                    session: reference,
-                    options: subscription.options,
-                    identifier: subscription.identifier
-                )
-            )
         }
+        shared.takeFromRemote(reference, subscriptions: stored.subscriptions)
         for packetIdentifier in stored.releases {
             session.inflight.append(.release(packetIdentifier: packetIdentifier))
         }

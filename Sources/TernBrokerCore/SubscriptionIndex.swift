@@ -49,6 +49,21 @@ public final class SubscriptionIndex: Sendable {
         }
     }
 
+    /// Replaces some of one session's subscriptions by others in one change: a PUBLISH matched
+    /// meanwhile on another loop sees either the old set or the new one, never a filter that both
+    /// hold missing in between.
+    func replace(
+        _ session: SessionReference,
+        removing removed: some Sequence<TopicFilter>,
+        adding added: [(filter: TopicFilter, entry: TopicTree.Entry)]
+    ) {
+        tree.withWriteLock { tree in
+            changes.wrappingAdd(1, ordering: .releasing)
+            for filter in removed { tree.unsubscribe(filter, session: session) }
+            for (filter, entry) in added { tree.subscribe(filter, entry: entry) }
+        }
+    }
+
     /// How many subscriptions the index holds.
     public var count: Int { tree.withReadLock { $0.count } }
 }
