@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import Synchronization
 import TernBrokerTesting
@@ -12,9 +13,10 @@ import Testing
 /// every matching message to a session's subscriptions; §4.6 ordering relies on the same).
 @Suite("Cluster takeover keeps routing")
 struct ClusterTakeoverRoutingTests {
-    /// Set by the taking loop when it is done, read by the matching one.
-    final class Finished: Sendable {
-        let value = Atomic<Bool>(false)
+    /// What the matching thread and the taking loop tell each other.
+    final class Progress: Sendable {
+        let finished = Atomic<Bool>(false)
+        let matches = Atomic<Int>(0)
     }
 
     @Test("a session taken from the store is matched by every PUBLISH on another loop throughout the handover")
@@ -37,30 +39,41 @@ struct ClusterTakeoverRoutingTests {
             subscriptions: [subscription]
         )
 
-        let finished = Finished()
-        // Another event loop, publishing to the topic as fast as it can.
-        let matcher = Task.detached { () -> (matched: Int, missed: Int) in
+        // Another event loop, publishing to the topic as fast as it can: a thread of its own, so
+        // that it runs beside the handovers however busy the test's thread pool is.
+        let progress = Progress()
+        let (started, start) = AsyncStream<Void>.makeStream()
+        let (done, finish) = AsyncStream<Int>.makeStream()
+        Thread.detachNewThread {
             let topic = ByteBuffer(string: "cc/1/2")
-            var matched = 0
             var missed = 0
-            while !finished.value.load(ordering: .acquiring) {
-                if shared.subscriptions.matchSet(topic).isEmpty { missed += 1 } else { matched += 1 }
+            start.yield()
+            start.finish()
+            while !progress.finished.load(ordering: .acquiring) {
+                if shared.subscriptions.matchSet(topic).isEmpty { missed += 1 }
+                progress.matches.add(1, ordering: .relaxed)
             }
-            return (matched, missed)
+            finish.yield(missed)
+            finish.finish()
         }
+        for await _ in started { break }
         var state = BrokerState(now: t0, shared: shared, shard: 0)
         // The session taken from the store, left to it again (its client went), taken again...
+        // until the other thread has matched a good many times meanwhile.
         let clock = ContinuousClock()
-        let deadline = clock.now.advanced(by: .seconds(2))
+        let deadline = clock.now.advanced(by: .seconds(5))
+        let first = progress.matches.load(ordering: .relaxed)
         var rounds = 0
-        while rounds < 20_000, clock.now < deadline {
+        while rounds < 1_000 || progress.matches.load(ordering: .relaxed) - first < 20_000, clock.now < deadline {
             _ = state.handover(from: stored, messages: [:], now: t0)
             shared.keepAsRemote("sub", subscriptions: [subscription])
             rounds += 1
         }
-        finished.value.store(true, ordering: .releasing)
-        let (matched, missed) = await matcher.value
-        #expect(matched > 0, "the other loop never matched")
-        #expect(missed == 0, "\(missed) of \(matched + missed) matches found no subscription over \(rounds) handovers")
+        let matched = progress.matches.load(ordering: .relaxed) - first
+        progress.finished.store(true, ordering: .releasing)
+        var missed = 0
+        for await count in done { missed = count }
+        #expect(matched > 0, "the other thread never matched during the handovers")
+        #expect(missed == 0, "\(missed) of \(matched) matches found no subscription over \(rounds) handovers")
     }
 }
