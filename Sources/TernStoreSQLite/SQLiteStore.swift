@@ -377,14 +377,14 @@ public final class SQLiteStore: TernStore {
                 break  // a file serves one broker: there is no cluster to tell
             }
         }
-        // A message that one delivery of this batch is the only reference to is written in that
-        // delivery's row: one row to insert now and one to delete at its PUBACK, instead of two
-        // each. Every other message gets its own row, which its deliveries refer to.
         for (sequence, packetIdentifier) in pendingPacketIdentifiers {
             statements.setPacketIdentifier.bind(1, Int64(packetIdentifier))
             statements.setPacketIdentifier.bind(2, Int64(sequence))
             try statements.setPacketIdentifier.run(db)
         }
+        // A message that one delivery of this batch is the only reference to is written in that
+        // delivery's row: one row to insert now and one to delete at its PUBACK, instead of two
+        // each. Every other message gets its own row, which its deliveries refer to.
         var inline: [UInt64: ApplicationMessage] = [:]
         var deliveriesByMessage: [UInt64: Int] = [:]
         for (_, pending) in pendingDeliveries { deliveriesByMessage[pending.delivery.messageID, default: 0] += 1 }
