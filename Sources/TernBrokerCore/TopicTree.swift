@@ -107,16 +107,7 @@ public struct TopicTree: Sendable {
         -> Bool
     {
         guard let level = levels.first else {
-            if let shareName {
-                var group = node.shared[shareName, default: SharedGroup()]
-                defer { node.shared[shareName] = group }
-                if let index = group.members.firstIndex(where: { $0.clientID == entry.clientID }) {
-                    group.members[index] = entry
-                    return true
-                }
-                group.members.append(entry)
-                return false
-            }
+            if let shareName { return join(&node.shared[shareName, default: SharedGroup()], entry) }
             return node.subscribers.updateValue(entry, forKey: entry.clientID) != nil
         }
         return insert(
@@ -125,6 +116,17 @@ public struct TopicTree: Sendable {
             shareName: shareName,
             entry: entry
         )
+    }
+
+    /// Adds `entry` to a group, or replaces its client's entry there.
+    /// - Returns: whether its client was a member already.
+    private static func join(_ group: inout SharedGroup, _ entry: Entry) -> Bool {
+        if let index = group.members.firstIndex(where: { $0.clientID == entry.clientID }) {
+            group.members[index] = entry
+            return true
+        }
+        group.members.append(entry)
+        return false
     }
 
     /// Removes the subscription of `session` to `filter`; one of another session with the same
@@ -148,22 +150,30 @@ public struct TopicTree: Sendable {
         shareName: String?,
         session: SessionReference
     ) -> Bool {
+        // Each node is changed where it is, through its slot: a node taken out and put back would
+        // share its dictionaries with the tree meanwhile, and its first change would copy them
+        // whole (every sibling of a level, each time one of them goes).
         guard let level = levels.first else {
             if let shareName {
-                guard var group = node.shared[shareName],
-                    let index = group.members.firstIndex(where: { $0.session === session })
+                guard let slot = node.shared.index(forKey: shareName),
+                    let index = node.shared.values[slot].members.firstIndex(where: { $0.session === session })
                 else { return false }
-                group.members.remove(at: index)
-                node.shared[shareName] = group.members.isEmpty ? nil : group
+                node.shared.values[slot].members.remove(at: index)
+                if node.shared.values[slot].members.isEmpty { node.shared.remove(at: slot) }
                 return true
             }
             guard node.subscribers[session.clientID]?.session === session else { return false }
             node.subscribers[session.clientID] = nil
             return true
         }
-        guard var child = node.children[level] else { return false }
-        let removed = remove(from: &child, levels: levels.dropFirst(), shareName: shareName, session: session)
-        node.children[level] = child.isEmpty ? nil : child
+        guard let slot = node.children.index(forKey: level) else { return false }
+        let removed = remove(
+            from: &node.children.values[slot],
+            levels: levels.dropFirst(),
+            shareName: shareName,
+            session: session
+        )
+        if node.children.values[slot].isEmpty { node.children.remove(at: slot) }
         return removed
     }
 
