@@ -16,14 +16,17 @@ public final class StoreWriterQueue: Sendable {
         var stopped = false
     }
 
-    /// How long queued changes wait for the ``wakeWriter()`` that was put off, in seconds: a
-    /// safety net, so that a caller that never asks costs a millisecond, not a hang. Read bursts
-    /// ask within microseconds.
-    private let unaskedCommitDelay: Double
+    /// How long queued changes wait for the ``wakeWriter()`` that was put off: a safety net, so
+    /// that a caller that never asks costs a moment, not a hang. Read bursts ask within
+    /// microseconds.
+    private let unaskedCommitDelay: Duration
+    /// How often an idle writer looks for changes queued without a commit asked for. Queuing them
+    /// does not wake it (that would cost a wake-up per read burst, the commit being asked for at
+    /// its end), so a caller that never asks waits up to this long plus the delay.
+    private static let idleRecheck: Duration = .milliseconds(100)
 
     public init(unaskedCommitDelay: Duration = .milliseconds(1)) {
-        let parts = unaskedCommitDelay.components
-        self.unaskedCommitDelay = Double(parts.seconds) + Double(parts.attoseconds) / 1e18
+        self.unaskedCommitDelay = unaskedCommitDelay
     }
 
     // `condition` guards `state`: every access below holds it (lock/unlock or wait). NSCondition
@@ -70,11 +73,13 @@ public final class StoreWriterQueue: Sendable {
         while true {
             if state.pending.isEmpty {
                 if state.stopping { return nil }
-                condition.wait()
+                _ = condition.wait(until: Self.date(in: Self.idleRecheck))
                 continue
             }
             if interval == nil, !state.commitAsked, !state.stopping {
-                if !condition.wait(until: Date(timeIntervalSinceNow: unaskedCommitDelay)) {
+                // Counted from the oldest change, however often the writer wakes meanwhile.
+                let due = (state.firstPendingAt ?? .now) + unaskedCommitDelay
+                if ContinuousClock.now >= due || !condition.wait(until: Self.date(in: due - .now)) {
                     state.commitAsked = true
                 }
                 continue
@@ -82,9 +87,7 @@ public final class StoreWriterQueue: Sendable {
             if let interval, !state.stopping, limit <= 0 || state.pending.count < limit,
                 let first = state.firstPendingAt, ContinuousClock.now < first + interval
             {
-                let remaining = first + interval - ContinuousClock.now
-                let seconds = Double(remaining.components.seconds) + Double(remaining.components.attoseconds) / 1e18
-                _ = condition.wait(until: Date(timeIntervalSinceNow: seconds))
+                _ = condition.wait(until: Self.date(in: first + interval - .now))
                 continue
             }
             let batch = state.pending
@@ -93,6 +96,12 @@ public final class StoreWriterQueue: Sendable {
             state.commitAsked = false
             return (batch, state.lastTicket)
         }
+    }
+
+    /// The wall-clock moment `duration` from now, as `NSCondition` takes it.
+    private static func date(in duration: Duration) -> Date {
+        let parts = duration.components
+        return Date(timeIntervalSinceNow: Double(parts.seconds) + Double(parts.attoseconds) / 1e18)
     }
 
     /// Lets the writer take what is queued and then end.

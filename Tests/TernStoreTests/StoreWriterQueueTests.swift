@@ -40,4 +40,28 @@ struct StoreWriterQueueTests {
         #expect(taken?.0 == [change])
         #expect(taken?.1 == changeTicket)
     }
+
+    @Test(
+        "Changes queued without a commit asked for, while the writer waits idle, are committed anyway after the delay"
+    )
+    func unaskedChangesReachAnIdleWriter() async throws {
+        let queue = StoreWriterQueue(unaskedCommitDelay: .milliseconds(20))
+        let batch = Task { await Self.nextBatch(of: queue) }
+        // As above: the writer must be waiting idle when the change comes; a head start, there
+        // being no event that says so.
+        try await Task.sleep(for: .milliseconds(200))
+        let change = StoreChange.deleteRetained(topic: "a")
+        let changeTicket = queue.append([change], wakingWriter: false)
+        // No wakeWriter(): the caller never asks. Bounded as above.
+        let watchdog = Task { () -> Bool in
+            guard (try? await Task.sleep(for: .seconds(5))) != nil else { return false }
+            queue.stop()
+            return true
+        }
+        let taken = await batch.value
+        watchdog.cancel()
+        #expect(await watchdog.value == false, "the idle writer never took the change queued without a commit")
+        #expect(taken?.0 == [change])
+        #expect(taken?.1 == changeTicket)
+    }
 }
