@@ -13,6 +13,25 @@ struct StoreWriterQueueTests {
         }
     }
 
+    /// Waits for the writer started on `queue` to take a batch, for `seconds` at most: a writer
+    /// left waiting would hang the test, so the queue is stopped then (and the writer takes what
+    /// waits as it ends).
+    /// - Returns: the batch, and whether the time ran out first.
+    private static func batch(
+        _ batch: Task<([StoreChange], UInt64)?, Never>,
+        of queue: StoreWriterQueue,
+        within seconds: Int
+    ) async -> (taken: ([StoreChange], UInt64)?, timedOut: Bool) {
+        let watchdog = Task { () -> Bool in
+            guard (try? await Task.sleep(for: .seconds(seconds))) != nil else { return false }
+            queue.stop()
+            return true
+        }
+        let taken = await batch.value
+        watchdog.cancel()
+        return (taken, await watchdog.value)
+    }
+
     @Test(
         "An empty submission that asks for a commit (a request for the last ticket) leaves no request standing: changes queued after it are still committed when asked"
     )
@@ -28,15 +47,8 @@ struct StoreWriterQueueTests {
         let change = StoreChange.deleteRetained(topic: "a")
         let changeTicket = queue.append([change], wakingWriter: false)
         queue.wakeWriter()
-        // Bounded: a writer left waiting would hang here, so stop the queue after a while.
-        let watchdog = Task { () -> Bool in
-            guard (try? await Task.sleep(for: .seconds(10))) != nil else { return false }
-            queue.stop()
-            return true
-        }
-        let taken = await batch.value
-        watchdog.cancel()
-        #expect(await watchdog.value == false, "the writer was left waiting with changes to commit")
+        let (taken, timedOut) = await Self.batch(batch, of: queue, within: 10)
+        #expect(!timedOut, "the writer was left waiting with changes to commit")
         #expect(taken?.0 == [change])
         #expect(taken?.1 == changeTicket)
     }
@@ -52,15 +64,9 @@ struct StoreWriterQueueTests {
         try await Task.sleep(for: .milliseconds(200))
         let change = StoreChange.deleteRetained(topic: "a")
         let changeTicket = queue.append([change], wakingWriter: false)
-        // No wakeWriter(): the caller never asks. Bounded as above.
-        let watchdog = Task { () -> Bool in
-            guard (try? await Task.sleep(for: .seconds(5))) != nil else { return false }
-            queue.stop()
-            return true
-        }
-        let taken = await batch.value
-        watchdog.cancel()
-        #expect(await watchdog.value == false, "the idle writer never took the change queued without a commit")
+        // No wakeWriter(): the caller never asks.
+        let (taken, timedOut) = await Self.batch(batch, of: queue, within: 5)
+        #expect(!timedOut, "the idle writer never took the change queued without a commit")
         #expect(taken?.0 == [change])
         #expect(taken?.1 == changeTicket)
     }
