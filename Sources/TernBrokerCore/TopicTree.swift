@@ -95,9 +95,20 @@ public struct TopicTree: Sendable {
         return existed
     }
 
-    /// The levels of a filter, as the keys of the tree.
+    /// The levels of a filter, as the keys of the tree: slices of one buffer holding the whole
+    /// filter, so that a filter costs one allocation however many levels it has.
     private static func levels(of filter: TopicFilter) -> [ByteBuffer] {
-        filter.filter.split(separator: "/", omittingEmptySubsequences: false).map { ByteBuffer(substring: $0) }
+        let whole = ByteBuffer(string: filter.filter)
+        var levels: [ByteBuffer] = []
+        var start = whole.readerIndex
+        whole.withUnsafeReadableBytes { bytes in
+            for (offset, byte) in bytes.enumerated() where byte == UInt8(ascii: "/") {
+                levels.append(whole.getSlice(at: start, length: whole.readerIndex + offset - start)!)
+                start = whole.readerIndex + offset + 1
+            }
+        }
+        levels.append(whole.getSlice(at: start, length: whole.writerIndex - start)!)
+        return levels
     }
 
     private static let singleLevel = ByteBuffer(string: "+")
