@@ -525,9 +525,16 @@ public final class PostgresCluster: ClusterTransport {
         return try await loadSession(clientID)
     }
 
+    /// How often a claim waiting for a node's answer checks whether that node died meanwhile.
+    /// A node killed a moment before the claim may still hold its lock when the claim first
+    /// looks (the server has not yet seen its connection go); without these checks the claim
+    /// would wait the whole ``Settings/releaseTimeout`` for an answer that cannot come.
+    static let releaseLivenessCheck: Duration = .milliseconds(100)
+
     /// Asks node `holder` to give up `clientID`'s session, and waits for its answer, which it
     /// sends once its changes to the session are committed.
-    /// - Returns: whether it answered within ``Settings/releaseTimeout``.
+    /// - Returns: whether it answered within ``Settings/releaseTimeout``; `false` as soon as it
+    ///   is found dead.
     private func askRelease(_ clientID: String, from holder: Int) async -> Bool {
         let token = state.withLock { state in
             state.lastReleaseToken += 1
@@ -551,11 +558,20 @@ public final class PostgresCluster: ClusterTransport {
             let request = channel("release_\(holder)")
             let payload = clientID + "\n\(nodeNumber)"
             let (control, logger) = (self.control, self.logger)
-            Task {
+            Task { [weak self] in
                 do {
                     try await control.query("SELECT pg_notify(\(request), \(payload))", logger: logger)
                 } catch {
                     giveUp()
+                    return
+                }
+                // Until the answer (or the timeout) resumes the claim: is the holder dead?
+                while let self, state.withLock({ $0.releaseWaiters[clientID]?.token == token }) {
+                    try? await Task.sleep(for: Self.releaseLivenessCheck)
+                    if (try? await isDead(holder)) == true {
+                        giveUp()
+                        return
+                    }
                 }
             }
         }
