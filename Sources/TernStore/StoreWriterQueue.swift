@@ -104,6 +104,13 @@ public final class StoreWriterQueue: Sendable {
         return Date(timeIntervalSinceNow: Double(parts.seconds) + Double(parts.attoseconds) / 1e18)
     }
 
+    /// Whether changes wait for the writer.
+    public var hasPending: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return !state.pending.isEmpty
+    }
+
     /// Lets the writer take what is queued and then end.
     public func stop() {
         condition.lock()

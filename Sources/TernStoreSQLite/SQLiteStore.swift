@@ -219,12 +219,20 @@ public final class SQLiteStore: TernStore {
             case .commit: (nil, 0)
             case .lossWindow(let interval, let changes): (interval, changes)
             }
-        // Start-up does not wait for this: it reads through orphans (it skips them) and listens.
-        do {
-            try database.write { db in try SQLiteSchema.removeOrphans(db) }
-        } catch {
-            logger.error("removing orphaned rows failed", metadata: ["store": "\(path)", "error": "\(error)"])
+        // Rows nothing refers to are removed once the changes queued during start-up are written:
+        // those end the sessions that expired while the broker was stopped, whose queued rows
+        // (not read, so not named) become orphans only then. Start-up does not wait for this: it
+        // reads through orphans (it skips them) and listens.
+        var orphansLeft = true
+        func removeOrphans() {
+            orphansLeft = false
+            do {
+                try database.write { db in try SQLiteSchema.removeOrphans(db) }
+            } catch {
+                logger.error("removing orphaned rows failed", metadata: ["store": "\(path)", "error": "\(error)"])
+            }
         }
+        if !queue.hasPending { removeOrphans() }
         // Prepared at the first batch, released when the writer stops (before the store closes).
         var statements: WriterStatements?
         while let (batch, ticket) = queue.next(waitingUpTo: interval, orChanges: changeLimit) {
@@ -263,6 +271,7 @@ public final class SQLiteStore: TernStore {
                 figures.statistics.averageCommitMicroseconds =
                     figures.totalCommitMicroseconds / figures.statistics.commits
             }
+            if orphansLeft { removeOrphans() }
             onCommit(StoreCommit(ticket: ticket, duration: elapsed))
         }
         queue.markStopped()

@@ -220,6 +220,49 @@ extension SQLiteStoreFileTests {
 
 extension SQLiteStoreFileTests {
     @Test(
+        "A session ended at start-up before its queue was read (it expired while the broker was stopped) leaves no rows once the writer's first batch is in",
+        .timeLimit(.minutes(1))
+    )
+    func sessionEndedBeforeItsQueueLeavesNoRows() async throws {
+        let path = StoreFiles.path("expired-queue")
+        defer { StoreFiles.remove(path) }
+        let first = try SQLiteStore(path: path)
+        _ = try first.load()
+        first.start { _ in }
+        var changes: [StoreChange] = [.putSession(Self.header(1)), .putSession(Self.header(2))]
+        for sequence: UInt64 in 1...4 {
+            let message = ApplicationMessage(
+                topic: try TopicName("t"),
+                payload: ByteBuffer(string: "m\(sequence)"),
+                qos: .atLeastOnce,
+                retain: false
+            )
+            let session: UInt64 = sequence <= 2 ? 1 : 2
+            changes += [.putMessage(id: sequence, message), .putDelivery(session: session, Self.delivery(sequence))]
+        }
+        _ = first.submit(changes)
+        first.close()
+        #expect(try GRDBTestAccess.count("deliveries", path: path) == 4)
+
+        // As the broker restarts: the sessions are read, the first one has expired and ends
+        // before its queue is read (so its deliveries are not named), then the queues are read
+        // and the writer starts.
+        let store = try SQLiteStore(path: path)
+        #expect(try store.load().sessions.count == 2)
+        let ended = try #require(store.submit([.deleteSession(key: 1, deliveries: [])], startingCommit: true))
+        let queues = try store.loadQueues()
+        #expect(queues.deliveries[2]?.map(\.sequence) == [3, 4])
+        let (stream, continuation) = AsyncStream<UInt64>.makeStream()
+        store.start { continuation.yield($0.ticket) }
+        for await committed in stream where committed >= ended { break }
+        store.close()
+        #expect(try GRDBTestAccess.count("sessions", path: path) == 1)
+        #expect(try GRDBTestAccess.count("deliveries", path: path) == 2, "the ended session's queued rows are left")
+    }
+}
+
+extension SQLiteStoreFileTests {
+    @Test(
         "A version 1 store file is upgraded in place: its session and queued message come back",
         .timeLimit(.minutes(1))
     )
