@@ -229,18 +229,10 @@ extension SQLiteStoreFileTests {
         let first = try SQLiteStore(path: path)
         _ = try first.load()
         first.start { _ in }
-        var changes: [StoreChange] = [.putSession(Self.header(1)), .putSession(Self.header(2))]
-        for sequence: UInt64 in 1...4 {
-            let message = ApplicationMessage(
-                topic: try TopicName("t"),
-                payload: ByteBuffer(string: "m\(sequence)"),
-                qos: .atLeastOnce,
-                retain: false
-            )
-            let session: UInt64 = sequence <= 2 ? 1 : 2
-            changes += [.putMessage(id: sequence, message), .putDelivery(session: session, Self.delivery(sequence))]
-        }
-        _ = first.submit(changes)
+        _ = first.submit(
+            [.putSession(Self.header(1)), .putSession(Self.header(2))]
+                + (try Self.queued(1...2, session: 1)) + (try Self.queued(3...4, session: 2))
+        )
         first.close()
         #expect(try GRDBTestAccess.count("deliveries", path: path) == 4)
 
@@ -423,6 +415,22 @@ enum GRDBTestAccess {
 /// A will sent at QoS 1, so that it is queued for a subscriber that is away.
 
 extension SQLiteStoreFileTests {
+    /// A QoS 1 message "m<n>" on topic "t" queued for `session` for each `n` of `sequences`,
+    /// message and delivery both numbered `n`.
+    static func queued(_ sequences: ClosedRange<UInt64>, session: UInt64) throws -> [StoreChange] {
+        var changes: [StoreChange] = []
+        for sequence in sequences {
+            let message = ApplicationMessage(
+                topic: try TopicName("t"),
+                payload: ByteBuffer(string: "m\(sequence)"),
+                qos: .atLeastOnce,
+                retain: false
+            )
+            changes += [.putMessage(id: sequence, message), .putDelivery(session: session, Self.delivery(sequence))]
+        }
+        return changes
+    }
+
     static func delivery(_ sequence: UInt64) -> StoredDelivery {
         StoredDelivery(
             sequence: sequence,
@@ -445,17 +453,7 @@ extension SQLiteStoreFileTests {
         _ = try store.load()
         let (stream, continuation) = AsyncStream<UInt64>.makeStream()
         store.start { continuation.yield($0.ticket) }
-        var changes: [StoreChange] = [.putSession(Self.header(1))]
-        for sequence: UInt64 in 1...3 {
-            let message = ApplicationMessage(
-                topic: try TopicName("t"),
-                payload: ByteBuffer(string: "m\(sequence)"),
-                qos: .atLeastOnce,
-                retain: false
-            )
-            changes += [.putMessage(id: sequence, message), .putDelivery(session: 1, Self.delivery(sequence))]
-        }
-        let first = try #require(store.submit(changes))
+        let first = try #require(store.submit([.putSession(Self.header(1))] + (try Self.queued(1...3, session: 1))))
         for await committed in stream where committed >= first { break }
         // One later batch: 1 and 2 are sent, 2 is acknowledged, 3 waits unsent.
         let second = try #require(
