@@ -275,6 +275,7 @@ public final class MQTTBroker: Service, Sendable {
         }
         listening.succeed(channels.compactMap(\.localAddress))
         ready.store(true, ordering: .relaxed)
+        if options.store != nil { finishRestore() }
 
         let loop = group.any()
         keepsDeadlines.store(true, ordering: .relaxed)
@@ -409,17 +410,6 @@ public final class MQTTBroker: Service, Sendable {
                 return restored.actions
             }
         }
-        // Wills that fell due while the broker was stopped, and sessions that expired meanwhile,
-        // once every session is back, so that a will reaches each of them.
-        for shard in fixed {
-            withState(on: shard, current: nil, outbox: &outbox) { state in
-                let before = state.sessions.count
-                let actions = state.tick(now: now)
-                summary.expiredSessions += before - state.sessions.count
-                return actions
-            }
-        }
-        summary.sessions -= summary.expiredSessions
         outbox.dispatch(self)
         // The rows as read are gone. When the queues follow, their reader gives the freed heap
         // back once they are in (it takes milliseconds that the listeners need not wait for).
@@ -428,7 +418,6 @@ public final class MQTTBroker: Service, Sendable {
             "store restored",
             metadata: [
                 "sessions": "\(summary.sessions)",
-                "expired-sessions": "\(summary.expiredSessions)",
                 "queued-messages": snapshot.queuesFollow ? "to follow" : "\(summary.queuedMessages)",
                 "inflight-messages": snapshot.queuesFollow ? "to follow" : "\(summary.inflightMessages)",
                 "retained-messages": "\(summary.retainedMessages)",
@@ -438,6 +427,33 @@ public final class MQTTBroker: Service, Sendable {
         )
         if !snapshot.queuesFollow { startStoreWriter(store) }
         return snapshot.queuesFollow
+    }
+
+    /// Publishes the wills that fell due while the broker was stopped and ends the sessions that
+    /// expired meanwhile, once every session is back (so that a will reaches each of them) and
+    /// the listeners are open (ending many sessions takes time that new clients need not wait
+    /// for: a CONNECT for an expired session that comes first ends it itself).
+    func finishRestore() {
+        let started = ContinuousClock.now
+        var expired = 0
+        var outbox = Outbox()
+        for shard in shards.fixed {
+            withState(on: shard, current: nil, outbox: &outbox) { state in
+                let before = state.sessions.count
+                let actions = state.tick(now: .now())
+                expired += before - state.sessions.count
+                return actions
+            }
+        }
+        outbox.dispatch(self)
+        guard expired > 0 else { return }
+        logger.info(
+            "expired sessions ended",
+            metadata: [
+                "expired-sessions": "\(expired)",
+                "ms": "\(Self.milliseconds(ContinuousClock.now - started))",
+            ]
+        )
     }
 
     /// The shard a restored session is put in: the same one for the same client identifier.

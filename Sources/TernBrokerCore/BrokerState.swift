@@ -215,6 +215,15 @@ extension BrokerState {
             }
         }
 
+        // A detached session whose expiry has passed is over (§3.1.2.11.2), even if no tick has
+        // ended it yet (a restart ends expired sessions after the listeners open): it ends now,
+        // its will first, and this CONNECT starts a new one.
+        if let existing = sessions[clientID], existing.connection == nil, let expiresAt = existing.expiresAt,
+            expiresAt <= now
+        {
+            endSession(clientID, now: now, into: &actions)
+        }
+
         // Session takeover (§3.1.4-3): the old connection is told and closed; its will follows the usual rules.
         if let existing = sessions[clientID], let old = existing.connection {
             if existing.protocolVersion == .v5 {

@@ -160,6 +160,27 @@ struct DeliveryFlowTests {
         #expect(state.sessions["a"] == nil)
     }
 
+    @Test(
+        "§3.1.2.11.2 a CONNECT for a session whose expiry passed before any tick ended it (a restart ends them after listening) finds no session; the will goes out first"
+    )
+    func connectAfterExpiryBeforeTick() {
+        var state = BrokerState(now: t0)
+        _ = state.connect(conn(9), connectPacket("watcher"), now: t0)
+        _ = state.subscribe(conn(9), subscribePacket([("w", .init())]), now: t0)
+        _ = state.connect(conn(1), connectPacket("a", expiry: 10, will: will("w", "end", delay: 300)), now: t0)
+        _ = state.subscribe(conn(1), subscribePacket([("a/#", .init(qos: .atLeastOnce))]), now: t0)
+        _ = state.connectionClosed(conn(1), now: t0)
+        // No tick between the expiry and the CONNECT.
+        let actions = state.connect(
+            conn(2),
+            connectPacket("a", cleanStart: false, expiry: 10),
+            now: t0.plus(seconds: 11)
+        )
+        #expect(actions.connack?.sessionPresent == false)
+        #expect(actions.publishes(to: conn(9)).map(\.text) == ["end"])
+        #expect(state.sessions["a"]?.subscriptions.isEmpty == true, "the expired session's subscriptions came back")
+    }
+
     @Test("§3.14.4 a normal DISCONNECT discards the will; reason 0x04 publishes it")
     func disconnectAndWill() {
         var state = BrokerState(now: t0)
