@@ -96,15 +96,25 @@ public final class SQLiteStore: TernStore {
         var configuration = Configuration()
         configuration.journalMode = .wal
         configuration.busyMode = .timeout(10)
-        configuration.prepareDatabase { db in
-            // FULL: in WAL mode each commit is fsynced, which is what an acknowledgement promises.
-            try db.execute(sql: "PRAGMA synchronous = FULL")
-        }
         let database = try DatabaseQueue(path: path, configuration: configuration)
-        try database.write { db in
-            try SQLiteSchema.create(db)
+        try database.writeWithoutTransaction { db in
+            // FULL: in WAL mode each commit is fsynced, which is what an acknowledgement promises
+            // (with NORMAL a commit survives the process being killed but not a power cut). Set
+            // here, after the queue opened: GRDB's WAL set-up sets NORMAL after
+            // `prepareDatabase` runs, so a setting made there does not last.
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+            try db.inTransaction {
+                try SQLiteSchema.create(db)
+                return .commit
+            }
         }
         return database
+    }
+
+    /// The value of `PRAGMA name` on the store's connection (tests check the settings the
+    /// writer runs with).
+    func pragma(_ name: String) throws -> Int? {
+        try database.read { db in try Int.fetchOne(db, sql: "PRAGMA \(name)") }
     }
 
     /// Renames the store and its WAL files to `<path>.corrupt-<UTC timestamp>`.
