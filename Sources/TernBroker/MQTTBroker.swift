@@ -44,6 +44,12 @@ public final class MQTTBroker: Service, Sendable {
         let outbound: ConnectionOutbound
     }
 
+    /// A publishing connection as its ``PublishReceipt``s name it: completing one wakes it.
+    final class PublisherWaker: PublishReceiptWaiter {
+        let handle: Handle
+        init(_ handle: Handle) { self.handle = handle }
+    }
+
     public let options: BrokerOptions
     let group: any EventLoopGroup
     let logger: Logger
@@ -635,13 +641,20 @@ public final class MQTTBroker: Service, Sendable {
             }
             let outgoing = state.broker.takeOutgoing()
             if !outgoing.isEmpty { outbox.post(outgoing, ticket: ticket, from: shard) }
+            for receipt in state.broker.takeCompletedReceipts() {
+                if let publisher = receipt.waiter as? PublisherWaker { outbox.wake(publisher.handle) }
+            }
             // Consecutive actions usually go to the same connection (a burst of deliveries, an
             // acknowledgement and the queue it released): look its handle up once.
             var last: (id: ConnectionID, handle: Handle)?
             for action in actions {
                 let id: ConnectionID
+                var receipt: PublishReceipt?
                 switch action {
                 case .send(let target, _), .close(let target): id = target
+                case .acknowledge(let target, _, let publishReceipt):
+                    id = target
+                    receipt = publishReceipt
                 case .awaitSession(let target, let clientID, let owner):
                     guard let handle = state.handles[target] else { continue }
                     state.awaitingSession[clientID, default: []].append(handle)
@@ -658,7 +671,7 @@ public final class MQTTBroker: Service, Sendable {
                     continue  // the connection is gone
                 }
                 let wait = ticket != 0 && WriteAhead.mustWait(action, current: current) ? ticket : 0
-                let wake = handle.outbound.queue.withLock { $0.append(action, after: wait) }
+                let wake = handle.outbound.queue.withLock { $0.append(action, after: wait, receipt: receipt) }
                 if wake, id != current { outbox.wake(handle) }
             }
             armDeadlineTimer(&state, shard)

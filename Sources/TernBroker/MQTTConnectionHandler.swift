@@ -37,6 +37,10 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     /// This connection's ordered outbound path: every packet it is sent goes through it.
     private let outbound = ConnectionOutbound()
     private var handle: MQTTBroker.Handle?
+    /// This connection as the receipts of its QoS 1 messages name it (``PublishReceipt``), when
+    /// the broker stores: a PUBACK may then leave before its commit, once every stored copy of the
+    /// message has been acknowledged.
+    private var publisherWaker: MQTTBroker.PublisherWaker?
     /// The broker's part for this connection's event loop, which holds its session.
     private var shard: BrokerShard!
     /// Whether ``drainOutbound(flush:)`` is running: a drain asked for while it writes (a
@@ -85,6 +89,7 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             outbound: outbound
         )
         self.handle = handle
+        if broker.options.store != nil { publisherWaker = MQTTBroker.PublisherWaker(handle) }
         shard = broker.shard(for: context.eventLoop)
         broker.register(id, handle: handle, on: shard)
         // Added after a WebSocket upgrade, the channel is already active.
@@ -96,6 +101,7 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         stopTimer()
         self.context = nil
         self.handle = nil
+        publisherWaker = nil  // it holds the handle, which holds this handler
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -274,7 +280,10 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             }
             attach(connect, credentials: credentials)
         case .publish(let publish):
-            broker.withState(on: shard, current: id, outbox: &outbox) { $0.publish(id, publish, now: now, into: &$1) }
+            let waker = publisherWaker
+            broker.withState(on: shard, current: id, outbox: &outbox) {
+                $0.publish(id, publish, now: now, receiptWaiter: waker, into: &$1)
+            }
         case .puback(let ack):
             broker.withState(on: shard, current: id, outbox: &outbox) {
                 $0.acknowledge(id, .puback, ack, now: now, into: &$1)
@@ -379,7 +388,7 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             }
             for entry in ready {
                 switch entry.action {
-                case .send(_, let packet): write(packet)
+                case .send(_, let packet), .acknowledge(_, let packet, _): write(packet)
                 case .close:
                     close(reason: nil)
                     return

@@ -16,6 +16,13 @@ struct OutboundQueue {
         var action: BrokerAction
         /// The store commit the action waits for; 0 when it may leave at once.
         var ticket: UInt64
+        /// Lets the action leave before its commit once complete (a publisher's PUBACK).
+        var receipt: PublishReceipt?
+
+        /// Whether the action may leave now that `committed` is on disk.
+        func mayLeave(committed: UInt64) -> Bool {
+            ticket <= committed || receipt?.isComplete == true
+        }
     }
 
     private var entries: Deque<Entry> = []
@@ -30,10 +37,10 @@ struct OutboundQueue {
     /// Appends `action`, which may leave once `ticket` is committed (0: at once).
     /// - Returns: whether the caller must wake the connection's event loop: true for the first
     ///   action since the loop last took from the queue.
-    mutating func append(_ action: BrokerAction, after ticket: UInt64) -> Bool {
+    mutating func append(_ action: BrokerAction, after ticket: UInt64, receipt: PublishReceipt? = nil) -> Bool {
         // Tickets only grow, and an entry never leaves before the one ahead of it, so an action
         // behind a held one is not held by a ticket of its own: the queue's order holds it.
-        entries.append(Entry(action: action, ticket: ticket))
+        entries.append(Entry(action: action, ticket: ticket, receipt: ticket == 0 ? nil : receipt))
         if ticket != 0 { waiting += 1 }
         if wakeScheduled { return false }
         wakeScheduled = true
@@ -51,7 +58,7 @@ struct OutboundQueue {
             return nil
         }
         while let first = entries.first {
-            if first.ticket > committed { return first.ticket }
+            if !first.mayLeave(committed: committed) { return first.ticket }
             entries.removeFirst()
             if first.ticket != 0 { waiting -= 1 }
             ready.append(first)

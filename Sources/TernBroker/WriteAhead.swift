@@ -24,7 +24,7 @@ enum WriteAhead {
         // CONNACK's Session Present is true of the state it answers; if that state is lost to a
         // crash, the next CONNACK says so. Holding it would add a commit to every connect.
         case .send(_, .connack): return false
-        case .send(let id, _), .close(let id): return id == current
+        case .send(let id, _), .acknowledge(let id, _, _), .close(let id): return id == current
         case .awaitSession: return false
         }
     }

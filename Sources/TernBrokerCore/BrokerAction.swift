@@ -4,6 +4,9 @@ public import TernCodec
 public enum BrokerAction: Sendable, Hashable {
     /// Write a packet to a connection. Writes to one connection keep their order.
     case send(ConnectionID, MQTTPacket)
+    /// Write a publisher's PUBACK that waits for the store commit of the changes made with it
+    /// (``WriteAhead``), or for `receipt` to complete, whichever comes first.
+    case acknowledge(ConnectionID, MQTTPacket, receipt: PublishReceipt)
     /// Close a connection once the packets sent to it before this action are written.
     case close(ConnectionID)
     /// The CONNECT of this connection waits for its session, which another state holds or is

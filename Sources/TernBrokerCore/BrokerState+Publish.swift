@@ -12,10 +12,14 @@ extension BrokerState {
 
     /// ``publish(_:_:now:)``, appending its actions to `actions`: the broker keeps one buffer per
     /// event loop for them, so that a PUBLISH allocates no array.
+    /// - Parameter receiptWaiter: the publisher's connection, when a QoS 1 PUBACK that waits for a
+    ///   store commit may leave before it once every stored copy is acknowledged
+    ///   (``PublishReceipt``, ``BrokerAction/acknowledge(_:_:receipt:)``).
     public mutating func publish(
         _ connection: ConnectionID,
         _ packet: Publish,
         now: BrokerInstant,
+        receiptWaiter: (any PublishReceiptWaiter)? = nil,
         into actions: inout [BrokerAction]
     ) {
         guard let (clientID, version) = connections[connection] else { return }
@@ -84,6 +88,10 @@ extension BrokerState {
         let tooLarge =
             configuration.messageSizeLimit > 0 && packet.payload.readableBytes > configuration.messageSizeLimit
         var delivered = 0
+        // Not for a retained message: the retained set must be on disk before the PUBACK.
+        let receipt =
+            packet.qos == .atLeastOnce && !packet.retain && recordsChanges && !tooLarge
+            ? receiptWaiter.map(PublishReceipt.init(waiter:)) : nil
         if !tooLarge {
             var properties = packet.properties
             properties.topicAlias = nil
@@ -96,7 +104,9 @@ extension BrokerState {
                 expiresAt: packet.properties.messageExpiryInterval.map { now.adding(seconds: $0) },
                 publisherClientID: clientID
             )
+            routingReceipt = receipt
             delivered = route(message, now: now, into: &actions)
+            routingReceipt = nil
         } else {
             statistics.publishMessagesDropped += 1
         }
@@ -107,12 +117,15 @@ extension BrokerState {
         case .atMostOnce:
             break
         case .atLeastOnce:
-            actions.append(
-                .send(
-                    connection,
-                    .puback(PublishAcknowledgement(packetIdentifier: packet.packetIdentifier, reasonCode: code))
-                )
+            let puback = MQTTPacket.puback(
+                PublishAcknowledgement(packetIdentifier: packet.packetIdentifier, reasonCode: code)
             )
+            // Complete already when no copy was stored (none matched, or none for a stored session).
+            if let receipt, !receipt.release() {
+                actions.append(.acknowledge(connection, puback, receipt: receipt))
+            } else {
+                actions.append(.send(connection, puback))
+            }
         case .exactlyOnce:
             if !tooLarge {
                 sessions[clientID]?.inboundQoS2Pending.insert(packet.packetIdentifier)
@@ -219,7 +232,8 @@ extension BrokerState {
             message: message,
             qos: min(message.qos, entry.options.qos),
             retain: entry.options.retainAsPublished ? message.retain : false,
-            subscriptionIdentifiers: entry.identifier.map { [$0] } ?? []
+            subscriptionIdentifiers: entry.identifier.map { [$0] } ?? [],
+            receipt: routingReceipt
         )
     }
 
@@ -356,6 +370,9 @@ extension BrokerState {
         var delivery = delivery
         let storedBefore = delivery.sequence != 0
         recordDelivery(&delivery, session: session, packetIdentifier: nil)
+        // Queued, it waits longer than a commit: the publisher's PUBACK waits for the commit.
+        delivery.receipt?.waitForCommit()
+        delivery.receipt = nil
         if session.connection == nil, !storedBefore, delivery.sequence != 0 { storedForAbsentClients += 1 }
         session.queue.append(delivery)
         session.queuedBytes += size

@@ -22,6 +22,13 @@ extension BrokerState {
         return storedForAbsentClients
     }
 
+    /// The receipts completed since the last call (``PublishReceipt``): wake their publishers.
+    public mutating func takeCompletedReceipts() -> [PublishReceipt] {
+        guard !completedReceipts.isEmpty else { return [] }
+        defer { completedReceipts.removeAll(keepingCapacity: true) }
+        return completedReceipts
+    }
+
     /// Hands over the changes of this state's own sessions made since the last call, in order.
     public mutating func takeSessionChanges() -> [StoreChange] {
         // A message whose last reference went away in an earlier batch may be referenced again
@@ -93,6 +100,7 @@ extension BrokerState {
             packetIdentifier: packetIdentifier
         )
         storeChanges.append(.putDelivery(session: storeKey, stored))
+        delivery.receipt?.hold()
     }
 
     /// Stores `message` once: copies routed to several sessions carry the same ``ApplicationMessage/storeID``.
@@ -110,6 +118,7 @@ extension BrokerState {
     mutating func recordDeliveryEnded(_ delivery: Delivery) {
         guard recordsChanges, delivery.sequence != 0 else { return }
         storeChanges.append(.deleteDelivery(sequence: delivery.sequence, messageID: delivery.message.storeID))
+        if let receipt = delivery.receipt, receipt.release() { completedReceipts.append(receipt) }
     }
 
     mutating func record(_ change: StoreChange, session: UInt64) {

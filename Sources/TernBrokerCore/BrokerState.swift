@@ -66,6 +66,11 @@ public struct BrokerState: Sendable {
     var clusterClaims: Set<String> = []
     /// What the topics of this state's PUBLISH packets matched lately.
     var matchCache = MatchCache()
+    /// The receipt of the PUBLISH being routed, which its copies carry (``PublishReceipt``).
+    var routingReceipt: PublishReceipt?
+    /// Receipts completed since ``takeCompletedReceipts()`` was last called: their publishers'
+    /// connections are woken, so that the PUBACKs leave.
+    var completedReceipts: [PublishReceipt] = []
 
     /// - Parameters:
     ///   - configuration: The broker's limits and options.

@@ -11,23 +11,51 @@ public struct ConnectionID: Hashable, Sendable, CustomStringConvertible {
 /// One message on its way to one subscriber: the QoS and flags it is delivered with.
 public struct Delivery: Sendable, Hashable {
     public var message: ApplicationMessage
-    public var qos: QoS
-    public var retain: Bool
     public var subscriptionIdentifiers: [UInt32]
+    /// The publisher's PUBACK that waits for this copy, while it is on its way to a connected
+    /// subscriber (``PublishReceipt``); `nil` once it waits in a queue, and for most copies.
+    public var receipt: PublishReceipt?
+    /// The sequence (low 61 bits), retain (bit 61) and QoS (bits 62–63), in one word: a queue may
+    /// hold millions of deliveries, and this keeps each at 32 bytes with its receipt.
+    private var packed: UInt64
+
+    private static let sequenceMask: UInt64 = (1 << 61) - 1
+    private static let retainBit: UInt64 = 1 << 61
+    private static let qosShift: UInt64 = 62
+
+    public var qos: QoS {
+        get { QoS(rawValue: UInt8(truncatingIfNeeded: packed >> Self.qosShift)) ?? .atMostOnce }
+        set { packed = packed & ~(3 << Self.qosShift) | UInt64(newValue.rawValue) << Self.qosShift }
+    }
+
+    public var retain: Bool {
+        get { packed & Self.retainBit != 0 }
+        set { packed = newValue ? packed | Self.retainBit : packed & ~Self.retainBit }
+    }
+
     /// Its key in the store, or 0 when it is not stored.
-    public var sequence: UInt64 = 0
+    public var sequence: UInt64 {
+        get { packed & Self.sequenceMask }
+        set {
+            precondition(newValue <= Self.sequenceMask, "delivery sequence \(newValue) out of range")
+            packed = packed & ~Self.sequenceMask | newValue
+        }
+    }
 
     public init(
         message: ApplicationMessage,
         qos: QoS,
         retain: Bool,
         subscriptionIdentifiers: [UInt32],
-        sequence: UInt64 = 0
+        sequence: UInt64 = 0,
+        receipt: PublishReceipt? = nil
     ) {
         self.message = message
+        self.subscriptionIdentifiers = subscriptionIdentifiers
+        self.receipt = receipt
+        self.packed = 0
         self.qos = qos
         self.retain = retain
-        self.subscriptionIdentifiers = subscriptionIdentifiers
         self.sequence = sequence
     }
 
