@@ -218,9 +218,13 @@ public final class SQLiteStore: TernStore {
         return statistics
     }
 
-    private static func fileSize(_ path: String) -> Int64 {
-        let attributes = try? FileManager.default.attributesOfItem(atPath: path)
-        return (attributes?[.size] as? NSNumber)?.int64Value ?? 0
+    /// The size of the file at `path`, 0 if there is none. Through `stat` rather than
+    /// `FileManager.attributesOfItem`, which also looks up the owner's user and group names (a
+    /// read of `/etc/passwd` and `/etc/group` at every `$SYS` update).
+    static func fileSize(_ path: String) -> Int64 {
+        var status = stat()
+        guard stat(path, &status) == 0 else { return 0 }
+        return Int64(status.st_size)
     }
 
     private func runWriter(onCommit: @escaping @Sendable (StoreCommit) -> Void) {

@@ -71,9 +71,7 @@ public struct StoreListing: Sendable {
                         "SELECT count(*) FROM (SELECT id FROM messages UNION SELECT message FROM deliveries WHERE body IS NOT NULL)"
                 ) ?? 0
             let retained = try Int.fetchOne(db, sql: "SELECT count(*) FROM retained") ?? 0
-            let size = { (file: String) -> Int64 in
-                ((try? FileManager.default.attributesOfItem(atPath: file))?[.size] as? NSNumber)?.int64Value ?? 0
-            }
+            let size = SQLiteStore.fileSize
             return StoreListing(
                 entries: entries,
                 messages: messages,
