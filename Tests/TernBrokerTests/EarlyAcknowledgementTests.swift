@@ -43,6 +43,26 @@ struct EarlyAcknowledgementTests {
         )
     }
 
+    /// Publishes `packet` (QoS 1), whose one copy reaches `subscriber`, which acknowledges it;
+    /// expects the publisher's PUBACK only after the commit.
+    func expectPubackWaitsForCommit(
+        _ packet: MQTTPacket,
+        _ store: ManualStore,
+        _ subscriber: EmbeddedConnection,
+        _ publisher: EmbeddedConnection
+    ) throws {
+        guard case .publish(let publish) = packet else { throw UnexpectedOutcome("not a PUBLISH") }
+        try publisher.receive(packet)
+        let delivered = try subscriber.sentPublishes()
+        #expect(delivered.count == 1)
+        for copy in delivered {
+            try subscriber.receive(.puback(PublishAcknowledgement(packetIdentifier: copy.packetIdentifier)))
+        }
+        #expect(try acknowledged(publisher).isEmpty)
+        store.commit(upTo: store.lastTicket)
+        #expect(try acknowledged(publisher) == [publish.packetIdentifier])
+    }
+
     func acknowledged(_ connection: EmbeddedConnection) throws -> [UInt16] {
         try connection.sent().compactMap { packet -> UInt16? in
             if case .puback(let ack) = packet { ack.packetIdentifier } else { nil }
@@ -77,25 +97,13 @@ struct EarlyAcknowledgementTests {
         try helpers.subscribe(subscriber, "away", qos: .atLeastOnce)
         store.commit(upTo: store.lastTicket)
         _ = try subscriber.sent()
-        try publisher.receive(publish("away", id: 4))
-        let delivered = try subscriber.sentPublishes()
-        #expect(delivered.count == 1)
-        try subscriber.receive(.puback(PublishAcknowledgement(packetIdentifier: delivered[0].packetIdentifier)))
-        #expect(try acknowledged(publisher).isEmpty)
-        store.commit(upTo: store.lastTicket)
-        #expect(try acknowledged(publisher) == [4])
+        try expectPubackWaitsForCommit(publish("away", id: 4), store, subscriber, publisher)
     }
 
     @Test("a retained message's PUBACK waits for the commit that stores it as retained")
     func retainedWaitsForCommit() throws {
         let (store, subscriber, publisher) = try setUp()
-        try publisher.receive(publish("t", id: 5, retain: true))
-        let delivered = try subscriber.sentPublishes()
-        #expect(delivered.count == 1)
-        try subscriber.receive(.puback(PublishAcknowledgement(packetIdentifier: delivered[0].packetIdentifier)))
-        #expect(try acknowledged(publisher).isEmpty)
-        store.commit(upTo: store.lastTicket)
-        #expect(try acknowledged(publisher) == [5])
+        try expectPubackWaitsForCommit(publish("t", id: 5, retain: true), store, subscriber, publisher)
     }
 
     @Test("PUBACKs keep their order: one released early waits behind an earlier one that waits for its commit")
