@@ -45,9 +45,19 @@ public final class MQTTBroker: Service, Sendable {
     }
 
     /// A publishing connection as its ``PublishReceipt``s name it: completing one wakes it.
+    ///
+    /// A receipt can outlive its connection (a copy in flight to a subscriber that went away keeps
+    /// it until that subscriber comes back), so the handle, which holds the connection's handler
+    /// and its buffers, is let go when the connection ends: what stays is this small object.
     final class PublisherWaker: PublishReceiptWaiter {
-        let handle: Handle
-        init(_ handle: Handle) { self.handle = handle }
+        private let handle: Mutex<Handle?>
+
+        init(_ handle: Handle) { self.handle = Mutex(handle) }
+
+        /// The connection's handle, while it lives.
+        var current: Handle? { handle.withLock { $0 } }
+
+        func connectionEnded() { handle.withLock { $0 = nil } }
     }
 
     public let options: BrokerOptions
@@ -642,7 +652,9 @@ public final class MQTTBroker: Service, Sendable {
             let outgoing = state.broker.takeOutgoing()
             if !outgoing.isEmpty { outbox.post(outgoing, ticket: ticket, from: shard) }
             for receipt in state.broker.takeCompletedReceipts() {
-                if let publisher = receipt.waiter as? PublisherWaker { outbox.wake(publisher.handle) }
+                if let publisher = receipt.waiter as? PublisherWaker, let handle = publisher.current {
+                    outbox.wake(handle)
+                }
             }
             // Consecutive actions usually go to the same connection (a burst of deliveries, an
             // acknowledgement and the queue it released): look its handle up once.

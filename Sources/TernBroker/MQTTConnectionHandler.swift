@@ -101,7 +101,9 @@ final class MQTTConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         stopTimer()
         self.context = nil
         self.handle = nil
-        publisherWaker = nil  // it holds the handle, which holds this handler
+        // In-flight copies of this connection's messages may keep the waker; not this handler.
+        publisherWaker?.connectionEnded()
+        publisherWaker = nil
     }
 
     func channelActive(context: ChannelHandlerContext) {

@@ -106,6 +106,21 @@ struct EarlyAcknowledgementTests {
         try expectPubackWaitsForCommit(publish("t", id: 5, retain: true), store, subscriber, publisher)
     }
 
+    @Test("a copy still in flight does not keep its publisher's connection alive once the publisher has gone")
+    func receiptLetsConnectionGo() throws {
+        let (_, subscriber, publisher) = try setUp()
+        weak let handler = try publisher.channel.pipeline.syncOperations.handler(type: MQTTConnectionHandler.self)
+        #expect(handler != nil)
+        try publisher.receive(publish("t", id: 8))
+        let delivered = try subscriber.sentPublishes()
+        #expect(delivered.map(\.text) == ["m8"])
+        try publisher.close()
+        // The subscriber's copy, and the receipt it carries, are still in flight.
+        #expect(handler == nil)
+        try subscriber.receive(.puback(PublishAcknowledgement(packetIdentifier: delivered[0].packetIdentifier)))
+        #expect(try subscriber.sent().isEmpty)
+    }
+
     @Test("PUBACKs keep their order: one released early waits behind an earlier one that waits for its commit")
     func releasedPubackKeepsOrder() throws {
         let (store, subscriber, publisher) = try setUp()
