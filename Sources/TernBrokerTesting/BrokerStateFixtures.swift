@@ -108,6 +108,15 @@ public func will(_ topic: String, _ payload: String, delay: UInt32? = nil) -> Co
     return Connect.Will(topic: try! TopicName(topic), payload: ByteBuffer(string: payload), properties: properties)
 }
 
+/// A broker state at `t0` with a watcher, connection 9, subscribed to `filter` at QoS 0: the
+/// client that sees the wills the tests publish.
+public func stateWithWatcher(on filter: String) -> BrokerState {
+    var state = BrokerState(now: t0)
+    _ = state.connect(conn(9), connectPacket("watcher"), now: t0)
+    _ = state.subscribe(conn(9), subscribePacket([(filter, SubscriptionOptions())]), now: t0)
+    return state
+}
+
 extension Publish {
     /// The payload as UTF-8 text.
     public var text: String { String(buffer: payload) }

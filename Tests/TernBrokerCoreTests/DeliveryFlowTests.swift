@@ -125,9 +125,7 @@ struct DeliveryFlowTests {
 
     @Test("§3.1.2.5 a will with a delay but session expiry 0 is published at once")
     func willDelayWithExpiryZero() {
-        var state = BrokerState(now: t0)
-        _ = state.connect(conn(9), connectPacket("watcher"), now: t0)
-        _ = state.subscribe(conn(9), subscribePacket([("w", .init())]), now: t0)
+        var state = stateWithWatcher(on: "w")
         _ = state.connect(conn(1), connectPacket("a", will: will("w", "bye", delay: 60)), now: t0)
         let actions = state.connectionClosed(conn(1), now: t0)
         #expect(actions.publishes(to: conn(9)).map(\.text) == ["bye"])
@@ -135,9 +133,7 @@ struct DeliveryFlowTests {
 
     @Test("§3.1.2.5 the will waits for its delay, and a reconnection within it cancels the will")
     func willDelay() {
-        var state = BrokerState(now: t0)
-        _ = state.connect(conn(9), connectPacket("watcher"), now: t0)
-        _ = state.subscribe(conn(9), subscribePacket([("w", .init())]), now: t0)
+        var state = stateWithWatcher(on: "w")
         _ = state.connect(conn(1), connectPacket("a", expiry: 600, will: will("w", "late", delay: 30)), now: t0)
         #expect(state.connectionClosed(conn(1), now: t0).publishes(to: conn(9)).isEmpty)
         #expect(state.tick(now: t0.plus(seconds: 29)).publishes(to: conn(9)).isEmpty)
@@ -151,9 +147,7 @@ struct DeliveryFlowTests {
 
     @Test("§3.1.2.5 the will goes out when the session ends, if that comes before the delay")
     func willAtSessionEnd() {
-        var state = BrokerState(now: t0)
-        _ = state.connect(conn(9), connectPacket("watcher"), now: t0)
-        _ = state.subscribe(conn(9), subscribePacket([("w", .init())]), now: t0)
+        var state = stateWithWatcher(on: "w")
         _ = state.connect(conn(1), connectPacket("a", expiry: 10, will: will("w", "end", delay: 300)), now: t0)
         _ = state.connectionClosed(conn(1), now: t0)
         #expect(state.tick(now: t0.plus(seconds: 10)).publishes(to: conn(9)).map(\.text) == ["end"])
@@ -164,9 +158,7 @@ struct DeliveryFlowTests {
         "§3.1.2.11.2 a CONNECT for a session whose expiry passed before any tick ended it (a restart ends them after listening) finds no session; the will goes out first"
     )
     func connectAfterExpiryBeforeTick() {
-        var state = BrokerState(now: t0)
-        _ = state.connect(conn(9), connectPacket("watcher"), now: t0)
-        _ = state.subscribe(conn(9), subscribePacket([("w", .init())]), now: t0)
+        var state = stateWithWatcher(on: "w")
         _ = state.connect(conn(1), connectPacket("a", expiry: 10, will: will("w", "end", delay: 300)), now: t0)
         _ = state.subscribe(conn(1), subscribePacket([("a/#", .init(qos: .atLeastOnce))]), now: t0)
         _ = state.connectionClosed(conn(1), now: t0)
@@ -183,9 +175,7 @@ struct DeliveryFlowTests {
 
     @Test("§3.14.4 a normal DISCONNECT discards the will; reason 0x04 publishes it")
     func disconnectAndWill() {
-        var state = BrokerState(now: t0)
-        _ = state.connect(conn(9), connectPacket("watcher"), now: t0)
-        _ = state.subscribe(conn(9), subscribePacket([("w", .init())]), now: t0)
+        var state = stateWithWatcher(on: "w")
         _ = state.connect(conn(1), connectPacket("a", will: will("w", "one")), now: t0)
         #expect(state.disconnect(conn(1), Disconnect(), now: t0).publishes(to: conn(9)).isEmpty)
         _ = state.connect(conn(2), connectPacket("b", will: will("w", "two")), now: t0)

@@ -153,9 +153,7 @@ struct SessionLifecycleTests {
         "§3.14.2.2.2 expiry 0 at CONNECT then non-zero at DISCONNECT is a protocol error (0x82); the will is published"
     )
     func disconnectZeroToNonZero() {
-        var state = BrokerState(now: t0)
-        _ = state.connect(conn(9), connectPacket("watcher"), now: t0)
-        _ = state.subscribe(conn(9), subscribePacket([("wills/#", .init())]), now: t0)
+        var state = stateWithWatcher(on: "wills/#")
         _ = state.connect(conn(1), connectPacket("a", will: will("wills/a", "gone")), now: t0)
         var properties = Properties()
         properties.sessionExpiryInterval = 300
