@@ -651,7 +651,7 @@ public final class MQTTBroker: Service, Sendable {
             }
             let outgoing = state.broker.takeOutgoing()
             if !outgoing.isEmpty { outbox.post(outgoing, ticket: ticket, from: shard) }
-            for receipt in state.broker.takeCompletedReceipts() {
+            state.broker.takeCompletedReceipts { receipt in
                 if let publisher = receipt.waiter as? PublisherWaker, let handle = publisher.current {
                     outbox.wake(handle)
                 }

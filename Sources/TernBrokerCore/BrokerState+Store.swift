@@ -22,11 +22,12 @@ extension BrokerState {
         return storedForAbsentClients
     }
 
-    /// The receipts completed since the last call (``PublishReceipt``): wake their publishers.
-    public mutating func takeCompletedReceipts() -> [PublishReceipt] {
-        guard !completedReceipts.isEmpty else { return [] }
-        defer { completedReceipts.removeAll(keepingCapacity: true) }
-        return completedReceipts
+    /// Hands each receipt completed since the last call (``PublishReceipt``) to `body`, which
+    /// wakes its publisher, and forgets them. In place: the list is not copied on the publish path.
+    public mutating func takeCompletedReceipts(_ body: (PublishReceipt) -> Void) {
+        guard !completedReceipts.isEmpty else { return }
+        for receipt in completedReceipts { body(receipt) }
+        completedReceipts.removeAll(keepingCapacity: true)
     }
 
     /// Hands over the changes of this state's own sessions made since the last call, in order.

@@ -68,7 +68,7 @@ public struct BrokerState: Sendable {
     var matchCache = MatchCache()
     /// The receipt of the PUBLISH being routed, which its copies carry (``PublishReceipt``).
     var routingReceipt: PublishReceipt?
-    /// Receipts completed since ``takeCompletedReceipts()`` was last called: their publishers'
+    /// Receipts completed since ``takeCompletedReceipts(_:)`` was last called: their publishers'
     /// connections are woken, so that the PUBACKs leave.
     var completedReceipts: [PublishReceipt] = []
 
