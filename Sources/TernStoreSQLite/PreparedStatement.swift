@@ -76,7 +76,6 @@ struct PreparedStatement {
     }
 }
 
-/// The statements the writer runs per message, prepared at its first batch.
 /// The current row of a ``PreparedStatement/forEachRow(_:_:)``, read column by column.
 struct RawRow {
     let handle: SQLiteStatement
@@ -102,6 +101,7 @@ struct RawRow {
     }
 }
 
+/// The statements the writer runs per message, prepared at its first batch.
 struct WriterStatements {
     let insertMessage: PreparedStatement
     let deleteMessage: PreparedStatement

@@ -95,7 +95,8 @@ enum SQLiteSchema {
                 DELETE FROM subscriptions WHERE session NOT IN (SELECT key FROM sessions);
                 DELETE FROM releases WHERE session NOT IN (SELECT key FROM sessions);
                 DELETE FROM inbound_qos2 WHERE session NOT IN (SELECT key FROM sessions);
-                DELETE FROM messages WHERE id NOT IN (SELECT message FROM deliveries) AND id NOT IN (SELECT message FROM retained);
+                DELETE FROM messages WHERE id NOT IN (SELECT message FROM deliveries WHERE body IS NULL)
+                    AND id NOT IN (SELECT message FROM retained);
                 """
         )
     }
@@ -231,10 +232,19 @@ enum SQLiteSchema {
         return snapshot
     }
 
+    /// What ``readQueues(_:sessions:)`` read.
+    struct ReadQueues {
+        var queues = StoredQueues()
+        /// How many deliveries refer to each message with a row of its own.
+        var references: [UInt64: Int] = [:]
+        /// The deliveries that hold their message in their own row.
+        var inlineDeliveries = InlineDeliveries()
+    }
+
     /// The deliveries of `sessions`, with the messages they refer to (``StoredQueues``).
     /// Deliveries of sessions that are not stored are orphans, which the writer removes.
-    static func readQueues(_ db: Database, sessions: Set<UInt64>) throws -> StoredQueues {
-        var queues = StoredQueues()
+    static func readQueues(_ db: Database, sessions: Set<UInt64>) throws -> ReadQueues {
+        var read = ReadQueues()
         // Messages and deliveries are a row per queued message: read through SQLite's C API
         // (see PreparedStatement) rather than GRDB's boxed rows.
         let messageCount = try Int.fetchOne(db, sql: "SELECT count(*) FROM messages") ?? 0
@@ -256,10 +266,15 @@ enum SQLiteSchema {
             }
             // A message only this delivery refers to is stored in its row (SQLiteStore.write).
             let messageID = UInt64(row.int64(2))
-            if !row.isNull(6), !messages.contains(messageID) {
-                try messages.add(id: messageID, body: row.bytes(6), expiresAt: row.optionalInt64(7))
+            if row.isNull(6) {
+                read.references[messageID, default: 0] += 1
+            } else {
+                read.inlineDeliveries.insert(UInt64(row.int64(0)))
+                if !messages.contains(messageID) {
+                    try messages.add(id: messageID, body: row.bytes(6), expiresAt: row.optionalInt64(7))
+                }
             }
-            queues.deliveries[key, default: []].append(
+            read.queues.deliveries[key, default: []].append(
                 StoredDelivery(
                     sequence: UInt64(row.int64(0)),
                     messageID: UInt64(row.int64(2)),
@@ -270,7 +285,7 @@ enum SQLiteSchema {
                 )
             )
         }
-        queues.messages = try messages.finish()
-        return queues
+        read.queues.messages = try messages.finish()
+        return read
     }
 }

@@ -45,8 +45,14 @@ public final class SQLiteStore: TernStore {
     struct Figures {
         var statistics = StoreStatistics()
         var totalCommitMicroseconds: UInt64 = 0
-        /// References to each message from deliveries and the retained set.
+        /// References to each message with a row of its own, from deliveries and the retained set.
+        /// A message stored in its one delivery's row has no entry: it goes with that row, and
+        /// counting it cost lookups in a table as large as the queue for every message.
         var references: [UInt64: Int] = [:]
+        /// The deliveries that hold their message in their own row.
+        var inlineDeliveries = InlineDeliveries()
+        /// Messages stored, for `$SYS`.
+        var storedMessages: Int { references.count + inlineDeliveries.count }
         var retained: [String: UInt64] = [:]
     }
 
@@ -145,7 +151,7 @@ public final class SQLiteStore: TernStore {
                 figures.retained[topic] = id
             }
             figures.statistics.sessions = snapshot.sessions.count
-            figures.statistics.messages = figures.references.count
+            figures.statistics.messages = figures.storedMessages
         }
         return snapshot
     }
@@ -162,17 +168,13 @@ public final class SQLiteStore: TernStore {
                 metadata: ["store": "\(path)", "problems": "\(problems.prefix(10))"]
             )
         }
-        let queues = try database.read { db in try SQLiteSchema.readQueues(db, sessions: openedSessionKeys) }
+        let read = try database.read { db in try SQLiteSchema.readQueues(db, sessions: openedSessionKeys) }
         figures.withLock { figures in
-            var count = 0
-            for deliveries in queues.deliveries.values { count += deliveries.count }
-            figures.references.reserveCapacity(figures.references.count + count)
-            for deliveries in queues.deliveries.values {
-                for delivery in deliveries { figures.references[delivery.messageID, default: 0] += 1 }
-            }
-            figures.statistics.messages = figures.references.count
+            figures.references.merge(read.references, uniquingKeysWith: +)
+            figures.inlineDeliveries = read.inlineDeliveries
+            figures.statistics.messages = figures.storedMessages
         }
-        return queues
+        return read.queues
     }
 
     // MARK: Writing
@@ -300,22 +302,39 @@ public final class SQLiteStore: TernStore {
         statements: WriterStatements,
         figures: inout Figures
     ) throws {
+        // Messages whose row may need deleting, and those counted from nothing in this batch,
+        // which have no row of their own yet.
         var removable: Set<UInt64> = []
+        var counted: Set<UInt64> = []
         var pendingMessages: [UInt64: ApplicationMessage] = [:]
         var pendingDeliveries: [UInt64: (session: UInt64, delivery: StoredDelivery)] = [:]
         // Packet identifiers of stored deliveries, written at the end of the batch: a delivery
         // sent and acknowledged within one batch (a subscriber that keeps up) is then only deleted.
         var pendingPacketIdentifiers: [UInt64: UInt16] = [:]
         var sessionsChanged = false
-        func reference(_ id: UInt64) { figures.references[id, default: 0] += 1 }
+        func reference(_ id: UInt64) {
+            if let count = figures.references[id] {
+                figures.references[id] = count + 1
+            } else {
+                figures.references[id] = 1
+                counted.insert(id)
+            }
+        }
         func release(_ id: UInt64) {
             let count = (figures.references[id] ?? 0) - 1
             if count <= 0 {
                 figures.references[id] = nil
-                removable.insert(id)
+                // A message counted in this batch only has no row to delete.
+                if !counted.contains(id) { removable.insert(id) }
             } else {
                 figures.references[id] = count
             }
+        }
+        // Deletes a stored delivery's row, and its reference to its message's row if it has one.
+        func deleteStoredDelivery(_ sequence: UInt64, messageID: UInt64) throws {
+            let heldItsMessage = figures.inlineDeliveries.remove(sequence)
+            statements.deleteDelivery.bind(1, Int64(sequence))
+            if try statements.deleteDelivery.run(db) > 0, !heldItsMessage { release(messageID) }
         }
         for change in batch {
             switch change {
@@ -333,8 +352,7 @@ public final class SQLiteStore: TernStore {
                 // at the next start.
                 for delivery in deliveries {
                     pendingPacketIdentifiers[delivery.sequence] = nil
-                    statements.deleteDelivery.bind(1, Int64(delivery.sequence))
-                    if try statements.deleteDelivery.run(db) > 0 { release(delivery.messageID) }
+                    try deleteStoredDelivery(delivery.sequence, messageID: delivery.messageID)
                 }
                 for table in ["subscriptions", "releases", "inbound_qos2"] {
                     try db.cachedStatement(sql: "DELETE FROM \(table) WHERE session = ?").execute(arguments: [
@@ -355,10 +373,8 @@ public final class SQLiteStore: TernStore {
                 try db.cachedStatement(sql: "DELETE FROM subscriptions WHERE session = ? AND filter = ?").execute(
                     arguments: [Int64(key), filter])
             case .putMessage(let id, let message):
-                removable.remove(id)
                 if pendingMessages[id] == nil { pendingMessages[id] = message }
             case .putDelivery(let key, let delivery):
-                removable.remove(delivery.messageID)
                 reference(delivery.messageID)
                 pendingDeliveries[delivery.sequence] = (key, delivery)
             case .deliverySent(let sequence, let packetIdentifier):
@@ -372,8 +388,7 @@ public final class SQLiteStore: TernStore {
                     release(messageID)
                 } else {
                     pendingPacketIdentifiers[sequence] = nil
-                    statements.deleteDelivery.bind(1, Int64(sequence))
-                    if try statements.deleteDelivery.run(db) > 0 { release(messageID) }
+                    try deleteStoredDelivery(sequence, messageID: messageID)
                 }
             case .putRelease(let key, let packetIdentifier):
                 try db.cachedStatement(sql: "INSERT OR IGNORE INTO releases(session, packet_id) VALUES (?, ?)").execute(
@@ -388,7 +403,6 @@ public final class SQLiteStore: TernStore {
                 try db.cachedStatement(sql: "DELETE FROM inbound_qos2 WHERE session = ? AND packet_id = ?").execute(
                     arguments: [Int64(key), Int(packetIdentifier)])
             case .putRetained(let topic, let messageID):
-                removable.remove(messageID)
                 reference(messageID)
                 if let old = figures.retained.updateValue(messageID, forKey: topic) { release(old) }
                 try db.cachedStatement(sql: "INSERT OR REPLACE INTO retained(topic, message) VALUES (?, ?)").execute(
@@ -407,7 +421,9 @@ public final class SQLiteStore: TernStore {
         }
         // A message that one delivery of this batch is the only reference to is written in that
         // delivery's row: one row to insert now and one to delete at its PUBACK, instead of two
-        // each. Every other message gets its own row, which its deliveries refer to.
+        // each, and no count to keep. Every other message gets its own row, which its deliveries
+        // refer to. A message that had a row before this batch (counted before it) keeps it; one
+        // whose row lost its last reference in this batch loses that row below.
         var inline: [UInt64: ApplicationMessage] = [:]
         var deliveriesByMessage: [UInt64: Int] = [:]
         for (_, pending) in pendingDeliveries { deliveriesByMessage[pending.delivery.messageID, default: 0] += 1 }
@@ -417,8 +433,9 @@ public final class SQLiteStore: TernStore {
         var body = ByteBuffer()
         for (id, message) in pendingMessages {
             guard let references = figures.references[id] else { continue }
-            if references == 1, deliveriesByMessage[id] == 1 {
+            if references == 1, deliveriesByMessage[id] == 1, counted.contains(id) {
                 inline[id] = message
+                figures.references[id] = nil
                 continue
             }
             insertMessage.bind(1, Int64(id))
@@ -445,7 +462,10 @@ public final class SQLiteStore: TernStore {
             let identifiers = SQLiteSchema.encodeIdentifiers(delivery.subscriptionIdentifiers) ?? Data()
             body.clear()
             let message = inline[delivery.messageID]
-            if let message { StoredMessageCoding.encode(message, into: &body) }
+            if let message {
+                StoredMessageCoding.encode(message, into: &body)
+                figures.inlineDeliveries.insert(delivery.sequence)
+            }
             insertDelivery.bind(8, message?.expiresAt?.millisecondsSinceEpoch)
             try identifiers.withUnsafeBytes { identifierBytes in
                 try body.withUnsafeReadableBytes { bodyBytes in
@@ -460,7 +480,7 @@ public final class SQLiteStore: TernStore {
             statements.deleteMessage.bind(1, Int64(id))
             try statements.deleteMessage.run(db)
         }
-        figures.statistics.messages = figures.references.count
+        figures.statistics.messages = figures.storedMessages
         if sessionsChanged {
             figures.statistics.sessions =
                 try Int.fetchOne(db.cachedStatement(sql: "SELECT count(*) FROM sessions")) ?? 0
