@@ -1,5 +1,5 @@
 # Shared by the benchmark scripts (sourced, not run): checks for Mosquitto, builds tern in release
-# mode, makes a work directory, and stops every broker it started, by PID, on exit.
+# mode (as deployed), makes a work directory, and stops every broker it started, by PID, on exit.
 #
 # Gives: $tern, $work, rate (reads a `tern bench` line's rate), run_broker LOG COMMAND... (starts a
 # broker in the background and records its PID in $pid and in the list stopped on exit),
@@ -10,7 +10,8 @@
 # max_queued_messages 1000000; sets $mosquitto_pid and $tern_pid once both accept).
 command -v mosquitto >/dev/null || { echo "mosquitto is not installed (apt-get install mosquitto)"; exit 1; }
 
-swift build -c release --product tern >/dev/null
+# The deployment build (README, "Running under systemd"): the Swift runtime linked in.
+swift build -c release --static-swift-stdlib --product tern >/dev/null
 tern=$PWD/.build/release/tern
 work=$(mktemp -d)
 pids=()
