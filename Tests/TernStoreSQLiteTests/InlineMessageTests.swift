@@ -44,17 +44,6 @@ struct InlineMessageTests {
         )
     }
 
-    static func delivery(_ sequence: UInt64, message: UInt64) -> StoredDelivery {
-        StoredDelivery(
-            sequence: sequence,
-            messageID: message,
-            qos: .atLeastOnce,
-            retain: false,
-            subscriptionIdentifiers: [],
-            packetIdentifier: nil
-        )
-    }
-
     /// Adds a row for message `id` (a QoS 1 PUBLISH on "a") straight into the file.
     static func addMessageRow(id: Int, path: String) throws {
         let database = try DatabaseQueue(path: path)
@@ -83,7 +72,7 @@ struct InlineMessageTests {
         let open = try OpenStore(path: path)
         try await open.commit([
             .putSession(SQLiteStoreFileTests.header(1)), .putMessage(id: 1, try Self.message("m1")),
-            .putDelivery(session: 1, Self.delivery(1, message: 1)),
+            .putDelivery(session: 1, SQLiteStoreFileTests.delivery(1, message: 1)),
         ])
         #expect(open.store.statistics.messages == 1)
         open.store.close()
@@ -114,14 +103,14 @@ struct InlineMessageTests {
         // Two deliveries of one batch: the message gets a row of its own.
         try await open.commit([
             .putSession(SQLiteStoreFileTests.header(1)), .putMessage(id: 5, message),
-            .putDelivery(session: 1, Self.delivery(1, message: 5)),
-            .putDelivery(session: 1, Self.delivery(2, message: 5)),
+            .putDelivery(session: 1, SQLiteStoreFileTests.delivery(1, message: 5)),
+            .putDelivery(session: 1, SQLiteStoreFileTests.delivery(2, message: 5)),
         ])
         #expect(try GRDBTestAccess.count("messages", path: path) == 1)
         // Both go, and a new delivery of the same message comes, in one batch.
         try await open.commit([
             .deleteDelivery(sequence: 1, messageID: 5), .deleteDelivery(sequence: 2, messageID: 5),
-            .putMessage(id: 5, message), .putDelivery(session: 1, Self.delivery(3, message: 5)),
+            .putMessage(id: 5, message), .putDelivery(session: 1, SQLiteStoreFileTests.delivery(3, message: 5)),
         ])
         #expect(open.store.statistics.messages == 1)
         open.store.close()
@@ -143,12 +132,12 @@ struct InlineMessageTests {
         let message = try Self.message("both")
         try await open.commit([
             .putSession(SQLiteStoreFileTests.header(1)), .putMessage(id: 9, message),
-            .putDelivery(session: 1, Self.delivery(1, message: 9)),
+            .putDelivery(session: 1, SQLiteStoreFileTests.delivery(1, message: 9)),
         ])
         // Copies routed through the other shard land in a later batch.
         try await open.commit([
-            .putMessage(id: 9, message), .putDelivery(session: 1, Self.delivery(2, message: 9)),
-            .putDelivery(session: 1, Self.delivery(3, message: 9)),
+            .putMessage(id: 9, message), .putDelivery(session: 1, SQLiteStoreFileTests.delivery(2, message: 9)),
+            .putDelivery(session: 1, SQLiteStoreFileTests.delivery(3, message: 9)),
         ])
         #expect(try GRDBTestAccess.count("messages", path: path) == 1)
         // The copy in its own row goes: the row stays for the other two.
@@ -178,7 +167,7 @@ struct InlineMessageTests {
         let open = try OpenStore(path: path)
         try await open.commit([
             .putSession(SQLiteStoreFileTests.header(1)), .putMessage(id: 1, try Self.message("m1")),
-            .putDelivery(session: 1, Self.delivery(1, message: 1)),
+            .putDelivery(session: 1, SQLiteStoreFileTests.delivery(1, message: 1)),
         ])
         open.store.close()
         // A row for the same message, which the delivery does not need (it holds its own copy).

@@ -443,10 +443,12 @@ extension SQLiteStoreFileTests {
         return changes
     }
 
-    static func delivery(_ sequence: UInt64) -> StoredDelivery {
+    /// A QoS 1 delivery numbered `sequence`, not yet sent, of message `message` (by default
+    /// numbered the same).
+    static func delivery(_ sequence: UInt64, message: UInt64? = nil) -> StoredDelivery {
         StoredDelivery(
             sequence: sequence,
-            messageID: sequence,
+            messageID: message ?? sequence,
             qos: .atLeastOnce,
             retain: false,
             subscriptionIdentifiers: [],
