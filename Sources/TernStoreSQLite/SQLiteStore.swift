@@ -109,6 +109,11 @@ public final class SQLiteStore: TernStore {
             // here, after the queue opened: GRDB's WAL set-up sets NORMAL after
             // `prepareDatabase` runs, so a setting made there does not last.
             try db.execute(sql: "PRAGMA synchronous = FULL")
+            // The rest stays at SQLite's defaults (4 KiB pages, a checkpoint every 1,000 WAL
+            // pages, a 2 MiB page cache). Measured on durable 1 → 1, 100 → 1 and a 300,000-message
+            // drain: checkpoints every 100 or 10,000 pages, and a 16 MiB cache, changed the
+            // writer's CPU time and the rates by less than the runs' spread. A larger cache would
+            // also stay in memory once the restart's read has filled it.
             try db.inTransaction {
                 try SQLiteSchema.create(db)
                 return .commit
