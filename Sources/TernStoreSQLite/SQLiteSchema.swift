@@ -12,15 +12,15 @@ import TernStore
 /// so that time spent stopped counts.
 enum SQLiteSchema {
     /// 2: a delivery may carry its message's body (`deliveries.body`, `deliveries.expires_at`),
-    /// `counters` keeps the highest message identifier handed out, which such a message leaves
-    /// no row of its own to tell, and deliveries have no index by session: rows are appended in
+    /// `counters` keeps an identifier above every message identifier handed out (reserved a block
+    /// at a time), which such a message leaves no row of its own to tell, and deliveries have no index by session: rows are appended in
     /// sequence order, and a session's are deleted by their keys (``StoreChange/deleteSession(key:deliveries:)``).
     static let version = 2
 
     private static let countersTable =
         "CREATE TABLE counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;"
 
-    /// Raises the highest message identifier handed out (`counters`) to `id`.
+    /// Raises the reserved message identifier (`counters`) to `id`.
     static let raiseMessageCounter =
         "INSERT INTO counters(name, value) VALUES ('message', ?) ON CONFLICT(name) DO UPDATE SET value = max(value, excluded.value)"
 

@@ -53,6 +53,9 @@ public final class SQLiteStore: TernStore {
         var inlineDeliveries = InlineDeliveries()
         /// Messages stored, for `$SYS`.
         var storedMessages: Int { references.count + inlineDeliveries.count }
+        /// The message identifier the `counters` row holds: a restart hands out identifiers above
+        /// it (and above every message row's).
+        var reservedMessageID: UInt64 = 0
         var retained: [String: UInt64] = [:]
     }
 
@@ -157,6 +160,7 @@ public final class SQLiteStore: TernStore {
             }
             figures.statistics.sessions = snapshot.sessions.count
             figures.statistics.messages = figures.storedMessages
+            figures.reservedMessageID = snapshot.lastMessageID
         }
         return snapshot
     }
@@ -297,6 +301,10 @@ public final class SQLiteStore: TernStore {
         }
         queue.markStopped()
     }
+
+    /// How many message identifiers the `counters` row reserves at a time. A restart skips what
+    /// was not handed out: identifiers are 63-bit, so skipping never runs them out.
+    static let reservedMessageIDs: UInt64 = 65_536
 
     /// Writes one batch. Deliveries and messages are written at the end of the batch, so that a
     /// delivery acknowledged before its batch was committed (the usual case for a connected
@@ -452,9 +460,13 @@ public final class SQLiteStore: TernStore {
                 try insertMessage.run(db)
             }
         }
-        if let highest = inline.keys.max() {
-            statements.raiseMessageCounter.bind(1, Int64(highest))
+        // Identifiers are reserved a block at a time: raising the counter at every batch wrote its
+        // page into every commit, and the offline fill measured 13 % faster without that page.
+        if let highest = inline.keys.max(), highest > figures.reservedMessageID {
+            let reserved = highest + Self.reservedMessageIDs
+            statements.raiseMessageCounter.bind(1, Int64(reserved))
             try statements.raiseMessageCounter.run(db)
+            figures.reservedMessageID = reserved
         }
         let insertDelivery = statements.insertDelivery
         for (_, pending) in pendingDeliveries.sorted(by: { $0.key < $1.key }) {

@@ -198,3 +198,43 @@ struct InlineMessageTests {
         #expect(!set.contains(1))
     }
 }
+
+extension InlineMessageTests {
+    static func counter(path: String) throws -> Int64? {
+        let database = try DatabaseQueue(path: path)
+        defer { try? database.close() }
+        return try database.read { db in
+            try Int64.fetchOne(db, sql: "SELECT value FROM counters WHERE name = 'message'")
+        }
+    }
+
+    @Test(
+        "Message identifiers are reserved a block at a time: later batches leave the counter alone, and a restart hands out identifiers above every one used",
+        .timeLimit(.minutes(1))
+    )
+    func messageIdentifiersReservedInBlocks() async throws {
+        let path = StoreFiles.path("counter")
+        defer { StoreFiles.remove(path) }
+        let open = try OpenStore(path: path)
+        try await open.commit([
+            .putSession(SQLiteStoreFileTests.header(1)), .putMessage(id: 5, try Self.message("m5")),
+            .putDelivery(session: 1, SQLiteStoreFileTests.delivery(1, message: 5)),
+        ])
+        let reserved = try #require(try Self.counter(path: path))
+        #expect(reserved == 5 + Int64(SQLiteStore.reservedMessageIDs))
+        for id: UInt64 in 6...8 {
+            try await open.commit([
+                .putMessage(id: id, try Self.message("m\(id)")),
+                .putDelivery(session: 1, SQLiteStoreFileTests.delivery(id, message: id)),
+            ])
+        }
+        #expect(try Self.counter(path: path) == reserved)
+        open.store.close()
+
+        let reopened = try SQLiteStore(path: path)
+        defer { reopened.close() }
+        let snapshot = try reopened.load()
+        #expect(snapshot.lastMessageID >= 8)
+        #expect(snapshot.lastMessageID == UInt64(reserved))
+    }
+}
