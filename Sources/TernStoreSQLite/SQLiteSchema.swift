@@ -161,22 +161,24 @@ enum SQLiteSchema {
 
     static func readSnapshot(_ db: Database) throws -> StoreSnapshot {
         var snapshot = StoreSnapshot()
-        var sessions: [UInt64: StoredSession] = [:]
-        var order: [UInt64] = []
         // A row per session and per subscription: read through SQLite's C API (PreparedStatement),
-        // as the queues are, rather than GRDB's rows with their columns looked up by name.
-        let sessionCount = try Int.fetchOne(db, sql: "SELECT count(*) FROM sessions") ?? 0
-        sessions.reserveCapacity(sessionCount)
-        order.reserveCapacity(sessionCount)
+        // as the queues are, rather than GRDB's rows with their columns looked up by name. Both
+        // in key order (the subscriptions' primary key starts with the session), so that each
+        // subscription finds its session by walking the list alongside, without a dictionary of
+        // every session to build and then copy out.
+        var sessions: [StoredSession] = []
+        sessions.reserveCapacity(try Int.fetchOne(db, sql: "SELECT count(*) FROM sessions") ?? 0)
         try PreparedStatement(db, "SELECT \(sessionColumns) FROM sessions ORDER BY key").forEachRow(db) { row in
-            let header = try header(row)
-            sessions[header.key] = StoredSession(header: header)
-            order.append(header.key)
+            sessions.append(StoredSession(header: try header(row)))
         }
-        try PreparedStatement(db, "SELECT session, filter, options, identifier FROM subscriptions").forEachRow(db) {
-            row in
+        var current = 0
+        try PreparedStatement(
+            db,
+            "SELECT session, filter, options, identifier FROM subscriptions ORDER BY session"
+        ).forEachRow(db) { row in
             let key = UInt64(row.int64(0))
-            guard sessions[key] != nil else { return }
+            while current < sessions.count, sessions[current].header.key < key { current += 1 }
+            guard current < sessions.count, sessions[current].header.key == key else { return }
             let filter: TopicFilter
             let options: SubscriptionOptions
             do throws(TernError) {
@@ -185,7 +187,7 @@ enum SQLiteSchema {
             } catch {
                 throw StoreCorruption("a subscription does not decode: \(error.reason)")
             }
-            sessions[key]!.subscriptions.append(
+            sessions[current].subscriptions.append(
                 SessionSubscription(
                     filter: filter,
                     options: options,
@@ -216,19 +218,31 @@ enum SQLiteSchema {
             ) ?? 0
         )
         snapshot.queuesFollow = true
+        // Few rows (QoS 2 exchanges in progress): each finds its session by binary search.
+        func index(of key: UInt64) -> Int? {
+            var low = 0
+            var high = sessions.count
+            while low < high {
+                let middle = (low + high) / 2
+                if sessions[middle].header.key < key { low = middle + 1 } else { high = middle }
+            }
+            return low < sessions.count && sessions[low].header.key == key ? low : nil
+        }
         let releaseRows = try Row.fetchCursor(db, sql: "SELECT session, packet_id FROM releases")
         while let row = try releaseRows.next() {
-            sessions[UInt64(row[0] as Int64)]?.releases.append(UInt16(clamping: row[1] as Int))
+            guard let index = index(of: UInt64(row[0] as Int64)) else { continue }
+            sessions[index].releases.append(UInt16(clamping: row[1] as Int))
         }
         let inboundRows = try Row.fetchCursor(db, sql: "SELECT session, packet_id FROM inbound_qos2")
         while let row = try inboundRows.next() {
-            sessions[UInt64(row[0] as Int64)]?.inboundQoS2.append(UInt16(clamping: row[1] as Int))
+            guard let index = index(of: UInt64(row[0] as Int64)) else { continue }
+            sessions[index].inboundQoS2.append(UInt16(clamping: row[1] as Int))
         }
         let retainedRows = try Row.fetchCursor(db, sql: "SELECT topic, message FROM retained")
         while let row = try retainedRows.next() {
             snapshot.retained[row[0]] = UInt64(row[1] as Int64)
         }
-        snapshot.sessions = order.compactMap { sessions[$0] }
+        snapshot.sessions = sessions
         return snapshot
     }
 

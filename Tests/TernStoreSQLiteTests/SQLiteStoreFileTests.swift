@@ -491,3 +491,61 @@ extension SQLiteStoreFileTests {
         #expect(queues.messages[2] == nil)
     }
 }
+
+extension SQLiteStoreFileTests {
+    @Test(
+        "Each session reads back its own subscriptions and QoS 2 state; rows of sessions that are not stored are left out",
+        .timeLimit(.minutes(1))
+    )
+    func subscriptionsFindTheirSessions() async throws {
+        let path = StoreFiles.path("read")
+        defer { StoreFiles.remove(path) }
+        let first = try SQLiteStore(path: path)
+        _ = try first.load()
+        first.start { _ in }
+        func subscription(_ filter: String) throws -> SessionSubscription {
+            SessionSubscription(
+                filter: try TopicFilter(filter),
+                options: SubscriptionOptions(qos: .atLeastOnce),
+                identifier: nil
+            )
+        }
+        var changes: [StoreChange] = [1, 3, 5].map { .putSession(Self.header($0)) }
+        changes += [
+            .putSubscription(session: 1, try subscription("a/1")),
+            .putSubscription(session: 3, try subscription("a/3")),
+            .putSubscription(session: 3, try subscription("b/3")),
+            .putSubscription(session: 5, try subscription("a/5")),
+            .putRelease(session: 3, packetIdentifier: 7), .putInboundQoS2(session: 5, packetIdentifier: 9),
+        ]
+        _ = first.submit(changes)
+        first.close()
+        try StoreFiles.addRowsOfAbsentSessions(path: path)
+
+        let store = try SQLiteStore(path: path)
+        defer { store.close() }
+        let sessions = try store.load().sessions
+        #expect(sessions.map(\.header.key) == [1, 3, 5])
+        #expect(sessions.map { $0.subscriptions.map(\.filter.string) } == [["a/1"], ["a/3", "b/3"], ["a/5"]])
+        #expect(sessions.map(\.releases) == [[], [7], []])
+        #expect(sessions.map(\.inboundQoS2) == [[], [], [9]])
+    }
+}
+
+extension StoreFiles {
+    /// Subscriptions and QoS 2 rows of sessions 0, 2, 4 and 6, which the store does not hold.
+    static func addRowsOfAbsentSessions(path: String) throws {
+        let database = try DatabaseQueue(path: path)
+        defer { try? database.close() }
+        try database.write { db in
+            for key in [0, 2, 4, 6] {
+                try db.execute(
+                    sql: "INSERT INTO subscriptions(session, filter, options) VALUES (?, 'x', 1)",
+                    arguments: [key]
+                )
+                try db.execute(sql: "INSERT INTO releases(session, packet_id) VALUES (?, 1)", arguments: [key])
+                try db.execute(sql: "INSERT INTO inbound_qos2(session, packet_id) VALUES (?, 2)", arguments: [key])
+            }
+        }
+    }
+}
