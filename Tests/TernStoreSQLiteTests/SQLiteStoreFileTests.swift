@@ -43,9 +43,7 @@ struct SQLiteStoreFileTests {
                 )
             }
         }
-        let first = try SQLiteStore(path: path)
-        _ = try first.load()
-        first.start { _ in }
+        let first = try StoreFiles.started(path: path)
         let message = ApplicationMessage(
             topic: try TopicName("a"),
             payload: ByteBuffer(string: "x"),
@@ -204,9 +202,7 @@ extension SQLiteStoreFileTests {
     func orphansRemovedAfterStartUp() async throws {
         let path = StoreFiles.path("orphans")
         defer { StoreFiles.remove(path) }
-        let first = try SQLiteStore(path: path)
-        _ = try first.load()
-        first.start { _ in }
+        let first = try StoreFiles.started(path: path)
         _ = first.submit([.putSession(Self.header(1))])
         first.close()
         // A delivery of a session that is not there, and a message nothing refers to.
@@ -238,9 +234,7 @@ extension SQLiteStoreFileTests {
     func sessionEndedBeforeItsQueueLeavesNoRows() async throws {
         let path = StoreFiles.path("expired-queue")
         defer { StoreFiles.remove(path) }
-        let first = try SQLiteStore(path: path)
-        _ = try first.load()
-        first.start { _ in }
+        let first = try StoreFiles.started(path: path)
         _ = first.submit(
             [.putSession(Self.header(1)), .putSession(Self.header(2))]
                 + (try Self.queued(1...2, session: 1)) + (try Self.queued(3...4, session: 2))
@@ -500,9 +494,7 @@ extension SQLiteStoreFileTests {
     func subscriptionsFindTheirSessions() async throws {
         let path = StoreFiles.path("read")
         defer { StoreFiles.remove(path) }
-        let first = try SQLiteStore(path: path)
-        _ = try first.load()
-        first.start { _ in }
+        let first = try StoreFiles.started(path: path)
         func subscription(_ filter: String) throws -> SessionSubscription {
             SessionSubscription(
                 filter: try TopicFilter(filter),
@@ -533,6 +525,14 @@ extension SQLiteStoreFileTests {
 }
 
 extension StoreFiles {
+    /// The store at `path`, read and with its writer started, whose commits nobody watches.
+    static func started(path: String) throws -> SQLiteStore {
+        let store = try SQLiteStore(path: path)
+        _ = try store.load()
+        store.start { _ in }
+        return store
+    }
+
     /// Subscriptions and QoS 2 rows of sessions 0, 2, 4 and 6, which the store does not hold.
     static func addRowsOfAbsentSessions(path: String) throws {
         let database = try DatabaseQueue(path: path)
