@@ -11,10 +11,11 @@ import TernStore
 /// `messages.id` and `deliveries.seq`. Times are milliseconds since the Unix epoch, absolute,
 /// so that time spent stopped counts.
 enum SQLiteSchema {
-    /// 2: a delivery may carry its message's body (`deliveries.body`, `deliveries.expires_at`),
+    /// 2: a delivery may carry its message's body (`deliveries.body`, `deliveries.expires_at`);
     /// `counters` keeps an identifier above every message identifier handed out (reserved a block
-    /// at a time), which such a message leaves no row of its own to tell, and deliveries have no index by session: rows are appended in
-    /// sequence order, and a session's are deleted by their keys (``StoreChange/deleteSession(key:deliveries:)``).
+    /// at a time), which such a message leaves no row of its own to tell; and deliveries have no
+    /// index by session: rows are appended in sequence order, and a session's are deleted by
+    /// their keys (``StoreChange/deleteSession(key:deliveries:)``).
     static let version = 2
 
     private static let countersTable =
