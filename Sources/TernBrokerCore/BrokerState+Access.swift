@@ -45,6 +45,8 @@ extension BrokerState {
         }
         guard var session = sessions.removeValue(forKey: clientID) else { return }
         defer { sessions[clientID] = session }
+        // Judged one by one, restored deliveries are decoded (an ACL reload is rare).
+        session.unpackRestoredQueue()
         var denied: [Delivery] = []
         let judged = session
         session.queue.removeAll { delivery in

@@ -339,7 +339,7 @@ extension BrokerState {
             return
         }
         if let connection = session.connection, session.writable, session.inflight.count < session.sendWindow,
-            session.queue.isEmpty
+            session.queueIsEmpty
         {
             let id = session.allocatePacketIdentifier()
             if send(delivery, packetIdentifier: id, session: &session, connection: connection, now: now, into: &actions)
@@ -357,7 +357,7 @@ extension BrokerState {
 
     private mutating func enqueue(_ delivery: Delivery, session: inout Session) {
         let size = delivery.message.payload.readableBytes
-        if configuration.maxQueuedMessages > 0, session.queue.count >= configuration.maxQueuedMessages {
+        if configuration.maxQueuedMessages > 0, session.queuedCount >= configuration.maxQueuedMessages {
             statistics.publishMessagesDropped += 1
             recordDeliveryEnded(delivery)
             return
@@ -417,6 +417,7 @@ extension BrokerState {
         var session = takeSession(at: slot)
         defer { putSession(session, at: slot) }
         guard let connection = session.connection, session.writable else { return }
+        session.unpackRestoredQueue()
         while session.inflight.count < session.sendWindow, let delivery = session.queue.popFirst() {
             session.queuedBytes -= delivery.message.payload.readableBytes
             if delivery.qos == .atMostOnce {

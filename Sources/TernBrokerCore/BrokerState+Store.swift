@@ -210,7 +210,6 @@ extension BrokerState {
             for packetIdentifier in stored.releases {
                 session.inflight.append(.release(packetIdentifier: packetIdentifier))
             }
-            session.queue.reserveCapacity(stored.deliveries.count)
             restoreDeliveries(stored.deliveries, messages: messages, into: &session, summary: &summary)
             session.inboundQoS2Pending = Set(stored.inboundQoS2)
             if let will = header.will {
@@ -248,39 +247,74 @@ extension BrokerState {
 
     /// Puts a session's stored deliveries in front of its queue and in-flight window. Stored
     /// deliveries predate anything routed to the session since the restart, so in front is
-    /// their order (§4.6).
+    /// their order (§4.6). Queued ones stay as the store's bytes (``RestoredQueue``) until the
+    /// session's client is back.
+    /// - Parameter bodies: messages kept as stored bytes, for those not in `messages`.
     mutating func restoreDeliveries(
         _ deliveries: [StoredDelivery],
         messages: [UInt64: ApplicationMessage],
+        bodies: [UInt64: StoredMessageBytes] = [:],
         into session: inout Session,
         summary: inout RestoreSummary
     ) {
         guard !deliveries.isEmpty else { return }
-        var queued = Deque<Delivery>()
-        queued.reserveCapacity(deliveries.count + session.queue.count)
         shared.raiseKey(shared.lastDeliverySequence, to: deliveries.lazy.map(\.sequence).max() ?? 0)
+        // The restored queue is in front of anything routed to the session since the restart.
         for delivery in deliveries {
-            guard var message = messages[delivery.messageID] else { continue }
-            // Every delivery of a message shares its storage, unless a store left its key out.
-            if message.storeID != delivery.messageID { message.storeID = delivery.messageID }
-            let restored = Delivery(
-                message: message,
-                qos: delivery.qos,
-                retain: delivery.retain,
-                subscriptionIdentifiers: delivery.subscriptionIdentifiers,
-                sequence: delivery.sequence
-            )
+            let message = messages[delivery.messageID]
             if let packetIdentifier = delivery.packetIdentifier {
+                // The in-flight window is decoded now: it is re-sent the moment its client is back.
+                let restored: Delivery
+                if var message {
+                    // Every delivery of a message shares its storage, unless a store left its key out.
+                    if message.storeID != delivery.messageID { message.storeID = delivery.messageID }
+                    restored = Delivery(
+                        message: message,
+                        qos: delivery.qos,
+                        retain: delivery.retain,
+                        subscriptionIdentifiers: delivery.subscriptionIdentifiers,
+                        sequence: delivery.sequence
+                    )
+                } else if let bytes = bodies[delivery.messageID] {
+                    restored = Self.decoded(delivery, bytes: bytes)
+                } else {
+                    continue
+                }
                 session.inflight.append(.publish(packetIdentifier: packetIdentifier, restored))
                 summary.inflightMessages += 1
-            } else {
-                queued.append(restored)
+            } else if var message {
+                if message.storeID != delivery.messageID { message.storeID = delivery.messageID }
+                session.restoredQueue.append(delivery, message: message)
                 session.queuedBytes += message.payload.readableBytes
+                summary.queuedMessages += 1
+            } else if let bytes = bodies[delivery.messageID] {
+                session.restoredQueue.append(delivery, bytes: bytes)
+                session.queuedBytes += bytes.payloadBytes
                 summary.queuedMessages += 1
             }
         }
-        queued.append(contentsOf: session.queue)
-        session.queue = queued
+        session.restoredQueue.trimCapacity()
+    }
+
+    /// A delivery whose message a store kept as bytes, decoded (they were validated when read).
+    private static func decoded(_ delivery: StoredDelivery, bytes: StoredMessageBytes) -> Delivery {
+        let message: ApplicationMessage
+        do {
+            message = try ApplicationMessage(
+                storedPublish: bytes.publish,
+                expiresAt: bytes.expiresAt,
+                storeID: delivery.messageID
+            )
+        } catch {
+            preconditionFailure("a stored message validated when read no longer decodes: \(error)")
+        }
+        return Delivery(
+            message: message,
+            qos: delivery.qos,
+            retain: delivery.retain,
+            subscriptionIdentifiers: delivery.subscriptionIdentifiers,
+            sequence: delivery.sequence
+        )
     }
 
     /// Whether a CONNECT must wait for ``restoreQueues(_:)``: its session was restored and its
@@ -308,12 +342,18 @@ extension BrokerState {
                 highestSequence = max(highestSequence, deliveries.lazy.map(\.sequence).max() ?? 0)
                 continue
             }
-            restoreDeliveries(deliveries, messages: queues.messages, into: &session, summary: &summary)
+            restoreDeliveries(
+                deliveries,
+                messages: queues.messages,
+                bodies: queues.bodies,
+                into: &session,
+                summary: &summary
+            )
             sessions[clientID] = session
             summary.sessions += 1
         }
         shared.raiseKey(shared.lastDeliverySequence, to: highestSequence)
-        shared.raiseKey(shared.lastMessageID, to: queues.messages.keys.max() ?? 0)
+        shared.raiseKey(shared.lastMessageID, to: max(queues.messages.keys.max() ?? 0, queues.bodies.keys.max() ?? 0))
         if last {
             shared.sessionsAwaitingQueues.withLock { $0.removeAll() }
             shared.queuesPending.store(false, ordering: .releasing)

@@ -104,7 +104,7 @@ extension BrokerState {
         gauges.subscriptions = shared.subscriptions.count
         gauges.retainedMessages = shared.retained.count
         for session in sessions.values {
-            gauges.queuedMessages += session.queue.count
+            gauges.queuedMessages += session.queuedCount
             gauges.inflightMessages += session.inflight.count
             if session.connection != nil, !session.writable { gauges.clientsBackpressured += 1 }
         }

@@ -129,6 +129,9 @@ public struct Session: Sendable {
     /// In send order; acknowledgements usually come in that order too, so the front goes first.
     public internal(set) var inflight: Deque<InflightMessage> = []
     public internal(set) var queue: Deque<Delivery> = []
+    /// Deliveries restored from the store, in front of ``queue``, kept as stored bytes until the
+    /// client is back (``unpackRestoredQueue()``).
+    public internal(set) var restoredQueue = RestoredQueue()
     public internal(set) var inboundQoS2Pending: Set<UInt16> = []
     /// The will registered by the current (or last) connection.
     public internal(set) var will: Connect.Will? {
@@ -143,6 +146,7 @@ public struct Session: Sendable {
         // Other states store what they route to this session under the key they read there.
         didSet { reference.storeKey.store(storeKey, ordering: .relaxed) }
     }
+    /// Payload bytes of the queued deliveries, restored ones included (`max_queued_bytes`).
     var queuedBytes = 0
     var nextPacketIdentifier: UInt16 = 1
     /// The client's Receive Maximum: how many QoS 1/2 PUBLISH may await acknowledgement.
@@ -176,6 +180,25 @@ public struct Session: Sendable {
         self.reference = reference
         self.protocolVersion = protocolVersion
         self.expiryInterval = expiryInterval
+    }
+
+    /// How many deliveries wait to be sent, restored ones included (`max_queued_messages`).
+    public var queuedCount: Int { restoredQueue.count + queue.count }
+
+    /// Every delivery waiting to be sent, in order, restored ones decoded (for inspection: the
+    /// session keeps the restored ones as bytes).
+    public var queuedDeliveries: [Delivery] { restoredQueue.deliveries() + queue }
+
+    /// Whether nothing waits to be sent.
+    var queueIsEmpty: Bool { queue.isEmpty && restoredQueue.isEmpty }
+
+    /// Decodes the restored deliveries into the front of ``queue``, before anything is sent from
+    /// it or it is judged delivery by delivery. Their payload bytes are counted already.
+    mutating func unpackRestoredQueue() {
+        guard !restoredQueue.isEmpty else { return }
+        let restored = restoredQueue.deliveries()
+        restoredQueue = RestoredQueue()
+        queue.prepend(contentsOf: restored)
     }
 
     /// The next packet identifier not in use by an in-flight message (§2.2.1).
@@ -263,6 +286,7 @@ extension Session {
     /// The stored deliveries this session holds, queued and in flight.
     var storedDeliveryKeys: [StoredDeliveryKey] {
         var keys: [StoredDeliveryKey] = []
+        restoredQueue.forEachKey { keys.append($0) }
         for delivery in queue where delivery.sequence != 0 {
             keys.append(StoredDeliveryKey(sequence: delivery.sequence, messageID: delivery.message.storeID))
         }

@@ -211,11 +211,20 @@ public struct StoreStatistics: Sendable, Hashable {
 public struct StoredQueues: Sendable {
     /// Session key → its deliveries, in sequence order.
     public var deliveries: [UInt64: [StoredDelivery]]
+    /// The messages they refer to, decoded, by key.
     public var messages: [UInt64: ApplicationMessage]
+    /// Messages not in ``messages``, as their stored bytes, by key: those that one delivery
+    /// alone refers to. Queued, they stay bytes until their client is back (``RestoredQueue``).
+    public var bodies: [UInt64: StoredMessageBytes]
 
-    public init(deliveries: [UInt64: [StoredDelivery]] = [:], messages: [UInt64: ApplicationMessage] = [:]) {
+    public init(
+        deliveries: [UInt64: [StoredDelivery]] = [:],
+        messages: [UInt64: ApplicationMessage] = [:],
+        bodies: [UInt64: StoredMessageBytes] = [:]
+    ) {
         self.deliveries = deliveries
         self.messages = messages
+        self.bodies = bodies
     }
 }
 

@@ -39,24 +39,21 @@ public enum StoredMessageCoding {
         expiresAt: BrokerInstant?,
         storeID: UInt64 = 0
     ) throws -> ApplicationMessage {
-        var buffer = buffer
-        var decoder = MQTTPacketDecoder(protocolVersion: .v5)
-        let packet: MQTTPacket?
         do {
-            packet = try decoder.decodePacket(from: &buffer)
+            return try ApplicationMessage(storedPublish: buffer, expiresAt: expiresAt, storeID: storeID)
         } catch {
             throw StoreCorruption("a stored message does not decode: \(error.reason)")
         }
-        guard case .publish(let publish) = packet else { throw StoreCorruption("a stored message is not a PUBLISH") }
-        return ApplicationMessage(
-            topic: publish.topic,
-            payload: publish.payload,
-            qos: publish.qos,
-            retain: publish.retain,
-            properties: publish.properties,
-            expiresAt: expiresAt,
-            storeID: storeID
-        )
+    }
+
+    /// Checks that a stored message decodes, and keeps it as its bytes (``StoredMessageBytes``).
+    /// - Throws: ``StoreCorruption`` when the bytes are not a PUBLISH.
+    public static func validate(_ buffer: ByteBuffer, expiresAt: BrokerInstant?) throws -> StoredMessageBytes {
+        do {
+            return try StoredMessageBytes(validating: buffer, expiresAt: expiresAt)
+        } catch {
+            throw StoreCorruption("a stored message does not decode: \(error.reason)")
+        }
     }
 }
 

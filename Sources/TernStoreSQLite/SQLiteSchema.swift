@@ -206,7 +206,7 @@ enum SQLiteSchema {
             guard !row.isNull(1) else { throw StoreCorruption("a stored message has no body") }
             try retainedMessages.add(id: UInt64(row.int64(0)), body: row.bytes(1), expiresAt: row.optionalInt64(2))
         }
-        snapshot.messages.merge(try retainedMessages.finish()) { _, new in new }
+        snapshot.messages.merge(try retainedMessages.finish().messages) { _, new in new }
         snapshot.lastDeliverySequence = UInt64(try Int64.fetchOne(db, sql: "SELECT max(seq) FROM deliveries") ?? 0)
         // A message stored in its delivery's row has no row of its own: the counter tells.
         snapshot.lastMessageID = UInt64(
@@ -285,8 +285,14 @@ enum SQLiteSchema {
                 read.references[messageID, default: 0] += 1
             } else {
                 read.inlineDeliveries.insert(UInt64(row.int64(0)))
+                // Queued, it stays as these bytes until its client is back (RestoredQueue).
                 if !messages.contains(messageID) {
-                    try messages.add(id: messageID, body: row.bytes(6), expiresAt: row.optionalInt64(7))
+                    try messages.add(
+                        id: messageID,
+                        body: row.bytes(6),
+                        expiresAt: row.optionalInt64(7),
+                        asBytes: row.isNull(5)
+                    )
                 }
             }
             read.queues.deliveries[key, default: []].append(
@@ -300,7 +306,7 @@ enum SQLiteSchema {
                 )
             )
         }
-        read.queues.messages = try messages.finish()
+        (read.queues.messages, read.queues.bodies) = try messages.finish()
         return read
     }
 }

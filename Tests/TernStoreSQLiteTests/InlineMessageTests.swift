@@ -62,6 +62,12 @@ struct InlineMessageTests {
         return (queues, store.statistics.messages)
     }
 
+    /// The payload of a message the store handed over as its stored bytes.
+    static func payload(ofBody id: UInt64, in queues: StoredQueues) throws -> ByteBuffer? {
+        guard let bytes = queues.bodies[id] else { return nil }
+        return try ApplicationMessage(storedPublish: bytes.publish, expiresAt: bytes.expiresAt).payload
+    }
+
     @Test(
         "A queued message held in its delivery's row is counted across a restart and leaves nothing when it goes",
         .timeLimit(.minutes(1))
@@ -81,7 +87,9 @@ struct InlineMessageTests {
         let (queues, counted) = try Self.restored(path: path)
         #expect(counted == 1)
         #expect(queues.deliveries[1]?.map(\.sequence) == [1])
-        #expect(queues.messages[1]?.payload == ByteBuffer(string: "m1"))
+        // Read as its stored bytes: it is queued, and stays so until its client is back.
+        #expect(queues.messages[1] == nil)
+        #expect(try Self.payload(ofBody: 1, in: queues) == ByteBuffer(string: "m1"))
 
         let again = try OpenStore(path: path)
         try await again.commit([.deleteDelivery(sequence: 1, messageID: 1)])
@@ -118,7 +126,7 @@ struct InlineMessageTests {
         let (queues, counted) = try Self.restored(path: path)
         #expect(counted == 1)
         #expect(queues.deliveries[1]?.map(\.sequence) == [3])
-        #expect(queues.messages[5]?.payload == ByteBuffer(string: "shared"))
+        #expect(try Self.payload(ofBody: 5, in: queues) == ByteBuffer(string: "shared"))
     }
 
     @Test(

@@ -34,7 +34,7 @@ struct PackedMessageReaderTests {
         }
         #expect(reader.contains(500))
         #expect(!reader.contains(1001))
-        let messages = try reader.finish()
+        let messages = try reader.finish().messages
         #expect(messages.count == 1000)
         for index in 1...1000 {
             let restored = try #require(messages[UInt64(index)])
@@ -56,7 +56,7 @@ struct PackedMessageReaderTests {
         try add(message(1), id: 1, to: &reader)
         try add(message(2, payloadBytes: 3 << 20), id: 2, to: &reader)
         try add(message(3), id: 3, to: &reader)
-        let messages = try reader.finish()
+        let messages = try reader.finish().messages
         #expect(messages[2]?.payload.readableBytes == 3 << 20)
         #expect(messages[2]?.payload == message(2, payloadBytes: 3 << 20).payload)
         #expect(messages[1]?.payload == message(1).payload)
@@ -69,5 +69,25 @@ struct PackedMessageReaderTests {
         let garbage: [UInt8] = [0xC0, 0x00]  // a PINGREQ
         try garbage.withUnsafeBytes { try reader.add(id: 1, body: $0, expiresAt: nil) }
         #expect(throws: StoreCorruption.self) { _ = try reader.finish() }
+    }
+
+    @Test("a body kept as bytes is checked and sized, not decoded, and a damaged one is reported")
+    func bodiesKeptAsBytes() throws {
+        var reader = PackedMessageReader()
+        try add(message(1), id: 1, to: &reader)
+        let body = StoredMessageCoding.encode(message(2, payloadBytes: 40))
+        try body.withUnsafeReadableBytes { try reader.add(id: 2, body: $0, expiresAt: 99, asBytes: true) }
+        #expect(reader.contains(2))
+        let read = try reader.finish()
+        #expect(read.messages.keys.sorted() == [1])
+        #expect(read.bodies.keys.sorted() == [2])
+        #expect(read.bodies[2]?.publish == body)
+        #expect(read.bodies[2]?.payloadBytes == 40)
+        #expect(read.bodies[2]?.expiresAt == BrokerInstant(millisecondsSinceEpoch: 99))
+
+        var damaged = PackedMessageReader()
+        let garbage: [UInt8] = [0xC0, 0x00]
+        try garbage.withUnsafeBytes { try damaged.add(id: 1, body: $0, expiresAt: nil, asBytes: true) }
+        #expect(throws: StoreCorruption.self) { _ = try damaged.finish() }
     }
 }

@@ -149,6 +149,13 @@ final class StoreHarness {
             snapshot.sessions[index].deliveries += queues.deliveries[snapshot.sessions[index].header.key] ?? []
         }
         snapshot.messages.merge(queues.messages) { first, _ in first }
+        for (id, bytes) in queues.bodies where snapshot.messages[id] == nil {
+            snapshot.messages[id] = try ApplicationMessage(
+                storedPublish: bytes.publish,
+                expiresAt: bytes.expiresAt,
+                storeID: id
+            )
+        }
         return snapshot
     }
 
@@ -471,14 +478,88 @@ struct StoreRulesTests {
         try harness.bringInQueues()
         #expect(!harness.state.connectWaitsForQueues(connectPacket("sub", cleanStart: false, expiry: 600)))
         #expect(!harness.state.queuesPending)
-        let queued = harness.state.sessions["sub"]?.queue.map { String(buffer: $0.message.payload) }
+        let queued = harness.state.sessions["sub"]?.queuedDeliveries.map { String(buffer: $0.message.payload) }
         #expect(queued == ["m1", "m2", "new"])
+        // The stored ones stay as the store's bytes until "sub" is back.
+        #expect(harness.state.sessions["sub"]?.restoredQueue.count == 2)
         // Restarted once more before "sub" returns: the new delivery was stored after the old ones.
         try harness.restart(now: t0.plus(seconds: 2))
         let actions = harness.run {
             $0.connect(conn(4), connectPacket("sub", cleanStart: false, expiry: 600), now: t0.plus(seconds: 2))
         }
         #expect(actions.publishes(to: conn(4)).map(\.text) == ["m1", "m2", "new"])
+    }
+
+    /// "sub" subscribed to `q/#` at QoS 1 and left; "pub" published `m1`…`m\(count)` to it.
+    private func queueForAbsentSubscriber(_ harness: StoreHarness, count: Int) {
+        harness.run { $0.connect(conn(1), connectPacket("sub", expiry: 600), now: t0) }
+        harness.run {
+            $0.subscribe(conn(1), subscribePacket([("q/#", SubscriptionOptions(qos: .atLeastOnce))]), now: t0)
+        }
+        harness.run { $0.disconnect(conn(1), Disconnect(), now: t0) }
+        harness.run { $0.connect(conn(2), connectPacket("pub"), now: t0) }
+        for n in 1...count {
+            harness.run {
+                $0.publish(conn(2), publishPacket("q/1", "m\(n)", qos: .atLeastOnce, id: UInt16(n)), now: t0)
+            }
+        }
+    }
+
+    @Test(
+        "max_queued_messages counts a restored queue kept as stored bytes; what it refuses is not stored",
+        arguments: StoreKind.available
+    )
+    func restoredQueueCountsTowardTheLimit(kind: StoreKind) throws {
+        var configuration = BrokerConfiguration()
+        configuration.maxQueuedMessages = 3
+        let harness = try StoreHarness(kind, configuration: configuration)
+        queueForAbsentSubscriber(harness, count: 3)
+        try harness.restart(now: t0.plus(seconds: 1))
+        #expect(harness.state.sessions["sub"]?.queuedCount == 3)
+        harness.run { $0.connect(conn(3), connectPacket("pub2"), now: t0.plus(seconds: 1)) }
+        harness.run {
+            $0.publish(conn(3), publishPacket("q/1", "over", qos: .atLeastOnce, id: 1), now: t0.plus(seconds: 1))
+        }
+        #expect(harness.state.statistics.publishMessagesDropped == 1)
+        try harness.restart(now: t0.plus(seconds: 2))
+        let actions = harness.run {
+            $0.connect(conn(4), connectPacket("sub", cleanStart: false, expiry: 600), now: t0.plus(seconds: 2))
+        }
+        #expect(actions.publishes(to: conn(4)).map(\.text) == ["m1", "m2", "m3"])
+    }
+
+    @Test(
+        "§3.1.2.4: a Clean Start ends a session whose restored queue is still bytes, with its stored deliveries",
+        arguments: StoreKind.available
+    )
+    func cleanStartEndsARestoredQueue(kind: StoreKind) throws {
+        let harness = try StoreHarness(kind)
+        queueForAbsentSubscriber(harness, count: 3)
+        try harness.restart(now: t0.plus(seconds: 1))
+        #expect(harness.state.sessions["sub"]?.restoredQueue.count == 3)
+        let actions = harness.state.connect(
+            conn(3),
+            connectPacket("sub", cleanStart: true, expiry: 600),
+            now: t0.plus(seconds: 1)
+        )
+        let changes = harness.state.takeStoreChanges()
+        // The store is told which deliveries go: it has no index of them by session.
+        let named = changes.flatMap { change -> [UInt64] in
+            guard case .deleteSession(_, let deliveries) = change else { return [] }
+            return deliveries.map(\.sequence)
+        }
+        #expect(named.count == 3)
+        _ = harness.store.submit(changes)
+        #expect(actions.connack?.sessionPresent == false)
+        #expect(actions.publishes(to: conn(3)).isEmpty)
+        #expect(harness.state.sessions["sub"]?.queuedCount == 0)
+        if kind == .sqlite {
+            // Named to the store by key: none is left for the next start's orphan sweep.
+            harness.store.close()
+            #expect(try GRDBTestAccess.count("deliveries", path: harness.path) == 0)
+        } else {
+            #expect(try harness.reload().sessions.allSatisfy { $0.deliveries.isEmpty })
+        }
     }
 
     // MARK: Messages
