@@ -456,17 +456,7 @@ struct StoreRulesTests {
     )
     func queuesReadAfterStartUpKeepOrder() throws {
         let harness = try StoreHarness(.sqlite)
-        harness.run { $0.connect(conn(1), connectPacket("sub", expiry: 600), now: t0) }
-        harness.run {
-            $0.subscribe(conn(1), subscribePacket([("q/#", SubscriptionOptions(qos: .atLeastOnce))]), now: t0)
-        }
-        harness.run { $0.disconnect(conn(1), Disconnect(), now: t0) }
-        harness.run { $0.connect(conn(2), connectPacket("pub"), now: t0) }
-        for n in 1...2 {
-            harness.run {
-                $0.publish(conn(2), publishPacket("q/1", "m\(n)", qos: .atLeastOnce, id: UInt16(n)), now: t0)
-            }
-        }
+        queueForAbsentSubscriber(harness, count: 2)
         try harness.restartWithoutQueues(now: t0.plus(seconds: 1))
         #expect(harness.state.connectWaitsForQueues(connectPacket("sub", cleanStart: false, expiry: 600)))
         #expect(!harness.state.connectWaitsForQueues(connectPacket("newcomer")))
