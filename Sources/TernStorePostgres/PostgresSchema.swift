@@ -327,7 +327,10 @@ enum PostgresSchema {
         return result
     }
 
-    /// The deliveries of `sessions`, in sequence order, with the messages they refer to.
+    /// The deliveries of `sessions`, in sequence order, with the messages they refer to. A
+    /// message that one queued delivery alone refers to is handed over as its stored bytes
+    /// (``StoredQueues/bodies``), checked but not decoded: its session keeps it so until its
+    /// client is back. Every other message is decoded once, for all its deliveries.
     static func readQueues(
         on connection: PostgresConnection,
         sessions: [UInt64],
@@ -335,19 +338,9 @@ enum PostgresSchema {
     ) throws -> StoredQueues {
         var queues = StoredQueues()
         let keys = sessions.map { Int64($0) }
-        for (id, body, expiresAt) in try connection.run(
-            """
-            SELECT m.id, m.body, m.expires_at FROM messages m
-            WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.message = m.id AND d.session = ANY(\(keys)))
-            """,
-            logger: logger
-        ).decode((Int64, ByteBuffer, Int64?).self) {
-            queues.messages[UInt64(id)] = try StoredMessageCoding.decode(
-                body,
-                expiresAt: expiresAt.map(BrokerInstant.init(millisecondsSinceEpoch:)),
-                storeID: UInt64(id)
-            )
-        }
+        // How each message is referred to: by queued deliveries (a count), or by one in flight.
+        var queuedReferences: [UInt64: Int] = [:]
+        var inFlight: Set<UInt64> = []
         for row in try connection.run(
             PostgresQuery(
                 unsafeSQL: "SELECT \(deliveryColumns) FROM deliveries WHERE session = ANY($1) ORDER BY seq",
@@ -359,7 +352,28 @@ enum PostgresSchema {
             ),
             logger: logger
         ).decode(DeliveryRow.self) {
-            queues.deliveries[UInt64(row.1), default: []].append(try decodeDelivery(row))
+            let delivery = try decodeDelivery(row)
+            if delivery.packetIdentifier == nil {
+                queuedReferences[delivery.messageID, default: 0] += 1
+            } else {
+                inFlight.insert(delivery.messageID)
+            }
+            queues.deliveries[UInt64(row.1), default: []].append(delivery)
+        }
+        for (id, body, expiresAt) in try connection.run(
+            """
+            SELECT m.id, m.body, m.expires_at FROM messages m
+            WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.message = m.id AND d.session = ANY(\(keys)))
+            """,
+            logger: logger
+        ).decode((Int64, ByteBuffer, Int64?).self) {
+            let key = UInt64(id)
+            let expiry = expiresAt.map(BrokerInstant.init(millisecondsSinceEpoch:))
+            if queuedReferences[key] == 1, !inFlight.contains(key) {
+                queues.bodies[key] = try StoredMessageCoding.validate(body, expiresAt: expiry)
+            } else {
+                queues.messages[key] = try StoredMessageCoding.decode(body, expiresAt: expiry, storeID: key)
+            }
         }
         return queues
     }

@@ -496,6 +496,33 @@ struct StoreRulesTests {
     }
 
     @Test(
+        "A queued message one delivery refers to comes back as its stored bytes; one two sessions share is decoded once",
+        arguments: StoreKind.available.filter { $0 != .memory }
+    )
+    func storesHandQueuedMessagesOverAsBytes(kind: StoreKind) throws {
+        let harness = try StoreHarness(kind)
+        for (n, (clientID, filter)) in zip(UInt64(1)..., [("a", "shared/#"), ("b", "shared/#"), ("c", "own/#")]) {
+            harness.run { $0.connect(conn(n), connectPacket(clientID, expiry: 600), now: t0) }
+            harness.run {
+                $0.subscribe(conn(n), subscribePacket([(filter, SubscriptionOptions(qos: .atLeastOnce))]), now: t0)
+            }
+            harness.run { $0.disconnect(conn(n), Disconnect(), now: t0) }
+        }
+        harness.run { $0.connect(conn(9), connectPacket("pub"), now: t0) }
+        harness.run { $0.publish(conn(9), publishPacket("shared/1", "both", qos: .atLeastOnce, id: 1), now: t0) }
+        harness.run { $0.publish(conn(9), publishPacket("own/1", "alone", qos: .atLeastOnce, id: 2), now: t0) }
+        try harness.restartWithoutQueues(now: t0.plus(seconds: 1))
+        let queues = try harness.store.loadQueues()
+        #expect(queues.messages.values.map { String(buffer: $0.payload) } == ["both"])
+        #expect(queues.bodies.count == 1)
+        let alone = try #require(queues.bodies.values.first)
+        #expect(alone.payloadBytes == 5)
+        #expect(
+            String(buffer: try ApplicationMessage(storedPublish: alone.publish, expiresAt: nil).payload) == "alone"
+        )
+    }
+
+    @Test(
         "max_queued_messages counts a restored queue kept as stored bytes; what it refuses is not stored",
         arguments: StoreKind.available
     )
