@@ -417,8 +417,7 @@ extension BrokerState {
         var session = takeSession(at: slot)
         defer { putSession(session, at: slot) }
         guard let connection = session.connection, session.writable else { return }
-        session.unpackRestoredQueue()
-        while session.inflight.count < session.sendWindow, let delivery = session.queue.popFirst() {
+        while session.inflight.count < session.sendWindow, let delivery = session.popQueued() {
             session.queuedBytes -= delivery.message.payload.readableBytes
             if delivery.qos == .atMostOnce {
                 send(delivery, packetIdentifier: 0, session: &session, connection: connection, now: now, into: &actions)

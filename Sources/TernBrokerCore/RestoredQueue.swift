@@ -1,5 +1,5 @@
-public import NIOCore
-public import TernCodec
+import NIOCore
+import TernCodec
 
 /// The deliveries a session had queued when the broker stopped, kept as the bytes the store
 /// read until the session's client is back, in front of its ``Session/queue``.
@@ -9,9 +9,9 @@ public import TernCodec
 /// its bytes: at 100,000 queued 16-byte messages that was more memory than the broker's code.
 /// Here each costs its stored PUBLISH and a 23-byte header in one buffer per session, so the
 /// memory a restart takes follows what is stored, at about a third of the cost, and what is
-/// decoded follows what is connected. The queue is decoded as a whole when its session needs
-/// it: when its client reconnects, or when its deliveries must be judged one by one (an ACL
-/// reload).
+/// decoded follows what is being sent. A delivery is decoded when it is taken to be sent
+/// (``popFirst()``), or the whole queue when its deliveries must be judged one by one (an ACL
+/// check, ``deliveries()``).
 ///
 /// Written by hand rather than with a general serializer: a record is five fixed-width fields
 /// and the bytes the store already had, and nothing else reads them.
@@ -105,40 +105,55 @@ public struct RestoredQueue: Sendable {
         }
     }
 
-    /// The deliveries, decoded, in queue order. Their topics and payloads are slices of this
-    /// queue's buffer.
+    /// Takes the first delivery out, decoded. Its topic and payload are slices of this queue's
+    /// buffer, which goes with the last of them.
+    mutating func popFirst() -> Delivery? {
+        guard var buffer = records, let record = Self.readRecord(from: &buffer) else { return nil }
+        let delivery = decode(record)
+        count -= 1
+        payloadBytes -= delivery.message.payload.readableBytes
+        if count == 0 {
+            records = nil
+            sharedMessages = []
+        } else {
+            records = buffer
+        }
+        return delivery
+    }
+
+    /// The deliveries, decoded, in queue order, leaving the queue as it is.
     func deliveries() -> [Delivery] {
         guard var buffer = records else { return [] }
         var deliveries: [Delivery] = []
         deliveries.reserveCapacity(count)
-        while let record = Self.readRecord(from: &buffer) {
-            let message: ApplicationMessage
-            switch record.message {
-            case .shared(let index):
-                message = sharedMessages[index]
-            case .bytes(let publish, let expiresAt):
-                do {
-                    message = try ApplicationMessage(
-                        storedPublish: publish,
-                        expiresAt: expiresAt,
-                        storeID: record.messageID
-                    )
-                } catch {
-                    // StoredMessageBytes(validating:) decoded these very bytes before they came here.
-                    preconditionFailure("a restored message no longer decodes: \(error)")
-                }
-            }
-            deliveries.append(
-                Delivery(
-                    message: message,
-                    qos: record.qos,
-                    retain: record.retain,
-                    subscriptionIdentifiers: record.subscriptionIdentifiers,
-                    sequence: record.sequence
-                )
-            )
-        }
+        while let record = Self.readRecord(from: &buffer) { deliveries.append(decode(record)) }
         return deliveries
+    }
+
+    private func decode(_ record: Record) -> Delivery {
+        let message: ApplicationMessage
+        switch record.message {
+        case .shared(let index):
+            message = sharedMessages[index]
+        case .bytes(let publish, let expiresAt):
+            do {
+                message = try ApplicationMessage(
+                    storedPublish: publish,
+                    expiresAt: expiresAt,
+                    storeID: record.messageID
+                )
+            } catch {
+                // StoredMessageBytes(validating:) decoded these very bytes before they came here.
+                preconditionFailure("a restored message no longer decodes: \(error)")
+            }
+        }
+        return Delivery(
+            message: message,
+            qos: record.qos,
+            retain: record.retain,
+            subscriptionIdentifiers: record.subscriptionIdentifiers,
+            sequence: record.sequence
+        )
     }
 
     private struct Record {

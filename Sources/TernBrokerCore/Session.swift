@@ -129,8 +129,8 @@ public struct Session: Sendable {
     /// In send order; acknowledgements usually come in that order too, so the front goes first.
     public internal(set) var inflight: Deque<InflightMessage> = []
     public internal(set) var queue: Deque<Delivery> = []
-    /// Deliveries restored from the store, in front of ``queue``, kept as stored bytes until the
-    /// client is back (``unpackRestoredQueue()``).
+    /// Deliveries restored from the store, in front of ``queue``, kept as stored bytes until each
+    /// is taken to be sent (``popQueued()``).
     public internal(set) var restoredQueue = RestoredQueue()
     public internal(set) var inboundQoS2Pending: Set<UInt16> = []
     /// The will registered by the current (or last) connection.
@@ -192,8 +192,13 @@ public struct Session: Sendable {
     /// Whether nothing waits to be sent.
     var queueIsEmpty: Bool { queue.isEmpty && restoredQueue.isEmpty }
 
-    /// Decodes the restored deliveries into the front of ``queue``, before anything is sent from
-    /// it or it is judged delivery by delivery. Their payload bytes are counted already.
+    /// Takes the next delivery to send: the restored ones first (§4.6), decoded one at a time.
+    mutating func popQueued() -> Delivery? {
+        restoredQueue.popFirst() ?? queue.popFirst()
+    }
+
+    /// Decodes the restored deliveries into the front of ``queue``, for judging them one by one.
+    /// Their payload bytes are counted already.
     mutating func unpackRestoredQueue() {
         guard !restoredQueue.isEmpty else { return }
         let restored = restoredQueue.deliveries()

@@ -107,8 +107,31 @@ struct RestoredQueueTests {
         }
     }
 
-    @Test("§4.6: a session unpacks its restored queue in front of what was routed to it since")
-    func unpackGoesInFront() throws {
+    @Test("each delivery is decoded when it is taken; the rest stay bytes, counted and named")
+    func popOneAtATime() throws {
+        var queue = RestoredQueue()
+        for n in 1...3 {
+            queue.append(
+                queued(UInt64(n), message: UInt64(10 * n)),
+                bytes: try StoredMessageBytes(validating: Self.storedPublish("t", "m\(n)"), expiresAt: nil)
+            )
+        }
+        #expect(queue.popFirst().map { String(buffer: $0.message.payload) } == "m1")
+        #expect(queue.count == 2)
+        #expect(queue.payloadBytes == 4)
+        var keys: [UInt64] = []
+        queue.forEachKey { keys.append($0.sequence) }
+        #expect(keys == [2, 3])
+        #expect(queue.deliveries().map(\.sequence) == [2, 3])
+        #expect(queue.popFirst()?.sequence == 2)
+        #expect(queue.popFirst()?.sequence == 3)
+        #expect(queue.isEmpty)
+        #expect(queue.payloadBytes == 0)
+        #expect(queue.popFirst() == nil)
+    }
+
+    @Test("§4.6: a session sends its restored queue before what was routed to it since")
+    func restoredGoFirst() throws {
         var session = Session(
             clientID: "c",
             protocolVersion: .v5,
@@ -122,14 +145,18 @@ struct RestoredQueueTests {
             retain: false
         )
         session.queue.append(Delivery(message: routed, qos: .atLeastOnce, retain: false, subscriptionIdentifiers: []))
-        session.restoredQueue.append(
-            queued(1, message: 10),
-            bytes: try StoredMessageBytes(validating: Self.storedPublish("t", "old"), expiresAt: nil)
-        )
-        #expect(session.queuedCount == 2)
-        #expect(session.queuedDeliveries.map { String(buffer: $0.message.payload) } == ["old", "new"])
+        for (sequence, payload) in [(UInt64(1), "old1"), (2, "old2")] {
+            session.restoredQueue.append(
+                queued(sequence, message: sequence * 10),
+                bytes: try StoredMessageBytes(validating: Self.storedPublish("t", payload), expiresAt: nil)
+            )
+        }
+        #expect(session.queuedCount == 3)
+        #expect(session.queuedDeliveries.map { String(buffer: $0.message.payload) } == ["old1", "old2", "new"])
+        #expect(session.popQueued().map { String(buffer: $0.message.payload) } == "old1")
+        // Judged one by one (an ACL check), the rest is decoded in front of the queue.
         session.unpackRestoredQueue()
         #expect(session.restoredQueue.isEmpty)
-        #expect(session.queue.map { String(buffer: $0.message.payload) } == ["old", "new"])
+        #expect(session.queue.map { String(buffer: $0.message.payload) } == ["old2", "new"])
     }
 }
