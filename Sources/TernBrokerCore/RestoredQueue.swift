@@ -14,13 +14,18 @@ import TernCodec
 /// check, ``deliveries()``).
 ///
 /// Written by hand rather than with a general serializer: a record is five fixed-width fields
-/// and the bytes the store already had, and nothing else reads them.
+/// and the bytes the store already had, and nothing else reads them. The records are a byte
+/// array rather than a `ByteBuffer`, whose capacity is always a power of two: trimmed to size,
+/// the array measured 5.2 MB at 1,000 sessions and 100,000 queued messages, where the buffers
+/// took 8.2 MB (heaptrack).
 public struct RestoredQueue: Sendable {
     /// Records, in queue order: sequence (UInt64), message key (UInt64), flags (UInt8),
     /// identifier count (UInt16), the identifiers (UInt32 each), then either the expiry
     /// (Int64, when flagged) and the PUBLISH's length (UInt32) and bytes, or the index of a
-    /// decoded message in ``sharedMessages``.
-    private var records: ByteBuffer?
+    /// decoded message in ``sharedMessages``. Integers are little-endian.
+    private var records: [UInt8] = []
+    /// Where the first record not yet taken starts.
+    private var readOffset = 0
     /// Messages more than one delivery refers to, decoded once and shared by their deliveries.
     private var sharedMessages: [ApplicationMessage] = []
     /// How many deliveries wait here.
@@ -36,97 +41,81 @@ public struct RestoredQueue: Sendable {
 
     public var isEmpty: Bool { count == 0 }
 
+    /// The bytes its records take in memory (for tests of its size).
+    var recordCapacity: Int { records.capacity }
+
     /// Adds a delivery whose message it keeps as stored bytes.
     mutating func append(_ delivery: StoredDelivery, bytes: StoredMessageBytes) {
-        var buffer = takeRecords(adding: 31 + 4 * delivery.subscriptionIdentifiers.count + bytes.publish.readableBytes)
-        let start = buffer.writerIndex
-        var flags = writeHeader(delivery, into: &buffer) | Self.bytesFlag
-        if let expiresAt = bytes.expiresAt {
-            flags |= Self.expiryFlag
-            buffer.writeInteger(expiresAt.millisecondsSinceEpoch)
-        }
-        buffer.writeInteger(UInt32(bytes.publish.readableBytes))
-        buffer.writeImmutableBuffer(bytes.publish)
-        finish(flags: flags, at: start, into: buffer, payloadBytes: bytes.payloadBytes)
+        var flags = Self.bytesFlag
+        if bytes.expiresAt != nil { flags |= Self.expiryFlag }
+        appendHeader(delivery, flags: flags)
+        if let expiresAt = bytes.expiresAt { appendInteger(expiresAt.millisecondsSinceEpoch) }
+        appendInteger(UInt32(bytes.publish.readableBytes))
+        bytes.publish.withUnsafeReadableBytes { records.append(contentsOf: $0) }
+        count += 1
+        payloadBytes += bytes.payloadBytes
     }
 
     /// Adds a delivery of a message that is already decoded (one that several deliveries share).
     mutating func append(_ delivery: StoredDelivery, message: ApplicationMessage) {
-        var buffer = takeRecords(adding: 23 + 4 * delivery.subscriptionIdentifiers.count)
-        let start = buffer.writerIndex
-        let flags = writeHeader(delivery, into: &buffer)
-        buffer.writeInteger(UInt32(sharedMessages.count))
+        appendHeader(delivery, flags: 0)
+        appendInteger(UInt32(sharedMessages.count))
         sharedMessages.append(message)
-        finish(flags: flags, at: start, into: buffer, payloadBytes: message.payload.readableBytes)
-    }
-
-    /// The buffer out of `records`, so that writing to it does not copy it; room for `bytes`.
-    private mutating func takeRecords(adding bytes: Int) -> ByteBuffer {
-        var buffer = records ?? ByteBufferAllocator().buffer(capacity: 0)
-        records = nil
-        buffer.reserveCapacity(minimumWritableBytes: bytes)
-        return buffer
-    }
-
-    /// Writes the fixed fields and identifiers, with a placeholder for the flags.
-    /// - Returns: the flags known so far.
-    private func writeHeader(_ delivery: StoredDelivery, into buffer: inout ByteBuffer) -> UInt8 {
-        buffer.writeInteger(delivery.sequence)
-        buffer.writeInteger(delivery.messageID)
-        buffer.writeInteger(UInt8(0))
-        buffer.writeInteger(UInt16(clamping: delivery.subscriptionIdentifiers.count))
-        for identifier in delivery.subscriptionIdentifiers.prefix(Int(UInt16.max)) { buffer.writeInteger(identifier) }
-        return delivery.qos.rawValue | (delivery.retain ? Self.retainFlag : 0)
-    }
-
-    /// Sets the flags of the record that starts at `start` and puts the buffer back.
-    private mutating func finish(flags: UInt8, at start: Int, into buffer: ByteBuffer, payloadBytes: Int) {
-        var buffer = buffer
-        buffer.setInteger(flags, at: start + 16)
-        records = buffer
         count += 1
-        self.payloadBytes += payloadBytes
+        payloadBytes += message.payload.readableBytes
     }
 
-    /// Gives back the room a buffer grown by doubling left unused: a restored queue is written
-    /// once, then only read.
+    private mutating func appendHeader(_ delivery: StoredDelivery, flags: UInt8) {
+        appendInteger(delivery.sequence)
+        appendInteger(delivery.messageID)
+        appendInteger(flags | delivery.qos.rawValue | (delivery.retain ? Self.retainFlag : 0))
+        let identifiers = delivery.subscriptionIdentifiers.prefix(Int(UInt16.max))
+        appendInteger(UInt16(identifiers.count))
+        for identifier in identifiers { appendInteger(identifier) }
+    }
+
+    private mutating func appendInteger<Integer: FixedWidthInteger>(_ value: Integer) {
+        withUnsafeBytes(of: value.littleEndian) { records.append(contentsOf: $0) }
+    }
+
+    /// Gives back the room the array left unused as it grew: a restored queue is written once,
+    /// then only read.
     mutating func trimCapacity() {
-        guard let buffer = records, buffer.capacity > buffer.readableBytes + buffer.readableBytes / 8 else { return }
-        var trimmed = ByteBufferAllocator().buffer(capacity: buffer.readableBytes)
-        trimmed.writeImmutableBuffer(buffer)
-        records = trimmed
+        guard records.capacity > records.count + records.count / 8 else { return }
+        records = Array(unsafeUninitializedCapacity: records.count) { trimmed, initialized in
+            initialized = trimmed.initialize(fromContentsOf: records)
+        }
     }
 
     /// The store keys of the deliveries, without decoding their messages.
     func forEachKey(_ body: (StoredDeliveryKey) -> Void) {
-        guard var buffer = records else { return }
-        while let record = Self.readRecord(from: &buffer) {
+        var offset = readOffset
+        while let record = readRecord(at: &offset) {
             body(StoredDeliveryKey(sequence: record.sequence, messageID: record.messageID))
         }
     }
 
-    /// Takes the first delivery out, decoded. Its topic and payload are slices of this queue's
-    /// buffer, which goes with the last of them.
+    /// Takes the first delivery out, decoded.
     mutating func popFirst() -> Delivery? {
-        guard var buffer = records, let record = Self.readRecord(from: &buffer) else { return nil }
+        var offset = readOffset
+        guard let record = readRecord(at: &offset) else { return nil }
         let delivery = decode(record)
         count -= 1
         payloadBytes -= delivery.message.payload.readableBytes
         if count == 0 {
-            records = nil
-            sharedMessages = []
+            self = RestoredQueue()
         } else {
-            records = buffer
+            readOffset = offset
         }
         return delivery
     }
 
     /// The deliveries, decoded, in queue order, leaving the queue as it is.
     func deliveries() -> [Delivery] {
-        guard var buffer = records else { return [] }
         var deliveries: [Delivery] = []
         deliveries.reserveCapacity(count)
-        while let record = Self.readRecord(from: &buffer) { deliveries.append(decode(record)) }
+        var offset = readOffset
+        while let record = readRecord(at: &offset) { deliveries.append(decode(record)) }
         return deliveries
     }
 
@@ -135,7 +124,8 @@ public struct RestoredQueue: Sendable {
         switch record.message {
         case .shared(let index):
             message = sharedMessages[index]
-        case .bytes(let publish, let expiresAt):
+        case .bytes(let range, let expiresAt):
+            let publish = records.withUnsafeBytes { ByteBuffer(bytes: UnsafeRawBufferPointer(rebasing: $0[range])) }
             do {
                 message = try ApplicationMessage(
                     storedPublish: publish,
@@ -159,7 +149,7 @@ public struct RestoredQueue: Sendable {
     private struct Record {
         enum Message {
             case shared(Int)
-            case bytes(ByteBuffer, expiresAt: BrokerInstant?)
+            case bytes(Range<Int>, expiresAt: BrokerInstant?)
         }
         var sequence: UInt64
         var messageID: UInt64
@@ -169,35 +159,42 @@ public struct RestoredQueue: Sendable {
         var message: Message
     }
 
-    /// Reads the next record; the records were written by this type, so each is whole.
-    private static func readRecord(from buffer: inout ByteBuffer) -> Record? {
-        guard let sequence = buffer.readInteger(as: UInt64.self),
-            let messageID = buffer.readInteger(as: UInt64.self),
-            let flags = buffer.readInteger(as: UInt8.self),
-            let identifierCount = buffer.readInteger(as: UInt16.self)
-        else { return nil }
-        var identifiers: [UInt32] = []
-        if identifierCount > 0 {
-            identifiers.reserveCapacity(Int(identifierCount))
-            for _ in 0..<identifierCount { identifiers.append(buffer.readInteger(as: UInt32.self)!) }
+    /// Reads the record at `offset` and moves past it; the records were written by this type,
+    /// so each is whole.
+    private func readRecord(at offset: inout Int) -> Record? {
+        guard offset < records.count else { return nil }
+        return records.withUnsafeBytes { raw in
+            func next<Integer: FixedWidthInteger>(_: Integer.Type) -> Integer {
+                defer { offset += MemoryLayout<Integer>.size }
+                return Integer(littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: Integer.self))
+            }
+            let sequence = next(UInt64.self)
+            let messageID = next(UInt64.self)
+            let flags = next(UInt8.self)
+            let identifierCount = Int(next(UInt16.self))
+            var identifiers: [UInt32] = []
+            if identifierCount > 0 {
+                identifiers.reserveCapacity(identifierCount)
+                for _ in 0..<identifierCount { identifiers.append(next(UInt32.self)) }
+            }
+            let message: Record.Message
+            if flags & Self.bytesFlag != 0 {
+                let expiresAt =
+                    flags & Self.expiryFlag != 0 ? BrokerInstant(millisecondsSinceEpoch: next(Int64.self)) : nil
+                let length = Int(next(UInt32.self))
+                message = .bytes(offset..<offset + length, expiresAt: expiresAt)
+                offset += length
+            } else {
+                message = .shared(Int(next(UInt32.self)))
+            }
+            return Record(
+                sequence: sequence,
+                messageID: messageID,
+                qos: QoS(rawValue: flags & 3) ?? .atMostOnce,
+                retain: flags & Self.retainFlag != 0,
+                subscriptionIdentifiers: identifiers,
+                message: message
+            )
         }
-        let message: Record.Message
-        if flags & bytesFlag != 0 {
-            let expiresAt =
-                flags & expiryFlag != 0
-                ? BrokerInstant(millisecondsSinceEpoch: buffer.readInteger(as: Int64.self)!) : nil
-            let length = Int(buffer.readInteger(as: UInt32.self)!)
-            message = .bytes(buffer.readSlice(length: length)!, expiresAt: expiresAt)
-        } else {
-            message = .shared(Int(buffer.readInteger(as: UInt32.self)!))
-        }
-        return Record(
-            sequence: sequence,
-            messageID: messageID,
-            qos: QoS(rawValue: flags & 3) ?? .atMostOnce,
-            retain: flags & retainFlag != 0,
-            subscriptionIdentifiers: identifiers,
-            message: message
-        )
     }
 }

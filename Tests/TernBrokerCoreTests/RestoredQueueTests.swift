@@ -130,6 +130,19 @@ struct RestoredQueueTests {
         #expect(queue.popFirst() == nil)
     }
 
+    @Test("a restored queue holds its records in about their own size, not a power of two")
+    func recordsTakeTheirSize() throws {
+        var queue = RestoredQueue()
+        let bytes = try StoredMessageBytes(validating: Self.storedPublish("rt/12", "0123456789abcdef"), expiresAt: nil)
+        for n in 1...100 { queue.append(queued(UInt64(n), message: UInt64(n)), bytes: bytes) }
+        queue.trimCapacity()
+        // A 23-byte header and the stored PUBLISH each: 5,100 bytes here, where a buffer rounded
+        // to a power of two held 8,192.
+        let recordBytes = 100 * (23 + bytes.publish.readableBytes)
+        #expect(queue.recordCapacity >= recordBytes)
+        #expect(queue.recordCapacity <= recordBytes + recordBytes / 8)
+    }
+
     @Test("§4.6: a session sends its restored queue before what was routed to it since")
     func restoredGoFirst() throws {
         var session = Session(
