@@ -298,18 +298,12 @@ extension BrokerState {
 
     /// A delivery whose message a store kept as bytes, decoded (they were validated when read).
     private static func decoded(_ delivery: StoredDelivery, bytes: StoredMessageBytes) -> Delivery {
-        let message: ApplicationMessage
-        do {
-            message = try ApplicationMessage(
-                storedPublish: bytes.publish,
+        Delivery(
+            message: ApplicationMessage(
+                validatedPublish: bytes.publish,
                 expiresAt: bytes.expiresAt,
                 storeID: delivery.messageID
-            )
-        } catch {
-            preconditionFailure("a stored message validated when read no longer decodes: \(error)")
-        }
-        return Delivery(
-            message: message,
+            ),
             qos: delivery.qos,
             retain: delivery.retain,
             subscriptionIdentifiers: delivery.subscriptionIdentifiers,

@@ -126,16 +126,7 @@ public struct RestoredQueue: Sendable {
             message = sharedMessages[index]
         case .bytes(let range, let expiresAt):
             let publish = records.withUnsafeBytes { ByteBuffer(bytes: UnsafeRawBufferPointer(rebasing: $0[range])) }
-            do {
-                message = try ApplicationMessage(
-                    storedPublish: publish,
-                    expiresAt: expiresAt,
-                    storeID: record.messageID
-                )
-            } catch {
-                // StoredMessageBytes(validating:) decoded these very bytes before they came here.
-                preconditionFailure("a restored message no longer decodes: \(error)")
-            }
+            message = ApplicationMessage(validatedPublish: publish, expiresAt: expiresAt, storeID: record.messageID)
         }
         return Delivery(
             message: message,

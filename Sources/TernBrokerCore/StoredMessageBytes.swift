@@ -48,3 +48,15 @@ extension ApplicationMessage {
         )
     }
 }
+
+extension ApplicationMessage {
+    /// Reads back bytes that ``StoredMessageBytes/init(validating:expiresAt:)`` decoded once
+    /// already, so that they cannot fail now: a failure is a broken invariant, not bad input.
+    init(validatedPublish publish: ByteBuffer, expiresAt: BrokerInstant?, storeID: UInt64) {
+        do {
+            try self.init(storedPublish: publish, expiresAt: expiresAt, storeID: storeID)
+        } catch {
+            preconditionFailure("a stored message validated when read no longer decodes: \(error)")
+        }
+    }
+}
