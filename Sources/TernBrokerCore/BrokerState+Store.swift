@@ -247,8 +247,8 @@ extension BrokerState {
 
     /// Puts a session's stored deliveries in front of its queue and in-flight window. Stored
     /// deliveries predate anything routed to the session since the restart, so in front is
-    /// their order (§4.6). Queued ones stay as the store's bytes (``RestoredQueue``) until the
-    /// session's client is back.
+    /// their order (§4.6). Queued ones stay as the store's bytes (``RestoredQueue``) until each
+    /// is taken to be sent.
     /// - Parameter bodies: messages kept as stored bytes, for those not in `messages`.
     mutating func restoreDeliveries(
         _ deliveries: [StoredDelivery],

@@ -2,7 +2,7 @@ import NIOCore
 import TernCodec
 
 /// The deliveries a session had queued when the broker stopped, kept as the bytes the store
-/// read until the session's client is back, in front of its ``Session/queue``.
+/// read until each is taken to be sent, in front of its ``Session/queue``.
 ///
 /// A restart may bring back millions of queued messages for clients that come back much later,
 /// or never. Decoded, each costs a 128-byte message object and a 32-byte ``Delivery`` on top of

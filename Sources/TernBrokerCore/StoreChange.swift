@@ -214,7 +214,7 @@ public struct StoredQueues: Sendable {
     /// The messages they refer to, decoded, by key.
     public var messages: [UInt64: ApplicationMessage]
     /// Messages not in ``messages``, as their stored bytes, by key: those that one delivery
-    /// alone refers to. Queued, they stay bytes until their client is back (``RestoredQueue``).
+    /// alone refers to. Queued, they stay bytes until each is sent (``RestoredQueue``).
     public var bodies: [UInt64: StoredMessageBytes]
 
     public init(

@@ -6,7 +6,7 @@ public import TernCodec
 ///
 /// A store hands restored messages that one queued delivery alone refers to over in this form
 /// (``StoredQueues/bodies``), and the broker keeps them so, in their session's
-/// ``RestoredQueue``, until their client is back: a decoded message costs a heap object of 128
+/// ``RestoredQueue``, until each is sent: a decoded message costs a heap object of 128
 /// bytes on top of its bytes.
 public struct StoredMessageBytes: Sendable {
     /// The PUBLISH, as ``ApplicationMessage/init(storedPublish:expiresAt:storeID:)`` reads it.

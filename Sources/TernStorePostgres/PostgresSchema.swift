@@ -329,8 +329,8 @@ enum PostgresSchema {
 
     /// The deliveries of `sessions`, in sequence order, with the messages they refer to. A
     /// message that one queued delivery alone refers to is handed over as its stored bytes
-    /// (``StoredQueues/bodies``), checked but not decoded: its session keeps it so until its
-    /// client is back. Every other message is decoded once, for all its deliveries.
+    /// (``StoredQueues/bodies``), checked but not decoded: its session keeps it so until it is
+    /// sent. Every other message is decoded once, for all its deliveries.
     static func readQueues(
         on connection: PostgresConnection,
         sessions: [UInt64],

@@ -285,7 +285,7 @@ enum SQLiteSchema {
                 read.references[messageID, default: 0] += 1
             } else {
                 read.inlineDeliveries.insert(UInt64(row.int64(0)))
-                // Queued, it stays as these bytes until its client is back (RestoredQueue).
+                // Queued, it stays as these bytes until it is sent (RestoredQueue).
                 if !messages.contains(messageID) {
                     try messages.add(
                         id: messageID,
