@@ -261,13 +261,13 @@ extension BrokerState {
         shared.raiseKey(shared.lastDeliverySequence, to: deliveries.lazy.map(\.sequence).max() ?? 0)
         // The restored queue is in front of anything routed to the session since the restart.
         for delivery in deliveries {
-            let message = messages[delivery.messageID]
+            var message = messages[delivery.messageID]
+            // Every delivery of a message shares its storage, unless a store left its key out.
+            if let stored = message, stored.storeID != delivery.messageID { message?.storeID = delivery.messageID }
             if let packetIdentifier = delivery.packetIdentifier {
                 // The in-flight window is decoded now: it is re-sent the moment its client is back.
                 let restored: Delivery
-                if var message {
-                    // Every delivery of a message shares its storage, unless a store left its key out.
-                    if message.storeID != delivery.messageID { message.storeID = delivery.messageID }
+                if let message {
                     restored = Delivery(
                         message: message,
                         qos: delivery.qos,
@@ -282,8 +282,7 @@ extension BrokerState {
                 }
                 session.inflight.append(.publish(packetIdentifier: packetIdentifier, restored))
                 summary.inflightMessages += 1
-            } else if var message {
-                if message.storeID != delivery.messageID { message.storeID = delivery.messageID }
+            } else if let message {
                 session.restoredQueue.append(delivery, message: message)
                 session.queuedBytes += message.payload.readableBytes
                 summary.queuedMessages += 1
